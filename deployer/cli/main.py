@@ -1,0 +1,223 @@
+"""The ``deployer`` command line. Thin: parse options, call the engine, print, exit.
+
+Exit codes (stable, see deployer.errors): 0 ok, 1 a target failed, 2 invalid input,
+3 changes pending (plan --detailed-exitcode), 4 a target unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from deployer import __version__
+from deployer.cli.output import Output, render_text
+from deployer.config.inventory import load_inventory
+from deployer.config.load import load_project
+from deployer.core.render import check_job_hosts
+from deployer.engine.session import CHANGED, Session, default_parallel
+from deployer.errors import EXIT_CHANGES, EXIT_INVALID, EXIT_OK, InvalidInput, Problem
+
+
+class Context:
+    def __init__(self, file: str, json_mode: bool, color: bool | None) -> None:
+        self.file = file
+        self.output = Output(json_mode, color)
+
+
+def _exit(code: int) -> NoReturn:
+    sys.exit(code)
+
+
+def _session(ctx: Context, env: str, limit: str | None, parallel: int) -> Session:
+    session = Session.load(ctx.file, env, limit, parallel)
+    for state in session.states:
+        for job in state.desired.jobs:
+            ctx.output.secrets.update(v for n, v in job.env if n in job.secret_names and v)
+    return session
+
+
+def _guard(ctx: Context, work: Any) -> NoReturn:
+    """Run a command body; turn input errors into exit 2 and a person's message."""
+    try:
+        code = work()
+    except InvalidInput as exc:
+        ctx.output.invalid(exc)
+        _exit(EXIT_INVALID)
+    except KeyboardInterrupt:
+        ctx.output.err.print("interrupted")
+        _exit(130)
+    _exit(code)
+
+
+env_argument = click.argument("env", metavar="ENV")
+limit_option = click.option("--limit", "-l", metavar="HOSTS", help="Only these hosts or groups (comma-separated).")
+parallel_option = click.option("--parallel", "-p", type=click.IntRange(1, 256), default=default_parallel, show_default="10",
+                               help="How many hosts at once.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--file", "-f", "file", default=lambda: os.environ.get("DEPLOYER_FILE", "deployer.yml"),
+              show_default="deployer.yml", help="The declaration file (or set DEPLOYER_FILE).")
+@click.option("--json", "json_mode", is_flag=True, help="Machine-readable output on stdout.")
+@click.option("--color/--no-color", default=None, help="Force or disable colours (default: when a terminal).")
+@click.version_option(__version__, prog_name="deployer")
+@click.pass_context
+def cli(click_ctx: click.Context, file: str, json_mode: bool, color: bool | None) -> None:
+    """Declarative cron jobs: plan, apply and verify them on local, SSH and Incus targets."""
+    click_ctx.obj = Context(file, json_mode, color)
+
+
+@cli.command()
+@click.pass_obj
+def validate(ctx: Context) -> None:
+    """Check the declaration and every environment's inventory; touch no target."""
+
+    def work() -> int:
+        project = load_project(ctx.file)
+        problems: list[Problem] = []
+        hosts = 0
+        for env in project.environments.values():
+            try:
+                targets = load_inventory(env.inventory, env.inventory_shown)
+                check_job_hosts(project, env, targets)
+                hosts += len(targets)
+            except InvalidInput as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise InvalidInput(problems)
+        jobs = {job.id for env in project.environments.values() for job in env.jobs}
+        if ctx.output.json_mode:
+            ctx.output.emit_json({"ok": True, "project": project.name, "environments": list(project.environments),
+                                  "jobs": sorted(jobs), "hosts": hosts})
+        else:
+            ctx.output.print(f"{ctx.file}: valid — project {project.name}, {len(jobs)} jobs, "
+                             f"environments {', '.join(project.environments)} ({hosts} hosts)", style="green")
+        return EXIT_OK
+
+    _guard(ctx, work)
+
+
+@cli.command()
+@env_argument
+@limit_option
+@click.pass_obj
+def render(ctx: Context, env: str, limit: str | None) -> None:
+    """Print what would be installed on each host, without contacting any."""
+
+    def work() -> int:
+        session = _session(ctx, env, limit, 1)
+        if ctx.output.json_mode:
+            ctx.output.emit_json({"hosts": {s.name: {"jobs": [j.id for j in s.desired.jobs],
+                                                     "skipped": dict(s.desired.skipped)} for s in session.states}})
+        else:
+            ctx.output.print(render_text(session))
+        return EXIT_OK
+
+    _guard(ctx, work)
+
+
+@cli.command()
+@env_argument
+@limit_option
+@parallel_option
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 3 when there are changes to apply (0 when none).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Save the plan, to apply exactly it with apply --plan.")
+@click.pass_obj
+def plan(ctx: Context, env: str, limit: str | None, parallel: int, detailed_exitcode: bool, out_file: str | None) -> None:
+    """Show what apply would change on each host (nothing is written)."""
+
+    def work() -> int:
+        session = _session(ctx, env, limit, parallel)
+        try:
+            session.observe()
+        finally:
+            session.close()
+        if ctx.output.json_mode:
+            ctx.output.emit_json(ctx.output.plan_json(session))
+        else:
+            ctx.output.plan(session)
+        if out_file:
+            Path(out_file).write_text(json.dumps(session.saved_plan(), indent=2) + "\n")
+        code = session.exit_code()
+        if code == EXIT_OK and detailed_exitcode and any(s.status == CHANGED for s in session.states):
+            return EXIT_CHANGES
+        return code
+
+    _guard(ctx, work)
+
+
+@cli.command()
+@env_argument
+@limit_option
+@parallel_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (for CI).")
+@click.option("--plan", "plan_file", type=click.Path(exists=True, dir_okay=False),
+              help="Apply only if nothing changed since this saved plan (plan --out).")
+@click.pass_obj
+def apply(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, plan_file: str | None) -> None:
+    """Make every host match the declaration (a second apply changes nothing)."""
+
+    def work() -> int:
+        expected = None
+        if plan_file:
+            try:
+                expected = json.loads(Path(plan_file).read_text())["targets"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise InvalidInput([Problem(f"not a saved plan ({exc})", file=plan_file)]) from None
+        session = _session(ctx, env, limit, parallel)
+        try:
+            session.observe()
+            pending = [s for s in session.states if s.status == CHANGED]
+            if not ctx.output.json_mode:
+                ctx.output.plan(session)
+            if pending and not yes and expected is None:
+                if not sys.stdin.isatty():
+                    ctx.output.err.print("not a terminal and no --yes: nothing was applied (pass --yes to apply without a prompt)")
+                    return EXIT_INVALID
+                if not click.confirm(f"Apply these changes to {len(pending)} host{'s' if len(pending) != 1 else ''}?", default=False):
+                    ctx.output.err.print("nothing was applied")
+                    return EXIT_OK
+            session.apply(expected)
+        finally:
+            session.close()
+        if ctx.output.json_mode:
+            ctx.output.emit_json(ctx.output.plan_json(session, applied=True))
+        else:
+            ctx.output.summary(session, "apply")
+        return session.exit_code()
+
+    _guard(ctx, work)
+
+
+@cli.command()
+@env_argument
+@limit_option
+@parallel_option
+@click.pass_obj
+def verify(ctx: Context, env: str, limit: str | None, parallel: int) -> None:
+    """Audit every host: crontab, release files, permissions, cron daemon."""
+
+    def work() -> int:
+        session = _session(ctx, env, limit, parallel)
+        try:
+            session.observe()
+            session.verify()
+        finally:
+            session.close()
+        if ctx.output.json_mode:
+            ctx.output.emit_json(ctx.output.checks_json(session))
+        else:
+            ctx.output.checks(session)
+            ctx.output.summary(session, "verify")
+        return session.exit_code()
+
+    _guard(ctx, work)
+
+
+def main() -> None:
+    cli(prog_name="deployer")

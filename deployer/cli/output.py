@@ -1,0 +1,166 @@
+"""What people and machines read: plans, summaries, check reports. No logic lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from deployer.core.checks import FAIL, PASS, WARN
+from deployer.core.desired import show_home
+from deployer.engine.session import CHANGED, FAILED, OK, UNREACHABLE, Session, TargetState
+from deployer.errors import InvalidInput
+
+STATUS_STYLE = {OK: "green", CHANGED: "yellow", FAILED: "red", UNREACHABLE: "magenta"}
+CHECK_STYLE = {PASS: "green", WARN: "yellow", FAIL: "red"}
+REDACTED = "********"
+
+
+class Output:
+    def __init__(self, json_mode: bool = False, color: bool | None = None) -> None:
+        self.json_mode = json_mode
+        self.out = Console(highlight=False, no_color=color is False, force_terminal=color or None, soft_wrap=True)
+        self.err = Console(stderr=True, highlight=False, no_color=color is False, force_terminal=color or None, soft_wrap=True)
+        self.secrets: set[str] = set()
+
+    # ------------------------------------------------------------------ safety
+    def redact(self, text: str) -> str:
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            if len(secret) >= 1:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def print(self, text: str | Text = "", style: str | None = None) -> None:
+        if isinstance(text, str):
+            text = Text(self.redact(text), style=style or "")
+        self.out.print(text)
+
+    def emit_json(self, data: Any) -> None:
+        sys.stdout.write(self.redact(json.dumps(data, indent=2, sort_keys=False)) + "\n")
+
+    def invalid(self, exc: InvalidInput) -> None:
+        if self.json_mode:
+            self.emit_json({"ok": False, "exit_code": 2, "errors": [
+                {"file": p.file, "line": p.line, "key_path": p.key_path, "message": p.message} for p in exc.problems]})
+            return
+        for problem in exc.problems:
+            self.err.print(Text("error: ", style="bold red") + Text(self.redact(str(problem))))
+        count = len(exc.problems)
+        self.err.print(Text(f"{count} problem{'s' if count != 1 else ''} found; nothing was changed on any target.", style="red"))
+
+    # ------------------------------------------------------------------ plans
+    def diff(self, text: str) -> None:
+        for line in self.redact(text).splitlines():
+            style = ""
+            if line.startswith("+++") or line.startswith("---"):
+                style = "bold"
+            elif line.startswith("+"):
+                style = "green"
+            elif line.startswith("-"):
+                style = "red"
+            elif line.startswith("@@"):
+                style = "cyan"
+            self.out.print(Text(line, style=style))
+
+    def host_header(self, state: TargetState) -> None:
+        how = state.target.connection
+        status = state.status
+        label = {OK: "no changes", CHANGED: "changes", FAILED: "failed", UNREACHABLE: "unreachable"}[status]
+        self.out.print(Text(f"── {state.name} ({how}) ", style="bold") + Text(label, style=STATUS_STYLE[status]))
+
+    def plan(self, session: Session) -> None:
+        for state in session.states:
+            self.host_header(state)
+            if state.error:
+                self.print(f"   {state.error}", style="red")
+            p = state.plan
+            if p is None:
+                continue
+            for change in p.changes:
+                self.print(f"   {change.kind:8} {change.path}: {change.summary}")
+            for cc in p.crontab_changes:
+                self.diff(cc.diff())
+            for warning in p.warnings:
+                self.print(f"   warning: {warning}", style="yellow")
+            if p.empty and not p.errors:
+                self.print(f"   release {p.release.revision} in place; crontab up to date", style="dim")
+
+    def plan_json(self, session: Session, applied: bool = False) -> dict[str, Any]:
+        hosts = {}
+        for s in session.states:
+            p = s.plan
+            hosts[s.name] = {
+                "status": s.status,
+                "error": s.error,
+                "revision": p.release.revision if p else None,
+                "changes": [{"kind": c.kind, "path": c.path, "summary": c.summary} for c in p.changes] if p else [],
+                "crontab_diffs": {c.user: c.diff() for c in p.crontab_changes} if p else {},
+                "warnings": p.warnings if p else [],
+                "applied": s.applied if applied else [],
+                "counters": s.counters.as_dict(),
+                "seconds": round(s.seconds, 3),
+            }
+        return {"project": session.project.name, "env": session.env.name, "exit_code": session.exit_code(), "hosts": hosts}
+
+    # ------------------------------------------------------------------ summaries
+    def summary(self, session: Session, verb: str) -> None:
+        table = Table(title=f"{verb} {session.project.name}/{session.env.name}", title_justify="left", show_edge=False)
+        for column in ("host", "result", "detail"):
+            table.add_column(column)
+        for s in session.states:
+            if s.status == CHANGED and verb == "apply":
+                detail = f"{len(s.applied)} steps, revision {s.release.revision if s.release else '?'}"
+                result = "changed"
+            elif s.status == OK:
+                result, detail = "ok", "nothing to change" if verb == "apply" else "in sync"
+            else:
+                result, detail = s.status, s.error or ""
+            table.add_row(s.name, Text(result, style=STATUS_STYLE.get(s.status, "")), self.redact(detail))
+        self.out.print(table)
+
+    def checks(self, session: Session) -> None:
+        for state in session.states:
+            self.host_header(state)
+            if not state.checks and state.error:
+                self.print(f"   {state.error}", style="red")
+            for c in state.checks:
+                self.out.print(Text(f"   {c.status:4} ", style=CHECK_STYLE[c.status]) + Text(f"{c.name:12} {self.redact(c.detail)}"))
+
+    def checks_json(self, session: Session) -> dict[str, Any]:
+        return {
+            "project": session.project.name, "env": session.env.name, "exit_code": session.exit_code(),
+            "hosts": {s.name: {"status": s.status, "error": s.error,
+                               "checks": [{"name": c.name, "status": c.status, "detail": c.detail, "job": c.job} for c in s.checks],
+                               "counters": s.counters.as_dict()} for s in session.states},
+        }
+
+
+def render_text(session: Session) -> str:
+    """``deployer render``: what would be installed, per host, before any contact."""
+    from deployer.core.release import crontab_block
+
+    lines: list[str] = []
+    for state in session.states:
+        d = state.desired
+        lines.append(f"# host {d.target} ({state.target.connection}); ~ = home of the connecting user on the target")
+        lines.append(f"# deploy home: {show_home(d.deploy_home)}")
+        users: dict[str, list[Any]] = {}
+        for job in d.jobs:
+            users.setdefault(job.run_as or "(connecting user)", []).append(job)
+        for user, jobs in users.items():
+            lines.append(f"# crontab of {user}:")
+            block = crontab_block(d.project, d.env, "<revision>", jobs, d.python, f"{d.deploy_home}/releases/<revision>")
+            lines.append(show_home(block).rstrip("\n"))
+        for job in d.jobs:
+            env = ", ".join(f"{n}={REDACTED if n in job.secret_names else show_home(v)}" for n, v in job.env) or "-"
+            target = f"script {job.script}" if job.script else f"command {job.command}"
+            lines.append(f"# job {job.id}: {target} args={list(show_home(a) for a in job.args)} timeout={job.timeout}s "
+                         f"concurrency={job.concurrency} log={show_home(job.log_file)} env: {env}")
+        for job_id, why in d.skipped:
+            lines.append(f"# job {job_id}: not installed ({why})")
+        lines.append("")
+    return "\n".join(lines)

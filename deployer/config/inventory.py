@@ -1,0 +1,141 @@
+"""Targets of an environment, read from its Ansible inventory with ansible-core's own code.
+
+Reading the inventory with ansible-core (rather than parsing hosts.yml ourselves) keeps
+every variable meaning the same to ``deployer`` and to ``ansible-playbook``: group_vars,
+host_vars, ranges, children groups and the ``ansible_*`` connection variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deployer.errors import InvalidInput, Problem
+
+# Ansible's own warnings would go to stderr in its own words; we turn what matters into
+# input errors and keep the rest quiet. Set before ansible reads its configuration.
+os.environ.setdefault("ANSIBLE_INVENTORY_UNPARSED_FAILED", "True")
+os.environ.setdefault("ANSIBLE_LOCALHOST_WARNING", "False")
+os.environ.setdefault("ANSIBLE_INVENTORY_UNPARSED_WARNING", "False")
+
+CONNECTIONS = {
+    "local": "local",
+    "ansible.builtin.local": "local",
+    "ssh": "ssh",
+    "ansible.builtin.ssh": "ssh",
+    "paramiko": "ssh",
+    "paramiko_ssh": "ssh",
+    "ansible.builtin.paramiko_ssh": "ssh",
+    "smart": "ssh",
+    "community.general.incus": "incus",
+    "incus": "incus",
+}
+
+# Variables ansible adds to every host; not part of what the user declared.
+_MAGIC = {
+    "ansible_facts", "ansible_playbook_python", "ansible_config_file", "ansible_version", "playbook_dir",
+    "omit", "groups", "group_names", "inventory_hostname", "inventory_hostname_short", "inventory_dir",
+    "inventory_file", "hostvars", "ansible_inventory_sources", "ansible_check_mode", "ansible_diff_mode",
+    "ansible_forks", "ansible_run_tags", "ansible_skip_tags", "ansible_verbosity", "environment", "role_names",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One host of an environment, as the inventory describes it."""
+
+    name: str
+    connection: str  # local | ssh | incus
+    groups: tuple[str, ...] = ()
+    vars: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def address(self) -> str:
+        return str(self.vars.get("ansible_host", self.name))
+
+    @property
+    def port(self) -> int | None:
+        port = self.vars.get("ansible_port")
+        return int(port) if port is not None else None
+
+    @property
+    def user(self) -> str | None:
+        user = self.vars.get("ansible_user") or self.vars.get("ansible_ssh_user")
+        return str(user) if user else None
+
+    @property
+    def become(self) -> bool:
+        return _truthy(self.vars.get("ansible_become", False))
+
+    @property
+    def become_user(self) -> str:
+        return str(self.vars.get("ansible_become_user") or "root")
+
+    def matches(self, pattern: str) -> bool:
+        """A host name or a group name."""
+        return pattern == self.name or pattern in self.groups
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on", "y"}
+    return bool(value)
+
+
+def _plain(value: Any) -> Any:
+    """Ansible 2.19 wraps inventory values in tagged types; templates want plain data."""
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def load_inventory(path: Path, shown: str) -> list[Target]:
+    """All hosts of one inventory (a file or a directory), in inventory order."""
+    from ansible.errors import AnsibleError
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.manager import VariableManager
+
+    loader = DataLoader()
+    try:
+        inventory = InventoryManager(loader=loader, sources=[str(path)])
+        variables = VariableManager(loader=loader, inventory=inventory)
+        hosts = inventory.get_hosts("all")
+    except AnsibleError as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidInput([Problem(f"cannot read the inventory: {message}", file=shown)]) from None
+    if not hosts:
+        raise InvalidInput([Problem("the inventory has no hosts; add at least one under all.hosts or a group", file=shown)])
+
+    targets: list[Target] = []
+    problems: list[Problem] = []
+    for host in hosts:
+        host_vars = variables.get_vars(host=host)
+        plain = {k: _plain(v) for k, v in host_vars.items() if k not in _MAGIC}
+        raw_connection = str(plain.get("ansible_connection") or "ssh")
+        connection = CONNECTIONS.get(raw_connection)
+        if connection is None:
+            known = ", ".join(sorted({k for k in CONNECTIONS if "." in k or k in {"local", "ssh"}}))
+            problems.append(Problem(f"host '{host.name}': ansible_connection '{raw_connection}' is not supported (use one of: {known})", file=shown))
+            continue
+        groups = tuple(g.name for g in host.get_groups() if g.name not in {"all"})
+        targets.append(Target(host.name, connection, groups, plain))
+    if problems:
+        raise InvalidInput(problems)
+    return targets
+
+
+def limit_targets(targets: list[Target], limit: str | None, shown: str) -> list[Target]:
+    """Keep hosts named by ``--limit`` (comma-separated host or group names)."""
+    if not limit:
+        return targets
+    patterns = [p.strip() for p in limit.split(",") if p.strip()]
+    unknown = [p for p in patterns if not any(t.matches(p) for t in targets)]
+    if unknown:
+        names = ", ".join(t.name for t in targets)
+        raise InvalidInput([Problem(f"--limit {', '.join(unknown)}: no such host or group in the inventory (hosts: {names})", file=shown)])
+    return [t for t in targets if any(t.matches(p) for p in patterns)]

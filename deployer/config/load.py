@@ -1,0 +1,479 @@
+"""Load ``deployer.yml``: parse, validate, apply an environment's overrides.
+
+The result is a ``Project``: plain frozen data, with every job already merged for each
+environment (defaults <- environment defaults <- job <- environment's job override).
+Every problem found is collected and raised together as ``InvalidInput`` (exit 2), each
+naming the file, the key path and the line.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from deployer.config import model
+from deployer.config.yamlsource import KeyPath, SourceMap, format_key_path, load_yaml_file
+from deployer.errors import InvalidInput, Problem
+
+DEFAULT_FILE = "deployer.yml"
+
+DEFAULT_HOME = "~/.local/share/deployer/{{ project }}-{{ env }}"
+DEFAULT_LOG_DIR = "{{ deploy_home }}/logs"
+DEFAULT_LOCK_DIR = "{{ deploy_home }}/locks"
+DEFAULT_TIMEOUT = 3600
+DEFAULT_KEEP_RELEASES = 5
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A reference to a secret, resolved on the controller at deploy time."""
+
+    env: str | None = None
+    file: str | None = None
+    key: str | None = None
+
+    def describe(self) -> str:
+        if self.env is not None:
+            return f"environment variable {self.env}"
+        return f"file {self.file}" + (f" (key {self.key})" if self.key else "")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job as it applies in one environment."""
+
+    id: str
+    schedule: str
+    description: str = ""
+    script: str | None = None  # path relative to the project root
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    run_as: str | None = None  # None: the user deployer connects as
+    log_file: str | None = None
+    timeout: int = DEFAULT_TIMEOUT
+    concurrency: str = "forbid"
+    env: tuple[tuple[str, str | Secret], ...] = ()
+    enabled: bool = True
+    hosts: tuple[str, ...] | None = None
+    workdir: str | None = None
+    # Where each field was set, for errors found later (templates, secrets, inventory).
+    origin: dict[str, KeyPath] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Target-level settings of one environment."""
+
+    home: str = DEFAULT_HOME
+    log_dir: str = DEFAULT_LOG_DIR
+    log_mode: int = 0o750
+    log_owner: str | None = None
+    log_group: str | None = None
+    lock_dir: str = DEFAULT_LOCK_DIR
+    lock_mode: int = 0o755
+    keep_releases: int = DEFAULT_KEEP_RELEASES
+    python: str = "python3"
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig:
+    name: str
+    inventory: Path
+    inventory_shown: str
+    settings: Settings
+    jobs: tuple[Job, ...]
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    root: Path
+    file: str  # as shown to the user
+    files: tuple[str, ...]  # extra files pushed beside the scripts (relative to root)
+    environments: dict[str, EnvironmentConfig]
+    source: SourceMap = field(compare=False)
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        if name not in self.environments:
+            known = ", ".join(self.environments)
+            raise InvalidInput([Problem(f"unknown environment '{name}' (declared: {known})", file=self.file, key_path="environments")])
+        return self.environments[name]
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+_TAGS = {"plain-value", "secret-ref"}
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> KeyPath:
+    return tuple(part for part in loc if part not in _TAGS and not str(part).startswith("function-"))
+
+
+def _message(err: Any, path: KeyPath) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        key = str(path[-1])
+        allowed = _allowed_keys(path[:-1])
+        hint = _suggest(key, allowed)
+        listing = f" (allowed: {', '.join(allowed)})" if allowed and not hint else ""
+        return f"unknown key '{key}'{hint}{listing}"
+    if kind == "missing":
+        return f"required key '{path[-1]}' is missing"
+    msg: str = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    if kind == "bool_parsing":
+        return f"should be true or false, not {_describe(err.get('input'))}"
+    if msg.startswith("Input should be"):
+        msg = "should be" + msg[len("Input should be"):]
+        if kind in {"string_type", "int_type", "bool_type", "list_type", "dict_type", "model_type", "bool_parsing", "int_parsing"}:
+            msg += f", not {_describe(err.get('input'))}"
+    return msg
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, (int, float)):
+        return f"{value} (a number)"
+    return f"'{value}'"
+
+
+def _allowed_keys(parent: KeyPath) -> list[str]:
+    """Allowed keys at a parent path of deployer.yml, by shape (names of jobs/envs skipped)."""
+    shape = _shape(parent)
+    models: dict[tuple[str, ...], type[BaseModel]] = {
+        (): model.Declaration,
+        ("defaults",): model.Defaults,
+        ("defaults", "logs"): model.Logs,
+        ("defaults", "locks"): model.Locks,
+        ("jobs", "*"): model.JobFields,
+        ("environments", "*"): model.Environment,
+        ("environments", "*", "defaults"): model.Defaults,
+        ("environments", "*", "defaults", "logs"): model.Logs,
+        ("environments", "*", "defaults", "locks"): model.Locks,
+        ("environments", "*", "jobs", "*"): model.JobFields,
+        ("jobs", "*", "env", "*"): model.SecretRef,
+        ("jobs", "*", "env", "*", "secret"): model.SecretSource,
+        ("defaults", "env", "*"): model.SecretRef,
+        ("defaults", "env", "*", "secret"): model.SecretSource,
+        ("environments", "*", "jobs", "*", "env", "*"): model.SecretRef,
+        ("environments", "*", "jobs", "*", "env", "*", "secret"): model.SecretSource,
+    }
+    found = models.get(shape)
+    return list(found.model_fields) if found else []
+
+
+def _shape(path: KeyPath) -> tuple[str, ...]:
+    out: list[str] = []
+    for i, part in enumerate(path):
+        parent = out[-1] if out else None
+        if parent in {"jobs", "environments", "env"} and (i == 0 or out[-1] != "*"):
+            out.append("*")
+        else:
+            out.append(str(part))
+    return tuple(out)
+
+
+def _validation_problems(exc: ValidationError, src: SourceMap) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: set[tuple[KeyPath, str]] = set()
+    for err in exc.errors():
+        path = _clean_loc(tuple(err["loc"]))
+        msg = _message(err, path)
+        if (path, msg) in seen:
+            continue
+        seen.add((path, msg))
+        problems.append(src.problem(path, msg))
+    return problems
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_project(path: str | Path = DEFAULT_FILE) -> Project:
+    """Load and fully validate a declaration file; raise InvalidInput listing every problem."""
+    file = Path(path)
+    shown = str(path)
+    raw, src = load_yaml_file(file, shown)
+    root = file.resolve().parent
+    if not isinstance(raw, dict):
+        raise InvalidInput([Problem("the declaration must be a mapping (project, jobs, environments, ...)", file=shown, line=1)])
+
+    problems = _check_names(raw, src)
+    try:
+        decl = model.Declaration.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_validation_problems(exc, src))
+        raise InvalidInput(_sorted(problems)) from None
+    if problems:
+        raise InvalidInput(_sorted(problems))
+
+    problems.extend(_check_files(decl, root, src))
+    environments: dict[str, EnvironmentConfig] = {}
+    for env_name, env in decl.environments.items():
+        try:
+            environments[env_name] = _environment(decl, env_name, env, root, src)
+        except InvalidInput as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise InvalidInput(_sorted(problems))
+    return Project(decl.project, root, shown, tuple(decl.files), environments, src)
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    unique = list(dict.fromkeys(problems))
+    return sorted(unique, key=lambda p: (p.file or "", p.line or 0, p.key_path or ""))
+
+
+def _check_names(raw: dict[str, Any], src: SourceMap) -> list[Problem]:
+    """Names used as keys (job ids, variable names, environments), located at their line."""
+    problems: list[Problem] = []
+    jobs = raw.get("jobs")
+    if isinstance(jobs, dict):
+        for job_id, job in jobs.items():
+            if not model.JOB_ID.match(job_id):
+                problems.append(src.problem(("jobs", job_id), (
+                    f"'{job_id}' is not a valid job id: use lowercase letters, digits, '-' and '_' "
+                    "(it names files and crontab entries, so no '/', spaces or shell characters)")))
+            if isinstance(job, dict):
+                problems.extend(_check_env_names(job.get("env"), ("jobs", job_id, "env"), src))
+    defaults = raw.get("defaults")
+    if isinstance(defaults, dict):
+        problems.extend(_check_env_names(defaults.get("env"), ("defaults", "env"), src))
+    envs = raw.get("environments")
+    if isinstance(envs, dict):
+        for name, env in envs.items():
+            if not model.ENVIRONMENT_NAME.match(name):
+                problems.append(src.problem(("environments", name), f"'{name}' is not a valid environment name (lowercase letters, digits, '-' and '_')"))
+            if not isinstance(env, dict):
+                continue
+            env_defaults = env.get("defaults")
+            if isinstance(env_defaults, dict):
+                problems.extend(_check_env_names(env_defaults.get("env"), ("environments", name, "defaults", "env"), src))
+            overrides = env.get("jobs")
+            if isinstance(overrides, dict):
+                for job_id, job in overrides.items():
+                    if isinstance(jobs, dict) and job_id not in jobs:
+                        problems.append(src.problem(("environments", name, "jobs", job_id),
+                                                    f"overrides job '{job_id}', which is not declared under jobs{_suggest(job_id, list(jobs))}"))
+                    if isinstance(job, dict):
+                        problems.extend(_check_env_names(job.get("env"), ("environments", name, "jobs", job_id, "env"), src))
+    return problems
+
+
+def _check_env_names(env: Any, path: KeyPath, src: SourceMap) -> list[Problem]:
+    if not isinstance(env, dict):
+        return []
+    return [
+        src.problem(path + (name,), f"'{name}' is not a valid environment variable name (letters, digits and '_', not starting with a digit)")
+        for name in env
+        if not model.ENV_NAME.match(name)
+    ]
+
+
+def _inside(root: Path, relative: str) -> Path | None:
+    """The file ``relative`` inside the project root, or None if it escapes it."""
+    candidate = (root / relative).resolve()
+    try:
+        candidate.relative_to(root)
+    except ValueError:
+        return None
+    return candidate
+
+
+def _check_local_file(root: Path, relative: str, what: str, path: KeyPath, src: SourceMap) -> Problem | None:
+    if Path(relative).is_absolute() or _inside(root, relative) is None:
+        return src.problem(path, f"{what} '{relative}' must be a path inside the project folder ({root})")
+    full = root / relative
+    if not full.exists():
+        return src.problem(path, f"{what} '{relative}' does not exist (looked in {root})")
+    if not full.is_file():
+        return src.problem(path, f"{what} '{relative}' is not a regular file")
+    try:
+        full.read_bytes()
+    except OSError as exc:
+        return src.problem(path, f"{what} '{relative}' cannot be read: {exc.strerror}")
+    return None
+
+
+def _check_files(decl: model.Declaration, root: Path, src: SourceMap) -> list[Problem]:
+    problems: list[Problem] = []
+    pushed: dict[str, KeyPath] = {}
+
+    claimed: dict[str, str] = {}
+
+    def claim(relative: str, path: KeyPath) -> None:
+        # Scripts and extra files land in one folder on the target: one name, one file.
+        name = Path(relative).name
+        if name in claimed and claimed[name] != relative:
+            problems.append(src.problem(path, f"'{relative}' and '{claimed[name]}' (at {_fmt(pushed[name])}) would both land on the target as '{name}'; rename one"))
+        claimed.setdefault(name, relative)
+        pushed.setdefault(name, path)
+
+    for i, relative in enumerate(decl.files):
+        problem = _check_local_file(root, relative, "file", ("files", i), src)
+        if problem:
+            problems.append(problem)
+        claim(relative, ("files", i))
+    scripts: dict[str, KeyPath] = {}
+    for job_id, job in decl.jobs.items():
+        if job.script is not None:
+            scripts.setdefault(job.script, ("jobs", job_id, "script"))
+    for env_name, env in decl.environments.items():
+        for job_id, job in (env.jobs or {}).items():
+            if job.script is not None:
+                scripts.setdefault(job.script, ("environments", env_name, "jobs", job_id, "script"))
+    for relative, path in scripts.items():
+        problem = _check_local_file(root, relative, "script", path, src)
+        if problem:
+            problems.append(problem)
+        claim(relative, path)
+    return problems
+
+
+def _fmt(path: KeyPath) -> str:
+    return format_key_path(path)
+
+
+def _merge(layers: list[tuple[KeyPath, model.JobFields | model.Defaults | None]]) -> tuple[dict[str, Any], dict[str, KeyPath]]:
+    """Later layers win field by field; ``env`` mappings merge key by key."""
+    values: dict[str, Any] = {}
+    origin: dict[str, KeyPath] = {}
+    for path, layer in layers:
+        if layer is None:
+            continue
+        for name in layer.model_fields_set:
+            value = getattr(layer, name)
+            if value is None:
+                continue
+            if name == "env":
+                merged = dict(values.get("env", {}))
+                for var, var_value in value.items():
+                    merged[var] = var_value
+                    origin[f"env.{var}"] = path + ("env", var)
+                values["env"] = merged
+            else:
+                values[name] = value
+            origin[name] = path + (name,)
+    return values, origin
+
+
+def _environment(decl: model.Declaration, env_name: str, env: model.Environment, root: Path, src: SourceMap) -> EnvironmentConfig:
+    problems: list[Problem] = []
+    env_path: KeyPath = ("environments", env_name)
+    top = decl.defaults
+    local = env.defaults or model.Defaults()
+
+    def pick(name: str, default: Any) -> Any:
+        for layer in (local, top):
+            value = getattr(layer, name)
+            if value is not None:
+                return value
+        return default
+
+    def pick_sub(section: str, name: str, default: Any) -> Any:
+        for layer in (local, top):
+            sub = getattr(layer, section)
+            if sub is not None and getattr(sub, name) is not None:
+                return getattr(sub, name)
+        return default
+
+    settings = Settings(
+        home=pick("home", DEFAULT_HOME),
+        log_dir=pick_sub("logs", "dir", DEFAULT_LOG_DIR),
+        log_mode=pick_sub("logs", "mode", 0o750),
+        log_owner=pick_sub("logs", "owner", None),
+        log_group=pick_sub("logs", "group", None),
+        lock_dir=pick_sub("locks", "dir", DEFAULT_LOCK_DIR),
+        lock_mode=pick_sub("locks", "mode", 0o755),
+        keep_releases=pick("keep_releases", DEFAULT_KEEP_RELEASES),
+        python=pick("python", "python3"),
+    )
+
+    inventory_path = _inside(root, env.inventory)
+    if Path(env.inventory).is_absolute() or inventory_path is None:
+        problems.append(src.problem(env_path + ("inventory",), f"inventory '{env.inventory}' must be a path inside the project folder"))
+    elif not inventory_path.exists():
+        problems.append(src.problem(env_path + ("inventory",), f"inventory '{env.inventory}' does not exist (looked in {root})"))
+
+    jobs: list[Job] = []
+    for job_id, base in decl.jobs.items():
+        override = (env.jobs or {}).get(job_id)
+        shared_defaults = model.JobFields(
+            run_as=pick("run_as", None), timeout=pick("timeout", None), concurrency=pick("concurrency", None),
+        )
+        env_defaults: dict[str, Any] = dict(top.env or {})
+        env_defaults.update(local.env or {})
+        layers: list[tuple[KeyPath, Any]] = [
+            (("defaults",), model.JobFields(env=env_defaults) if env_defaults else None),
+            (("defaults",), shared_defaults),
+            (("jobs", job_id), base),
+            (env_path + ("jobs", job_id), override),
+        ]
+        values, origin = _merge(layers)
+        where: KeyPath = ("jobs", job_id)
+        allowed_envs = values.get("environments")
+        if allowed_envs is not None:
+            for i, name in enumerate(allowed_envs):
+                if name not in decl.environments:
+                    problems.append(src.problem(origin["environments"] + (i,),
+                                                f"unknown environment '{name}'{_suggest(name, list(decl.environments))} (declared: {', '.join(decl.environments)})"))
+            if env_name not in allowed_envs:
+                continue
+        if "schedule" not in values:
+            problems.append(src.problem(where, "required key 'schedule' is missing"))
+            continue
+        has_script, has_command = "script" in values, "command" in values
+        if has_script == has_command:
+            problems.append(src.problem(where, "a job needs exactly one of 'script' (a Python task script, pushed) or 'command' (a program on the target)"))
+            continue
+        if has_command:
+            command = values["command"]
+            if command.strip() != command or any(c.isspace() for c in command):
+                problems.append(src.problem(origin["command"],
+                                            f"'{command}' looks like a shell line; 'command' is one program (path or name), put its arguments in 'args' as a list"))
+                continue
+        env_items: list[tuple[str, str | Secret]] = []
+        for var, value in sorted(values.get("env", {}).items()):
+            if isinstance(value, model.SecretRef):
+                env_items.append((var, Secret(value.secret.env, value.secret.file, value.secret.key)))
+            else:
+                env_items.append((var, value))
+        jobs.append(Job(
+            id=job_id,
+            schedule=values["schedule"],
+            description=values.get("description", ""),
+            script=values.get("script"),
+            command=values.get("command"),
+            args=tuple(values.get("args", ())),
+            run_as=values.get("run_as"),
+            log_file=values.get("log_file"),
+            timeout=values.get("timeout", DEFAULT_TIMEOUT),
+            concurrency=values.get("concurrency", "forbid"),
+            env=tuple(env_items),
+            enabled=values.get("enabled", True),
+            hosts=tuple(values["hosts"]) if "hosts" in values else None,
+            workdir=values.get("workdir"),
+            origin=origin,
+        ))
+    if problems:
+        raise InvalidInput(problems)
+    return EnvironmentConfig(env_name, inventory_path or root, env.inventory, settings, tuple(jobs))

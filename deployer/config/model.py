@@ -1,0 +1,205 @@
+"""The typed model of ``deployer.yml``.
+
+Validation happens here (types, unknown keys, ranges, names); resolving environments,
+scripts and secrets happens in ``load``. Every model forbids unknown keys: a typo such as
+``shedule:`` must be an error, not a job that silently runs at the default time.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+from deployer.config.schedule import ScheduleError, normalize
+
+# A job id appears in file names, crontab lines and log prefixes: keep it to a safe slug.
+JOB_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENVIRONMENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?$")
+_DURATION = re.compile(r"^(?P<n>\d+)\s*(?P<unit>s|sec|m|min|h|d)?$")
+_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+def parse_duration(value: Any) -> int:
+    """``90`` / ``"90s"`` / ``"5m"`` / ``"2h"`` / ``"1d"`` -> seconds (> 0)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 30s, 5m, 2h or a number of seconds")
+    if isinstance(value, int):
+        seconds = value
+    elif isinstance(value, str) and (match := _DURATION.match(value.strip())):
+        seconds = int(match.group("n")) * _UNITS[match.group("unit")]
+    else:
+        raise ValueError(f"'{value}' is not a duration (use e.g. 30s, 5m, 2h, 1d or a number of seconds)")
+    if seconds <= 0:
+        raise ValueError("must be longer than 0 seconds")
+    return seconds
+
+
+def parse_mode(value: Any) -> int:
+    """File modes are written as octal strings ('0750'); a bare YAML int is ambiguous."""
+    if isinstance(value, str) and re.fullmatch(r"0?[0-7]{3,4}", value.strip()):
+        mode = int(value.strip(), 8)
+        if mode > 0o7777:
+            raise ValueError(f"'{value}' is not a file mode")
+        return mode
+    raise ValueError(f"'{value}' is not a file mode: write it as a quoted octal string such as '0750'")
+
+
+def _stringish(value: Any) -> Any:
+    # YAML turns `- 50` into an int; an argument is a string, and saying so in every
+    # declaration would be noise. Booleans stay an error: `yes` meaning True is a trap.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+Mode = Annotated[int, BeforeValidator(parse_mode)]
+Arg = Annotated[str, BeforeValidator(_stringish)]
+
+
+class SecretSource(Strict):
+    """Where a secret comes from, read on the controller at deploy time."""
+
+    env: str | None = Field(default=None, description="name of an environment variable on the controller")
+    file: str | None = Field(default=None, description="file holding the value, or a YAML/KEY=VALUE file with `key`")
+    key: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "SecretSource":
+        if (self.env is None) == (self.file is None):
+            raise ValueError("a secret needs exactly one of 'env' or 'file'")
+        if self.key is not None and self.file is None:
+            raise ValueError("'key' only goes with 'file'")
+        return self
+
+
+class SecretRef(Strict):
+    secret: SecretSource
+
+
+def _env_value_kind(value: Any) -> str:
+    return "secret-ref" if isinstance(value, dict) else "plain-value"
+
+
+# A tagged union, so that a wrong value gets one error from the branch it was meant for
+# (the tags contain '-', which no variable name can, so error paths can drop them).
+EnvValue = Annotated[
+    Annotated[Annotated[str, BeforeValidator(_stringish)], Tag("plain-value")] | Annotated[SecretRef, Tag("secret-ref")],
+    Discriminator(_env_value_kind),
+]
+
+
+class Logs(Strict):
+    dir: str | None = None
+    mode: Mode | None = None
+    owner: str | None = None
+    group: str | None = None
+
+
+class Locks(Strict):
+    dir: str | None = None
+    mode: Mode | None = None
+
+
+class JobFields(Strict):
+    """Fields of a job; every one optional so that environments can override any of them."""
+
+    description: str | None = None
+    script: str | None = None
+    command: str | None = None
+    args: list[Arg] | None = None
+    schedule: str | None = None
+    run_as: str | None = None
+    log_file: str | None = None
+    timeout: Duration | None = None
+    concurrency: Literal["forbid", "allow"] | None = None
+    env: dict[str, EnvValue] | None = None
+    enabled: bool | None = None
+    environments: list[str] | None = None
+    hosts: list[str] | None = None
+    workdir: str | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return normalize(value)
+        except ScheduleError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("run_as")
+    @classmethod
+    def _run_as(cls, value: str | None) -> str | None:
+        if value is not None and not USER_NAME.match(value):
+            raise ValueError(f"'{value}' is not a valid user name")
+        return value
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, value: str | None) -> str | None:
+        # The description becomes a comment line in the crontab: one line only.
+        if value is not None and ("\n" in value or "\r" in value):
+            raise ValueError("must be a single line (it becomes a comment in the crontab)")
+        return value
+
+    @field_validator("args")
+    @classmethod
+    def _args(cls, value: list[str] | None) -> list[str] | None:
+        for arg in value or []:
+            if "\x00" in arg:
+                raise ValueError("an argument cannot contain a NUL byte")
+        return value
+
+
+class Defaults(Strict):
+    """Values every job and target starts from."""
+
+    home: str | None = None
+    run_as: str | None = None
+    timeout: Duration | None = None
+    concurrency: Literal["forbid", "allow"] | None = None
+    env: dict[str, EnvValue] | None = None
+    logs: Logs | None = None
+    locks: Locks | None = None
+    keep_releases: Annotated[int, Field(ge=1, le=100)] | None = None
+    python: str | None = None
+
+
+class Environment(Strict):
+    inventory: str
+    defaults: Defaults | None = None
+    jobs: dict[str, JobFields] | None = None
+
+
+class Declaration(Strict):
+    """The whole of ``deployer.yml`` as written (before environments are applied)."""
+
+    project: str
+    defaults: Defaults = Defaults()
+    files: list[str] = []
+    jobs: dict[str, JobFields]
+    environments: dict[str, Environment]
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, value: str) -> str:
+        if not ENVIRONMENT_NAME.match(value):
+            raise ValueError(f"'{value}' is not a valid project name (lowercase letters, digits, - and _)")
+        return value
+
+    @field_validator("environments")
+    @classmethod
+    def _some_environment(cls, value: dict[str, Environment]) -> dict[str, Environment]:
+        if not value:
+            raise ValueError("declare at least one environment")
+        return value

@@ -1,0 +1,123 @@
+"""YAML that remembers where every value came from.
+
+PyYAML's composer keeps the position of every node; we build plain Python data from the
+node tree and, beside it, a map from key path to line so that every validation error can
+name the file, the key path and the line. Duplicate keys, which PyYAML silently accepts,
+are reported (a duplicated job id would otherwise hide a job).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deployer.errors import InvalidInput, Problem
+
+KeyPath = tuple[str | int, ...]
+
+
+def format_key_path(path: KeyPath) -> str:
+    """``('jobs', 'backup', 'args', 0)`` -> ``jobs.backup.args[0]``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+@dataclass
+class SourceMap:
+    """Lines of the values (and keys) of one YAML document."""
+
+    file: str
+    lines: dict[KeyPath, int] = field(default_factory=dict)
+
+    def line_of(self, path: KeyPath) -> int | None:
+        """The line of ``path``, or of its nearest ancestor that exists in the file."""
+        while True:
+            if path in self.lines:
+                return self.lines[path]
+            if not path:
+                return None
+            path = path[:-1]
+
+    def problem(self, path: KeyPath, message: str) -> Problem:
+        return Problem(message, file=self.file, key_path=format_key_path(path) or None, line=self.line_of(path))
+
+
+def _scalar(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    return loader.construct_object(node, deep=True)
+
+
+def _build(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, src: SourceMap, problems: list[Problem]) -> Any:
+    src.lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)  # resolves YAML merge keys (<<)
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _scalar(loader, key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, (str, int, float, bool)) or key is None:
+                problems.append(
+                    Problem("a key must be a plain string", file=src.file, key_path=format_key_path(path) or None,
+                            line=key_node.start_mark.line + 1)
+                )
+                continue
+            key = str(key) if not isinstance(key, str) else key
+            child = path + (key,)
+            if key in result:
+                problems.append(
+                    Problem(
+                        f"duplicate key '{key}' (first defined at line {src.lines.get(child)})",
+                        file=src.file,
+                        key_path=format_key_path(child),
+                        line=key_node.start_mark.line + 1,
+                    )
+                )
+                continue
+            src.lines[child] = key_node.start_mark.line + 1
+            result[key] = _build(loader, value_node, child, src, problems)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(loader, item, path + (i,), src, problems) for i, item in enumerate(node.value)]
+    return _scalar(loader, node)  # type: ignore[arg-type]
+
+
+def load_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
+    """Parse one YAML document; raise InvalidInput with file and line on any syntax error."""
+    src = SourceMap(file)
+    loader = yaml.SafeLoader(text)
+    problems: list[Problem] = []
+    try:
+        node = loader.get_single_node()
+        data = None if node is None else _build(loader, node, (), src, problems)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        what = exc.problem or "invalid YAML"
+        if exc.context:
+            what = f"{exc.context}, {what}"
+        raise InvalidInput([Problem(f"YAML syntax error: {what}", file=file, line=line)]) from None
+    except yaml.YAMLError as exc:  # e.g. more than one document
+        raise InvalidInput([Problem(f"YAML error: {exc}", file=file)]) from None
+    finally:
+        loader.dispose()
+    if problems:
+        raise InvalidInput(problems)
+    return data, src
+
+
+def load_yaml_file(path: Path, shown_as: str | None = None) -> tuple[Any, SourceMap]:
+    """Read and parse a YAML file; unreadable files are input errors too."""
+    name = shown_as or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInput([Problem("file not found", file=name)]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput([Problem(f"cannot read file: {exc}", file=name)]) from None
+    return load_yaml(text, name)

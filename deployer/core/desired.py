@@ -1,0 +1,69 @@
+"""What should be on one target: the output of ``render``, the input of ``plan``.
+
+Paths may start with ``HOME``: the home directory of the user deployer connects as on
+the target, which only the probe knows. ``materialize`` swaps it for the real one, so
+``render`` stays pure and needs no connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# A NUL can appear in no declared value (args and env values reject it), so this mark
+# cannot collide with anything the operator wrote.
+HOME = "\x00~\x00"
+
+
+def expand_home(text: str, home: str) -> str:
+    return text.replace(HOME, home.rstrip("/") or "/")
+
+
+def show_home(text: str) -> str:
+    """For display before the target is known: the mark as ``~``."""
+    return text.replace(HOME, "~")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job as the run wrapper on the target will see it."""
+
+    id: str
+    description: str
+    schedule: str
+    script: str | None  # file name under the release's scripts/
+    command: str | None
+    args: tuple[str, ...]
+    run_as: str | None  # None: the connecting user
+    log_file: str
+    lock_file: str
+    state_dir: str
+    timeout: int
+    concurrency: str
+    workdir: str | None
+    env: tuple[tuple[str, str], ...]
+    secret_names: frozenset[str]
+
+
+@dataclass(frozen=True)
+class DirSpec:
+    path: str
+    mode: int
+    owner: str | None = None  # None: leave as created by the connecting user
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """Everything deployer manages on one target, before the target is observed."""
+
+    project: str
+    env: str
+    target: str
+    deploy_home: str
+    python: str
+    keep_releases: int
+    jobs: tuple[JobSpec, ...]
+    files: tuple[tuple[str, bytes], ...]  # (name under scripts/, content)
+    script_names: frozenset[str]  # which of ``files`` are task scripts (made executable)
+    dirs: tuple[DirSpec, ...]
+    skipped: tuple[tuple[str, str], ...] = ()  # (job id, why it is not on this target)

@@ -1,0 +1,66 @@
+"""Facts: what the probe saw on a target, as typed data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from deployer.core.release import Identity
+
+
+@dataclass(frozen=True)
+class PathFact:
+    type: str  # dir | file | link | other | error
+    mode: int = 0
+    owner: str = ""
+    group: str = ""
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class CrontabFact:
+    text: str | None  # None: the user has no crontab
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Facts:
+    hostname: str
+    identity: Identity
+    python: str
+    python_version: str
+    deploy_home: str
+    users: dict[str, dict[str, Any] | None]
+    crontabs: dict[str, CrontabFact]
+    paths: dict[str, PathFact | None]
+    releases: dict[str, dict[str, PathFact]]
+    current: str | None
+    cron_running: bool
+    cron_process: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+def _path(info: dict[str, Any] | None) -> PathFact | None:
+    if info is None:
+        return None
+    return PathFact(info.get("type", "other"), int(info.get("mode", 0)), info.get("owner", ""), info.get("group", ""),
+                    info.get("sha256"))
+
+
+def parse_facts(data: dict[str, Any]) -> Facts:
+    return Facts(
+        hostname=data["hostname"],
+        identity=Identity(data["user"], int(data["uid"]), data["home"]),
+        python=data["python"],
+        python_version=data["python_version"],
+        deploy_home=data["deploy_home"],
+        users=data.get("users", {}),
+        crontabs={u: CrontabFact(c.get("text"), c.get("error")) for u, c in data.get("crontabs", {}).items()},
+        paths={p: _path(i) for p, i in data.get("paths", {}).items()},
+        releases={rev: {rel: f for rel, i in r.get("files", {}).items() if (f := _path(i)) is not None}
+                  for rev, r in data.get("releases", {}).items()},
+        current=data.get("current"),
+        cron_running=bool(data.get("cron", {}).get("running")),
+        cron_process=data.get("cron", {}).get("process"),
+        raw=data,
+    )

@@ -1,0 +1,201 @@
+"""plan: Release + Facts -> Plan. Pure: the list of changes, the crontab diffs, the bundle.
+
+``apply`` sends ``Plan.bundle()`` to the target as it is; check mode (``plan``) is the
+same code path with the send skipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from deployer.core import crontab
+from deployer.core.facts import Facts, PathFact
+from deployer.core.release import EnsureDir, EnsureFile, Release, ReleaseFile
+
+
+@dataclass(frozen=True)
+class Change:
+    """One line of the plan, for people (``summary``) and machines (``kind``, ``path``)."""
+
+    kind: str  # release | dir | file | crontab | current
+    path: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class CrontabChange:
+    user: str
+    before: str | None
+    after: str
+
+    def diff(self) -> str:
+        before = (self.before or "").splitlines(keepends=True)
+        after = self.after.splitlines(keepends=True)
+        label = f"crontab of {self.user}"
+        lines = difflib.unified_diff(before, after, f"{label} (now)", f"{label} (planned)")
+        return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+
+
+@dataclass
+class Plan:
+    release: Release
+    facts: Facts
+    changes: list[Change] = field(default_factory=list)
+    crontab_changes: list[CrontabChange] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    release_files: list[ReleaseFile] = field(default_factory=list)
+    release_remove: list[str] = field(default_factory=list)
+    release_exists: bool = False
+    dirs: list[EnsureDir] = field(default_factory=list)
+    job_files: list[EnsureFile] = field(default_factory=list)
+    set_current: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes and not self.crontab_changes
+
+    def bundle(self) -> dict[str, Any]:
+        """The applier's parameters: exactly the changes of this plan."""
+        release = None
+        if self.release_files or self.release_remove:
+            release = {
+                "files": [{"path": f.path, "content": base64.b64encode(f.content).decode(), "mode": f.mode,
+                           "owner": f.owner} for f in self.release_files],
+                "remove": self.release_remove,
+            }
+        return {
+            "project": self.release.project,
+            "env": self.release.env,
+            "deploy_home": self.release.deploy_home,
+            "revision": self.release.revision,
+            "previous_revision": self.facts.current,
+            "keep_releases": self.release.keep_releases,
+            "release": release,
+            "dirs": [{"path": d.path, "mode": d.mode, "owner": d.owner, "group": d.group} for d in self.dirs],
+            "files": [{"path": f.path, "mode": f.mode, "owner": f.owner} for f in self.job_files],
+            "crontabs": [{"user": c.user, "expected": c.before, "text": c.after} for c in self.crontab_changes],
+            "set_current": self.set_current,
+        }
+
+
+def _mode(mode: int) -> str:
+    return f"{mode:04o}"
+
+
+def _plan_release(plan: Plan) -> None:
+    release, facts = plan.release, plan.facts
+    present = facts.releases.get(release.revision)
+    if present is None:
+        plan.release_files = list(release.files)
+        base = facts.releases.get(facts.current or "", {})
+        details = []
+        for f in release.files:
+            old = base.get(f.path)
+            if old is None:
+                details.append(f"+{f.path}")
+            elif old.sha256 != f.sha256 or old.mode != f.mode:
+                details.append(f"~{f.path}")
+        removed = [f"-{p}" for p in sorted(base) if p not in {f.path for f in release.files}]
+        shown = ", ".join(d for d in details + removed if not d.endswith("manifest.json")) or "same files"
+        since = f" (vs {facts.current}: {shown})" if facts.current else f" ({len(release.files)} files)"
+        plan.changes.append(Change("release", release.release_dir, f"create release {release.revision}{since}"))
+        return
+    plan.release_exists = True
+    wanted = {f.path: f for f in release.files}
+    for f in release.files:
+        seen = present.get(f.path)
+        owner_ok = f.owner is None or (seen is not None and seen.owner == f.owner)
+        if seen is None or seen.type != "file" or seen.sha256 != f.sha256 or seen.mode != f.mode or not owner_ok:
+            what = "missing" if seen is None else ("modified on the target" if seen.sha256 != f.sha256 else
+                                                  f"mode/owner {_mode(seen.mode)} {seen.owner}")
+            plan.release_files.append(f)
+            plan.changes.append(Change("release", f"{release.release_dir}/{f.path}", f"restore {f.path} ({what})"))
+    for path in sorted(present):
+        if path not in wanted:
+            plan.release_remove.append(path)
+            plan.changes.append(Change("release", f"{release.release_dir}/{path}", f"remove unexpected file {path}"))
+
+
+def _dir_change(d: EnsureDir, seen: PathFact | None) -> str | None:
+    if seen is None:
+        owner = f" {d.owner}" if d.owner else ""
+        return f"create folder ({_mode(d.mode)}{owner})"
+    if seen.type != "dir":
+        return f"is a {seen.type}, not a folder"
+    wrong = []
+    if seen.mode != d.mode:
+        wrong.append(f"mode {_mode(seen.mode)} -> {_mode(d.mode)}")
+    if d.owner and seen.owner != d.owner:
+        wrong.append(f"owner {seen.owner} -> {d.owner}")
+    if d.group and seen.group != d.group:
+        wrong.append(f"group {seen.group} -> {d.group}")
+    return ", ".join(wrong) or None
+
+
+def _file_change(f: EnsureFile, seen: PathFact | None) -> str | None:
+    if seen is None:
+        return f"create empty file ({_mode(f.mode)}{' ' + f.owner if f.owner else ''})"
+    if seen.type == "link":
+        return "is a symlink: replace it with a file (never followed)"
+    if seen.type != "file":
+        return f"is a {seen.type}, not a file"
+    wrong = []
+    if seen.mode != f.mode:
+        wrong.append(f"mode {_mode(seen.mode)} -> {_mode(f.mode)}")
+    if f.owner and seen.owner != f.owner:
+        wrong.append(f"owner {seen.owner} -> {f.owner}")
+    return ", ".join(wrong) or None
+
+
+def plan(release: Release, facts: Facts) -> Plan:
+    """Everything that must change on the target for it to match the release."""
+    p = Plan(release, facts)
+    who = facts.identity
+    for job in release.jobs:
+        user = job.run_as
+        if user and user != who.user:
+            if facts.users.get(user) is None:
+                p.errors.append(f"job '{job.id}' runs as '{user}', and there is no such user on {facts.hostname}")
+            elif who.uid != 0:
+                p.errors.append(f"job '{job.id}' runs as '{user}', but deployer connects as '{who.user}', who is not root: "
+                                f"set ansible_become: true (sudo) or run_as: {who.user}")
+    if p.errors:
+        return p
+
+    _plan_release(p)
+    for d in release.dirs:
+        if (why := _dir_change(d, facts.paths.get(d.path))) is not None:
+            p.dirs.append(d)
+            p.changes.append(Change("dir", d.path, why))
+    for f in release.job_files:
+        if (why := _file_change(f, facts.paths.get(f.path))) is not None:
+            p.job_files.append(f)
+            p.changes.append(Change("file", f.path, why))
+
+    users = set(release.crontab_blocks) | {u for u, c in facts.crontabs.items() if c.text is not None}
+    for user in sorted(users):
+        seen = facts.crontabs.get(user)
+        if seen is None:
+            p.errors.append(f"the crontab of {user} was not read")
+            continue
+        if seen.error:
+            p.errors.append(f"cannot read the crontab of {user}: {seen.error}")
+            continue
+        before = seen.text
+        try:
+            after = crontab.splice(before or "", release.project, release.env, release.crontab_blocks.get(user))
+        except crontab.CrontabConflict as exc:
+            p.errors.append(f"crontab of {user}: {exc}")
+            continue
+        if after != (before or "") and not (before is None and after == ""):
+            p.crontab_changes.append(CrontabChange(user, before, after))
+    if facts.current != release.revision:
+        p.set_current = True
+        p.changes.append(Change("current", f"{release.deploy_home}/current", f"point current at {release.revision}"))
+    if not facts.cron_running:
+        p.warnings.append("no cron daemon is running on this target: the jobs will not run until one is started")
+    return p

@@ -1,0 +1,201 @@
+"""materialize: DesiredState + who we are on the target -> Release (exact bytes to install).
+
+A release is an immutable folder ``<home>/releases/<revision>`` holding the run wrapper,
+the task scripts, one JSON spec and one env file per job, and a manifest. The revision
+is a hash of that content, so the same declaration always gives the same revision (a
+second apply finds it in place) and any change gives a new folder beside the old one.
+Crontab lines point into the release folder, so installing the crontab is the single
+switch from the old release to the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from dataclasses import dataclass
+from importlib import resources
+
+from deployer.core.crontab import begin_marker, end_marker, escape_percent
+from deployer.core.desired import DesiredState, JobSpec, expand_home
+
+ENV_FILE_HEADER = "# Written by deployer: the environment of one job. Values are JSON strings.\n"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who deployer is on the target (after become), as the probe saw it."""
+
+    user: str
+    uid: int
+    home: str
+
+
+@dataclass(frozen=True)
+class ReleaseFile:
+    path: str  # relative to the release folder
+    content: bytes
+    mode: int
+    owner: str | None = None
+    secret: bool = False
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content).hexdigest()
+
+
+@dataclass(frozen=True)
+class EnsureDir:
+    path: str
+    mode: int
+    owner: str | None = None
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class EnsureFile:
+    """A file that must exist with an owner and mode; its content is the job's (logs, locks)."""
+
+    path: str
+    mode: int
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class Release:
+    project: str
+    env: str
+    target: str
+    deploy_home: str
+    revision: str
+    files: tuple[ReleaseFile, ...]
+    dirs: tuple[EnsureDir, ...]
+    job_files: tuple[EnsureFile, ...]
+    crontab_blocks: dict[str, str]  # user -> block text (markers included)
+    jobs: tuple[JobSpec, ...]
+    keep_releases: int
+
+    @property
+    def release_dir(self) -> str:
+        return f"{self.deploy_home}/releases/{self.revision}"
+
+    @property
+    def secret_values(self) -> frozenset[str]:
+        return frozenset(value for job in self.jobs for name, value in job.env if name in job.secret_names and value)
+
+
+def wrapper_source() -> bytes:
+    return resources.files("deployer.remote").joinpath("wrapper.py").read_bytes()
+
+
+def env_file(job: JobSpec) -> bytes:
+    lines = [ENV_FILE_HEADER] + [f"{name}={json.dumps(value)}\n" for name, value in job.env]
+    return "".join(lines).encode()
+
+
+def job_spec(job: JobSpec, project: str, env: str) -> bytes:
+    spec = {
+        "id": job.id,
+        "project": project,
+        "env": env,
+        "description": job.description,
+        "schedule": job.schedule,
+        "script": job.script,
+        "command": job.command,
+        "args": list(job.args),
+        "run_as": job.run_as,
+        "log_file": job.log_file,
+        "lock_file": job.lock_file,
+        "state_dir": job.state_dir,
+        "timeout": job.timeout,
+        "concurrency": job.concurrency,
+        "workdir": job.workdir,
+        "env_file": f"env/{job.id}.env" if job.env else None,
+    }
+    return (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _expand_job(job: JobSpec, home: str) -> JobSpec:
+    def x(value: str) -> str:
+        return expand_home(value, home)
+
+    return JobSpec(
+        id=job.id, description=job.description, schedule=job.schedule, script=job.script, command=job.command,
+        args=tuple(x(a) for a in job.args), run_as=job.run_as, log_file=x(job.log_file), lock_file=x(job.lock_file),
+        state_dir=x(job.state_dir), timeout=job.timeout, concurrency=job.concurrency,
+        workdir=x(job.workdir) if job.workdir else None,
+        env=tuple((n, v if n in job.secret_names else x(v)) for n, v in job.env), secret_names=job.secret_names,
+    )
+
+
+def revision_of(files: tuple[ReleaseFile, ...], project: str, env: str) -> str:
+    digest = hashlib.sha256(f"{project}\0{env}\0".encode())
+    for f in sorted(files, key=lambda f: f.path):
+        digest.update(f"{f.path}\0{f.mode:o}\0{f.owner or ''}\0{f.sha256}\0".encode())
+    return digest.hexdigest()[:12]
+
+
+def crontab_line(job: JobSpec, python: str, release_dir: str) -> str:
+    command = f"{python} {shlex.quote(release_dir + '/run')} {job.id}"
+    return f"{job.schedule} {escape_percent(command)}\n"
+
+
+def crontab_block(project: str, env: str, revision: str, jobs: list[JobSpec], python: str, release_dir: str) -> str:
+    lines = [f"{begin_marker(project, env)} rev={revision} (managed by deployer: edit deployer.yml, not these lines)\n"]
+    for job in jobs:
+        comment = f"# {job.id}" + (f": {job.description}" if job.description else "")
+        lines.append(escape_percent(comment) + "\n")
+        lines.append(crontab_line(job, python, release_dir))
+    lines.append(end_marker(project, env) + "\n")
+    return "".join(lines)
+
+
+def materialize(desired: DesiredState, who: Identity) -> Release:
+    """The exact release for this target, now that its user and home are known."""
+    home = who.home
+    deploy_home = expand_home(desired.deploy_home, home)
+    jobs = tuple(_expand_job(j, home) for j in desired.jobs)
+
+    files: list[ReleaseFile] = [ReleaseFile("run", wrapper_source(), 0o755)]
+    for name, content in desired.files:
+        files.append(ReleaseFile(f"scripts/{name}", content, 0o755 if name in desired.script_names else 0o644))
+    for job in jobs:
+        files.append(ReleaseFile(f"jobs/{job.id}.json", job_spec(job, desired.project, desired.env), 0o644))
+        if job.env:
+            owner = job.run_as if job.run_as and job.run_as != who.user else None
+            files.append(ReleaseFile(f"env/{job.id}.env", env_file(job), 0o600, owner, secret=bool(job.secret_names)))
+    revision = revision_of(tuple(files), desired.project, desired.env)
+    manifest = {
+        "project": desired.project,
+        "env": desired.env,
+        "revision": revision,
+        "jobs": [j.id for j in jobs],
+        "crontab_users": sorted({j.run_as or who.user for j in jobs}),
+        "files": {f.path: {"sha256": f.sha256, "mode": f"{f.mode:04o}", "owner": f.owner} for f in sorted(files, key=lambda f: f.path)},
+    }
+    files.append(ReleaseFile("manifest.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(), 0o644))
+    release_dir = f"{deploy_home}/releases/{revision}"
+
+    by_user: dict[str, list[JobSpec]] = {}
+    for job in jobs:
+        by_user.setdefault(job.run_as or who.user, []).append(job)
+    blocks = {user: crontab_block(desired.project, desired.env, revision, user_jobs, desired.python, release_dir)
+              for user, user_jobs in sorted(by_user.items())}
+
+    def owner_of(user: str | None) -> str | None:
+        return user if user and user != who.user else None
+
+    dirs = [EnsureDir(deploy_home, 0o755), EnsureDir(f"{deploy_home}/releases", 0o755),
+            EnsureDir(f"{deploy_home}/state", 0o755), EnsureDir(f"{deploy_home}/backups", 0o700)]
+    dirs += [EnsureDir(expand_home(d.path, home), d.mode, owner_of(d.owner), d.group) for d in desired.dirs]
+    job_files: list[EnsureFile] = []
+    for job in jobs:
+        dirs.append(EnsureDir(job.state_dir, 0o750, owner_of(job.run_as)))
+        job_files.append(EnsureFile(job.lock_file, 0o600, owner_of(job.run_as)))
+        job_files.append(EnsureFile(job.log_file, 0o640, owner_of(job.run_as)))
+    unique_dirs = list({d.path: d for d in dirs}.values())
+    return Release(
+        project=desired.project, env=desired.env, target=desired.target, deploy_home=deploy_home,
+        revision=revision, files=tuple(files), dirs=tuple(unique_dirs), job_files=tuple(job_files),
+        crontab_blocks=blocks, jobs=jobs, keep_releases=desired.keep_releases,
+    )

@@ -1,0 +1,166 @@
+"""render: declaration + target -> DesiredState. Pure: no I/O but reading local files.
+
+String fields that hold paths, arguments or environment values are Jinja2 templates,
+rendered per target with ``project``, ``env``, ``host``, ``deploy_home`` and ``vars`` (the
+host's inventory variables). A leading ``~/`` in a path means the home directory of the
+user deployer connects as, on the target.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.sandbox
+
+from deployer.config.inventory import Target
+from deployer.config.load import EnvironmentConfig, Job, Project
+from deployer.config.secrets import resolve_env
+from deployer.config.yamlsource import KeyPath
+from deployer.core.desired import HOME, DesiredState, DirSpec, JobSpec
+from deployer.errors import InvalidInput, Problem
+
+_JINJA = jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+class _Renderer:
+    def __init__(self, project: Project, env: EnvironmentConfig, target: Target) -> None:
+        self.project = project
+        self.env = env
+        self.target = target
+        self.problems: list[Problem] = []
+        self.context: dict[str, Any] = {
+            "project": project.name,
+            "env": env.name,
+            "host": target.name,
+            "vars": target.vars,
+            "home": HOME,
+        }
+
+    def text(self, template: str, where: KeyPath, what: str) -> str:
+        try:
+            value = _JINJA.from_string(template).render(self.context) if ("{" in template) else template
+        except jinja2.TemplateError as exc:
+            self.problems.append(self.project.source.problem(where, f"{what} '{template}' on host {self.target.name}: {exc}"))
+            return template
+        if "\x00" in value.replace(HOME, ""):
+            self.problems.append(self.project.source.problem(where, f"{what} renders to a value with a NUL byte on host {self.target.name}"))
+        return value
+
+    def path(self, template: str, where: KeyPath, what: str) -> str:
+        value = self.text(template, where, what)
+        if value == "~" or value.startswith("~/"):
+            value = HOME + value[1:]
+        if not (value.startswith("/") or value.startswith(HOME)):
+            self.problems.append(self.project.source.problem(
+                where, f"{what} '{value}' must be absolute or start with ~/ (on host {self.target.name})"))
+            return value
+        normal = posixpath.normpath(value)
+        if ".." in value.split("/"):
+            self.problems.append(self.project.source.problem(where, f"{what} '{value}' must not contain '..'"))
+        return normal
+
+
+def targets_of(job: Job, targets: list[Target]) -> list[Target]:
+    """The targets a job runs on (all of them unless it names hosts or groups)."""
+    if job.hosts is None:
+        return list(targets)
+    return [t for t in targets if any(t.matches(p) for p in job.hosts)]
+
+
+def check_job_hosts(project: Project, env: EnvironmentConfig, targets: list[Target]) -> None:
+    """Every host or group a job names must exist in the environment's inventory."""
+    problems: list[Problem] = []
+    for job in env.jobs:
+        for i, pattern in enumerate(job.hosts or ()):
+            if not any(t.matches(pattern) for t in targets):
+                where = job.origin.get("hosts", ("jobs", job.id, "hosts")) + (i,)
+                problems.append(project.source.problem(
+                    where, f"job '{job.id}': no host or group '{pattern}' in inventory {env.inventory_shown}"))
+    if problems:
+        raise InvalidInput(problems)
+
+
+def render(project: Project, env: EnvironmentConfig, target: Target, all_targets: list[Target],
+           environ: Mapping[str, str] | None = None) -> DesiredState:
+    """The desired state of one target. Raises InvalidInput (exit 2) on any template or secret error."""
+    r = _Renderer(project, env, target)
+    settings = env.settings
+    home_template = str(target.vars.get("deployer_home", settings.home))
+    deploy_home = r.path(home_template, ("defaults", "home"), "home")
+    r.context["deploy_home"] = deploy_home
+    log_dir = r.path(settings.log_dir, ("defaults", "logs", "dir"), "log directory")
+    lock_dir = r.path(settings.lock_dir, ("defaults", "locks", "dir"), "lock directory")
+
+    jobs: list[JobSpec] = []
+    skipped: list[tuple[str, str]] = []
+    files: dict[str, bytes] = {}
+    script_names: set[str] = set()
+    for relative in project.files:
+        files[Path(relative).name] = (project.root / relative).read_bytes()
+    dirs: dict[str, DirSpec] = {lock_dir: DirSpec(lock_dir, settings.lock_mode)}
+    log_dir_users: dict[str, set[str | None]] = {}
+
+    for job in env.jobs:
+        if target not in targets_of(job, all_targets):
+            skipped.append((job.id, "not for this host (hosts: " + ", ".join(job.hosts or ()) + ")"))
+            continue
+        if not job.enabled:
+            skipped.append((job.id, "disabled"))
+            continue
+        where: KeyPath = ("jobs", job.id)
+        r.context["job"] = job.id
+        env_values, secret_names = resolve_env(job, project, environ)
+        rendered_env = tuple(
+            (name, value if name in secret_names else r.text(value, job.origin.get(f"env.{name}", where), f"env {name}"))
+            for name, value in sorted(env_values.items())
+        )
+        script = None
+        if job.script is not None:
+            script = Path(job.script).name
+            files[script] = (project.root / job.script).read_bytes()
+            script_names.add(script)
+        log_file = (r.path(job.log_file, job.origin.get("log_file", where), "log_file")
+                    if job.log_file else f"{log_dir}/{job.id}.log")
+        log_dir_users.setdefault(posixpath.dirname(log_file), set()).add(job.run_as)
+        workdir = r.path(job.workdir, job.origin.get("workdir", where), "workdir") if job.workdir else None
+        jobs.append(JobSpec(
+            id=job.id,
+            description=job.description,
+            schedule=job.schedule,
+            script=script,
+            command=job.command,
+            args=tuple(r.text(a, job.origin.get("args", where) + (i,), "argument") for i, a in enumerate(job.args)),
+            run_as=job.run_as,
+            log_file=log_file,
+            lock_file=f"{lock_dir}/{job.id}.lock",
+            state_dir=f"{deploy_home}/state/{job.id}",
+            timeout=job.timeout,
+            concurrency=job.concurrency,
+            workdir=workdir,
+            env=rendered_env,
+            secret_names=secret_names,
+        ))
+    for directory, users in sorted(log_dir_users.items()):
+        # A log folder shared by jobs of different users belongs to the connecting user;
+        # each job's log file is created for its own user, so every job can still write.
+        owner = settings.log_owner or (next(iter(users)) if len(users) == 1 else None)
+        dirs[directory] = DirSpec(directory, settings.log_mode, owner, settings.log_group)
+    if r.problems:
+        raise InvalidInput(r.problems)
+    return DesiredState(
+        project=project.name,
+        env=env.name,
+        target=target.name,
+        deploy_home=deploy_home,
+        python=settings.python,
+        keep_releases=settings.keep_releases,
+        jobs=tuple(jobs),
+        files=tuple(sorted(files.items())),
+        script_names=frozenset(script_names),
+        dirs=tuple(dirs[k] for k in sorted(dirs)),
+        skipped=tuple(skipped),
+    )

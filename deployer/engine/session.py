@@ -1,0 +1,236 @@
+"""One command over the targets of an environment: render, observe, plan, apply, verify.
+
+Phases, so that people can read every plan before anything is written:
+
+1. ``Session.load``: declaration + inventory + render for every target. Pure; any
+   problem is InvalidInput (exit 2) and no target has been contacted.
+2. ``Session.observe``: in parallel, connect and run ONE probe per target; plan.
+3. ``Session.apply`` / ``Session.verify``: in parallel, ONE applier exec per target that
+   has changes (none for the others); verify reuses the observation.
+
+A target that fails or cannot be reached never stops the others; its outcome says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deployer.config.inventory import Target, limit_targets, load_inventory
+from deployer.config.load import EnvironmentConfig, Project, load_project
+from deployer.core.checks import FAIL, Check, checks
+from deployer.core.desired import DesiredState
+from deployer.core.facts import Facts, parse_facts
+from deployer.core.plan import Plan, plan
+from deployer.core.release import Release, materialize
+from deployer.core.render import check_job_hosts, render
+from deployer.engine import remote
+from deployer.errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, ChangedUnderUs, InvalidInput, Problem, TargetError
+from deployer.transport import connect
+from deployer.transport.base import Counters, Transport
+
+OK, CHANGED, FAILED, UNREACHABLE = "ok", "changed", "failed", "unreachable"
+
+
+@dataclass
+class TargetState:
+    """Everything known about one target during one command."""
+
+    target: Target
+    desired: DesiredState
+    transport: Transport | None = None
+    facts: Facts | None = None
+    release: Release | None = None
+    plan: Plan | None = None
+    status: str = OK
+    error: str | None = None
+    exit_code: int = EXIT_OK
+    applied: list[str] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+    @property
+    def counters(self) -> Counters:
+        return self.transport.counters if self.transport else Counters()
+
+    def fail(self, exc: TargetError) -> None:
+        self.status = UNREACHABLE if exc.exit_code == EXIT_UNREACHABLE else FAILED
+        self.error = str(exc)
+        self.exit_code = exc.exit_code
+
+
+@dataclass
+class Session:
+    project: Project
+    env: EnvironmentConfig
+    states: list[TargetState]
+    parallel: int = 10
+
+    # ------------------------------------------------------------------ phase 1 (pure)
+    @classmethod
+    def load(cls, file: str | Path, env_name: str, limit: str | None = None, parallel: int = 10,
+             environ: Mapping[str, str] | None = None) -> "Session":
+        project = load_project(file)
+        env = project.environment(env_name)
+        targets = load_inventory(env.inventory, env.inventory_shown)
+        check_job_hosts(project, env, targets)
+        chosen = limit_targets(targets, limit, env.inventory_shown)
+        problems: list[Problem] = []
+        states: list[TargetState] = []
+        for target in chosen:
+            try:
+                states.append(TargetState(target, render(project, env, target, targets, environ)))
+            except InvalidInput as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise InvalidInput(list(dict.fromkeys(problems)))
+        return cls(project, env, states, max(1, parallel))
+
+    # ------------------------------------------------------------------ helpers
+    def _each(self, work: Callable[[TargetState], None], states: list[TargetState] | None = None) -> None:
+        todo = self.states if states is None else states
+
+        def guarded(state: TargetState) -> None:
+            started = time.monotonic()
+            try:
+                work(state)
+            except TargetError as exc:
+                state.fail(exc)
+            except OSError as exc:  # e.g. the local machine cannot fork: still this target's failure
+                state.fail(TargetError(f"{type(exc).__name__}: {exc}"))
+            finally:
+                state.seconds += time.monotonic() - started
+
+        if len(todo) <= 1:
+            for state in todo:
+                guarded(state)
+            return
+        with ThreadPoolExecutor(max_workers=min(self.parallel, len(todo))) as pool:
+            list(pool.map(guarded, todo))
+
+    def close(self) -> None:
+        for state in self.states:
+            if state.transport is not None:
+                state.transport.close()
+
+    # ------------------------------------------------------------------ phase 2
+    def observe(self) -> None:
+        """Connect to every target, probe it once, and plan."""
+
+        def work(state: TargetState) -> None:
+            state.transport = connect(state.target)
+            state.facts = probe(state.transport, state.desired)
+            state.release = materialize(state.desired, state.facts.identity)
+            state.plan = plan(state.release, state.facts)
+            if state.plan.errors:
+                state.status, state.exit_code = FAILED, EXIT_FAILED
+                state.error = "; ".join(state.plan.errors)
+            elif not state.plan.empty:
+                state.status = CHANGED
+
+        self._each(work)
+
+    # ------------------------------------------------------------------ phase 3
+    def apply(self, expected: Mapping[str, Any] | None = None) -> None:
+        """Send one bundle to every target whose plan has changes."""
+
+        def work(state: TargetState) -> None:
+            assert state.plan is not None and state.transport is not None
+            if expected is not None:
+                check_saved_plan(state, expected.get(state.name))
+            if state.plan.empty:
+                return
+            answer = remote.call(state.transport, "applier", state.plan.bundle())
+            state.applied = list(answer.get("done", []))
+            if not answer.get("ok"):
+                message = str(answer.get("error", "the apply failed"))
+                if answer.get("kind") == "conflict":
+                    raise ChangedUnderUs(message)
+                if answer.get("kind") == "disk-full":
+                    raise TargetError(f"the disk is full on the target: {message}", hint="nothing was switched; free space and apply again")
+                raise TargetError(message)
+
+        self._each(work, [s for s in self.states if s.status in (OK, CHANGED)])
+
+    def verify(self) -> None:
+        def work(state: TargetState) -> None:
+            assert state.plan is not None
+            state.checks = checks(state.plan)
+            if any(c.status == FAIL for c in state.checks):
+                state.status, state.exit_code = FAILED, EXIT_FAILED
+                state.error = state.error or "some checks failed"
+            else:
+                state.status, state.exit_code = OK, EXIT_OK
+
+        self._each(work, [s for s in self.states if s.plan is not None])
+
+    # ------------------------------------------------------------------ results
+    def exit_code(self) -> int:
+        codes = {s.exit_code for s in self.states}
+        if EXIT_UNREACHABLE in codes:
+            return EXIT_UNREACHABLE
+        if codes - {EXIT_OK}:
+            return EXIT_FAILED
+        return EXIT_OK
+
+    def saved_plan(self) -> dict[str, Any]:
+        """What ``plan --out`` keeps: enough to refuse an apply if anything moved since."""
+        return {
+            "project": self.project.name,
+            "env": self.env.name,
+            "targets": {
+                s.name: {
+                    "revision": s.release.revision if s.release else None,
+                    "crontabs": {u: _digest(c.text) for u, c in s.facts.crontabs.items()} if s.facts else {},
+                }
+                for s in self.states
+            },
+        }
+
+
+def _digest(text: str | None) -> str | None:
+    return None if text is None else hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def probe(transport: Transport, desired: DesiredState) -> Facts:
+    """ONE exec: everything plan and verify need to know about the target."""
+    users = sorted({j.run_as for j in desired.jobs if j.run_as} | {d.owner for d in desired.dirs if d.owner})
+    paths = [desired.deploy_home, f"{desired.deploy_home}/releases", f"{desired.deploy_home}/state",
+             f"{desired.deploy_home}/backups"]
+    paths += [d.path for d in desired.dirs]
+    for job in desired.jobs:
+        paths += [job.state_dir, job.lock_file, job.log_file]
+    params = {"deploy_home": desired.deploy_home, "users": users, "crontab_users": users, "paths": paths}
+    answer = remote.call(transport, "probe", params)
+    if not answer.get("ok"):
+        raise TargetError(f"the probe failed: {answer.get('error', 'no detail')}")
+    return parse_facts(answer)
+
+
+def check_saved_plan(state: TargetState, saved: Mapping[str, Any] | None) -> None:
+    """``apply --plan FILE``: refuse when the declaration or the target moved since."""
+    assert state.release is not None and state.facts is not None
+    if saved is None:
+        raise ChangedUnderUs(f"the saved plan has no entry for {state.name}", hint="run plan again")
+    if saved.get("revision") != state.release.revision:
+        raise ChangedUnderUs("the declaration changed since the plan was saved (new revision "
+                             f"{state.release.revision}, planned {saved.get('revision')})", hint="run plan again")
+    now = {u: _digest(c.text) for u, c in state.facts.crontabs.items()}
+    for user, digest in saved.get("crontabs", {}).items():
+        if now.get(user) != digest:
+            raise ChangedUnderUs(f"the crontab of {user} changed since the plan was saved (edited by hand?); nothing was changed",
+                                 hint="run plan again and review the new diff")
+
+
+def default_parallel() -> int:
+    return int(os.environ.get("DEPLOYER_PARALLEL", "10"))

@@ -1,0 +1,293 @@
+"""The applier: makes one planned change on a target, in one exec.
+
+Runs on the target (standard library only; targetlib's source is sent before it). Order
+matters, so that a failure at any point leaves the old state working or the new one
+complete, never a mix:
+
+1. take the deploy lock (two applies never interleave);
+2. refuse if any crontab differs from what the plan observed (compare-and-swap);
+3. write the new release folder under a temporary name and rename it into place
+   (the old release is untouched and still the one cron runs);
+4. create folders, log and lock files with their owners and modes;
+5. back up the crontabs and the current revision;
+6. install the crontabs (the switch: lines now point into the new release);
+7. point ``current`` at the new release and prune old releases.
+
+Prints one JSON line: what was done, or the error.
+"""
+
+import errno
+import fcntl
+import shutil
+import time
+
+# <targetlib>
+
+
+class Refused(Exception):
+    """A precondition failed; nothing (more) is written."""
+
+    def __init__(self, kind, message):
+        Exception.__init__(self, message)
+        self.kind = kind
+        self.message = message
+
+
+def _ids(owner, group):
+    uid = gid = -1
+    if owner:
+        try:
+            uid = pwd.getpwnam(owner).pw_uid
+        except KeyError:
+            raise Refused("user", "user %s does not exist on this host" % owner)
+    if group:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise Refused("user", "group %s does not exist on this host" % group)
+    return uid, gid
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path, data, mode, owner=None):
+    """Atomically replace ``path``: temp file in the same folder, fsync, rename."""
+    folder = os.path.dirname(path)
+    tmp = os.path.join(folder, ".%s.tmp-%d" % (os.path.basename(path), os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        uid, gid = _ids(owner, None)
+        if uid != -1:
+            os.lchown(tmp, uid, gid)
+        os.chmod(tmp, mode)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _makedirs(path):
+    """Create missing parents (0755) without following a symlink planted on the way."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        return
+    parent = os.path.dirname(path)
+    if parent and parent != path:
+        _makedirs(parent)
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        if os.path.islink(path) or not os.path.isdir(path):
+            raise Refused("path", "%s exists and is not a folder" % path)
+
+
+def _ensure_dir(spec, done):
+    path = spec["path"]
+    if os.path.islink(path):
+        raise Refused("path", "%s is a symlink; deployer will not follow it (remove it and apply again)" % path)
+    if not os.path.isdir(path):
+        _makedirs(path)
+        done.append("created folder %s" % path)
+    uid, gid = _ids(spec.get("owner"), spec.get("group"))
+    st = os.lstat(path)
+    if (uid != -1 and st.st_uid != uid) or (gid != -1 and st.st_gid != gid):
+        os.lchown(path, uid, gid)
+        done.append("chown %s" % path)
+    if stat.S_IMODE(st.st_mode) != spec["mode"]:
+        os.chmod(path, spec["mode"])
+        done.append("chmod %04o %s" % (spec["mode"], path))
+
+
+def _ensure_file(spec, done):
+    """A job's log or lock file: exists, regular, right owner and mode; content untouched."""
+    path = spec["path"]
+    _makedirs(os.path.dirname(path))
+    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
+        # Someone planted a link (or a folder) where our file goes: never write through it.
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise Refused("path", "%s is a folder where a file belongs" % path)
+        os.unlink(path)
+        done.append("removed link %s" % path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, spec["mode"])
+    try:
+        st = os.fstat(fd)
+        uid, gid = _ids(spec.get("owner"), None)
+        if uid != -1 and st.st_uid != uid:
+            os.fchown(fd, uid, -1)
+            done.append("chown %s" % path)
+        if stat.S_IMODE(st.st_mode) != spec["mode"]:
+            os.fchmod(fd, spec["mode"])
+            done.append("chmod %04o %s" % (spec["mode"], path))
+    finally:
+        os.close(fd)
+
+
+def _write_release(params, done):
+    release = params["release"]
+    root = os.path.join(params["deploy_home"], "releases")
+    final = os.path.join(root, params["revision"])
+    _makedirs(root)
+    files = release["files"]
+    if os.path.isdir(final) and not os.path.islink(final):
+        # Repair in place, one atomic file at a time: the folder's name is its content.
+        for f in files:
+            path = os.path.join(final, f["path"])
+            _makedirs(os.path.dirname(path))
+            _write_file(path, base64.b64decode(f["content"]), f["mode"], f.get("owner"))
+            done.append("repaired %s" % path)
+        for rel in release.get("remove", []):
+            path = os.path.join(final, rel)
+            if os.path.lexists(path):
+                os.unlink(path)
+                done.append("removed %s" % path)
+        return
+    tmp = os.path.join(root, ".tmp-%s-%d" % (params["revision"], os.getpid()))
+    os.mkdir(tmp, 0o755)
+    try:
+        for f in files:
+            path = os.path.join(tmp, f["path"])
+            _makedirs(os.path.dirname(path))
+            _write_file(path, base64.b64decode(f["content"]), f["mode"], f.get("owner"))
+        for dirpath, dirnames, _ in os.walk(tmp):
+            for d in dirnames:
+                os.chmod(os.path.join(dirpath, d), 0o755)
+            _fsync_dir(dirpath)
+        os.rename(tmp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    done.append("created release %s" % final)
+
+
+def _check_crontabs(crontabs):
+    for change in crontabs:
+        text, error = read_crontab(change["user"])
+        if error:
+            raise Refused("crontab", "cannot read the crontab of %s: %s" % (change["user"], error))
+        if text != change["expected"]:
+            raise Refused("conflict", (
+                "the crontab of %s changed since it was read (edited by hand or by another tool?); "
+                "nothing was changed: run plan again to see the new state" % change["user"]))
+
+
+def _install_crontab(change):
+    text = change["text"]
+    proc = subprocess.run(crontab_argv(change["user"], "-"), input=text.encode("utf-8", "surrogateescape"),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        raise Refused("crontab", "crontab refused the new table of %s: %s" % (
+            change["user"], proc.stderr.decode("utf-8", "replace").strip()))
+
+
+def _backup(params, crontabs, done):
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-%d" % os.getpid()
+    folder = os.path.join(params["deploy_home"], "backups", stamp)
+    _makedirs(os.path.dirname(folder))
+    os.mkdir(folder, 0o700)
+    for change in crontabs:
+        if change["expected"] is not None:
+            _write_file(os.path.join(folder, "crontab.%s" % change["user"]),
+                        change["expected"].encode("utf-8", "surrogateescape"), 0o600)
+    previous = params.get("previous_revision") or ""
+    _write_file(os.path.join(folder, "revision"), (previous + "\n").encode(), 0o644)
+    done.append("backup %s" % folder)
+    backups = sorted(n for n in os.listdir(os.path.dirname(folder)) if not n.startswith("."))
+    for old in backups[:-max(params.get("keep_releases", 5), 1) * 2]:
+        shutil.rmtree(os.path.join(os.path.dirname(folder), old), ignore_errors=True)
+
+
+def _set_current(params, done):
+    link = os.path.join(params["deploy_home"], "current")
+    tmp = link + ".tmp-%d" % os.getpid()
+    os.symlink(os.path.join("releases", params["revision"]), tmp)
+    os.rename(tmp, link)
+    _fsync_dir(params["deploy_home"])
+    done.append("current -> releases/%s" % params["revision"])
+
+
+def _prune(params, done):
+    root = os.path.join(params["deploy_home"], "releases")
+    keep = max(params.get("keep_releases", 5), 1)
+    entries = []
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if name.startswith(".tmp-"):
+            shutil.rmtree(path, ignore_errors=True)  # left by an interrupted apply
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            entries.append((os.lstat(path).st_mtime, name))
+    entries.sort(reverse=True)
+    for _, name in entries[keep:]:
+        if name != params["revision"]:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            done.append("pruned release %s" % name)
+
+
+def _lock(params):
+    home = params["deploy_home"]
+    _makedirs(home)
+    path = os.path.join(home, ".deploy.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    deadline = time.time() + params.get("lock_wait", 30)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.time() >= deadline:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+                os.close(fd)
+                raise Refused("locked", "another apply is running on this target (%s); try again when it ends" % holder)
+            time.sleep(0.2)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, ("pid %d since %s" % (os.getpid(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))).encode(), 0)
+    return fd
+
+
+def main(params):
+    done = []
+    try:
+        lock = _lock(params)
+        try:
+            crontabs = params.get("crontabs", [])
+            _check_crontabs(crontabs)
+            if params.get("release"):
+                _write_release(params, done)
+            for spec in params.get("dirs", []):
+                _ensure_dir(spec, done)
+            for spec in params.get("files", []):
+                _ensure_file(spec, done)
+            if crontabs or params.get("set_current"):
+                _backup(params, crontabs, done)
+            _check_crontabs(crontabs)  # again, as close to the switch as we can
+            for change in crontabs:
+                _install_crontab(change)
+                done.append("installed crontab of %s" % change["user"])
+            if params.get("set_current"):
+                _set_current(params, done)
+            if params.get("release") or params.get("set_current"):
+                _prune(params, done)
+        finally:
+            os.close(lock)
+    except Refused as exc:
+        emit({"ok": False, "kind": exc.kind, "error": exc.message, "done": done})
+        return
+    except OSError as exc:
+        where = (" (%s)" % exc.filename) if exc.filename else ""
+        kind = "disk-full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "io"
+        emit({"ok": False, "kind": kind, "error": "%s%s" % (exc.strerror or exc, where), "done": done})
+        return
+    emit({"ok": True, "done": done})

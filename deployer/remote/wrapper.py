@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""deployer's run wrapper: how every deployed job runs, from cron or by hand.
+
+Installed as ``<release>/run`` on the target and called as ``run JOB_ID [--trigger T]``.
+Standard library only. For one run it:
+
+- loads the job's spec (``jobs/JOB_ID.json``) and env file (``env/JOB_ID.env``, 0600),
+  so no variable or secret ever sits in the crontab or in argv;
+- takes the job's lock with flock: the kernel drops it when the last holder dies, even
+  on kill -9, so a lock never goes stale; a second run while one holds it is recorded as
+  ``skipped-locked`` and exits 0;
+- runs the job in its own process group, its output appended to the job's log, and kills
+  the whole group when the timeout passes;
+- appends one JSON line per run to the job's ledger (``state/JOB_ID/ledger.jsonl``).
+
+Exit code: the job's own (so ``deployer run`` and cron's mail see it), 124 on timeout.
+"""
+
+import errno
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+OUTCOME_SUCCESS = "success"
+OUTCOME_FAILURE = "failure"
+OUTCOME_TIMEOUT = "timeout"
+OUTCOME_LOCKED = "skipped-locked"
+OUTCOME_CRASHED = "crashed"
+KILL_GRACE = 10  # seconds between SIGTERM and SIGKILL of a job that outlived its timeout
+
+
+def now_iso(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % int((t % 1) * 1000)
+
+
+def load_env_file(path):
+    env = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line or line.startswith("#"):
+                continue
+            name, _, value = line.partition("=")
+            env[name] = json.loads(value)
+    return env
+
+
+def open_no_follow(path, flags, mode):
+    """Open a log, lock or ledger file; never through a symlink planted in its place."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+
+
+class Run:
+    def __init__(self, release, job_id, trigger):
+        self.release = release
+        self.revision = os.path.basename(release)
+        with open(os.path.join(release, "jobs", job_id + ".json"), encoding="utf-8") as f:
+            self.spec = json.load(f)
+        self.trigger = trigger
+        self.run_id = uuid.uuid4().hex[:16]
+        self.host = socket.gethostname()
+        self.start = time.time()
+        self.log_fd = None
+
+    def argv(self):
+        spec = self.spec
+        if spec.get("script"):
+            return [sys.executable, os.path.join(self.release, "scripts", spec["script"])] + spec["args"]
+        return [spec["command"]] + spec["args"]
+
+    def environment(self):
+        env = dict(os.environ)
+        if self.spec.get("env_file"):
+            env.update(load_env_file(os.path.join(self.release, self.spec["env_file"])))
+        env["DEPLOYER_JOB"] = self.spec["id"]
+        env["DEPLOYER_RUN_ID"] = self.run_id
+        env["DEPLOYER_REVISION"] = self.revision
+        return env
+
+    def log(self, text):
+        if self.log_fd is not None:
+            os.write(self.log_fd, ("[%s] %s\n" % (now_iso(time.time()), text)).encode("utf-8", "replace"))
+
+    def record(self, outcome, exit_code, pid, extra=None):
+        end = time.time()
+        entry = {
+            "run_id": self.run_id,
+            "job": self.spec["id"],
+            "project": self.spec["project"],
+            "env": self.spec["env"],
+            "start": now_iso(self.start),
+            "end": now_iso(end),
+            "duration": round(end - self.start, 3),
+            "exit_code": exit_code,
+            "outcome": outcome,
+            "host": self.host,
+            "pid": pid,
+            "user": _user(),
+            "revision": self.revision,
+            "trigger": self.trigger,
+        }
+        if extra:
+            entry.update(extra)
+        state = self.spec["state_dir"]
+        os.makedirs(state, exist_ok=True)
+        fd = open_no_follow(os.path.join(state, "ledger.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            os.write(fd, (json.dumps(entry, sort_keys=True) + "\n").encode())  # one write: one whole line
+        finally:
+            os.close(fd)
+        return entry
+
+    def running_marker(self, pid):
+        folder = os.path.join(self.spec["state_dir"], "running")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, self.run_id + ".json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"run_id": self.run_id, "start": now_iso(self.start), "pid": pid, "wrapper_pid": os.getpid(),
+                       "host": self.host, "revision": self.revision, "trigger": self.trigger}, f)
+        return path
+
+
+def _user():
+    try:
+        import pwd
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (KeyError, ImportError):
+        return str(os.getuid())
+
+
+def _kill_group(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def main(argv):
+    if len(argv) < 1 or argv[0] in ("-h", "--help"):
+        sys.stderr.write("usage: run JOB_ID [--trigger cron|manual]\n")
+        return 2
+    job_id = argv[0]
+    trigger = "cron"
+    if len(argv) >= 3 and argv[1] == "--trigger":
+        trigger = argv[2]
+    release = os.path.dirname(os.path.realpath(__file__))  # through the `current` link: the real revision
+    run = Run(release, job_id, trigger)
+    spec = run.spec
+
+    lock_fd = open_no_follow(spec["lock_file"], os.O_RDWR | os.O_CREAT, 0o600)
+    if spec.get("concurrency", "forbid") == "forbid":
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(lock_fd, 100, 0).decode("utf-8", "replace").strip()
+            run.log_fd = open_no_follow(spec["log_file"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            run.log("run %s skipped: the previous run still holds the lock (%s)" % (run.run_id, holder or "?"))
+            run.record(OUTCOME_LOCKED, None, None, {"lock_holder": holder})
+            return 0
+        os.ftruncate(lock_fd, 0)
+        os.pwrite(lock_fd, ("pid %d run %s since %s" % (os.getpid(), run.run_id, now_iso(run.start))).encode(), 0)
+
+    run.log_fd = open_no_follow(spec["log_file"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    workdir = spec.get("workdir") or spec["state_dir"]
+    run.log("run %s start: job %s, revision %s, trigger %s" % (run.run_id, spec["id"], run.revision, trigger))
+    try:
+        # The child keeps the lock fd: if this wrapper dies, the lock lasts as long as the job.
+        proc = subprocess.Popen(run.argv(), stdin=subprocess.DEVNULL, stdout=run.log_fd, stderr=run.log_fd,
+                                cwd=workdir, env=run.environment(), start_new_session=True, pass_fds=(lock_fd,))
+    except OSError as exc:
+        run.log("run %s could not start: %s" % (run.run_id, exc))
+        run.record(OUTCOME_FAILURE, 127, None, {"error": str(exc)})
+        return 127
+    marker = run.running_marker(proc.pid)
+
+    stopped_by = []
+
+    def on_signal(signum, frame):
+        stopped_by.append(signum)
+        _kill_group(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    timed_out = False
+    try:
+        code = proc.wait(timeout=spec["timeout"])
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        run.log("run %s exceeded its timeout of %ss: stopping its process group" % (run.run_id, spec["timeout"]))
+        _kill_group(proc.pid, signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=KILL_GRACE)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid, signal.SIGKILL)
+            code = proc.wait()
+    _kill_group(proc.pid, signal.SIGKILL)  # leftovers of the job's group never outlive the run
+
+    extra = {}
+    if timed_out:
+        outcome, exit_code = OUTCOME_TIMEOUT, 124
+    elif stopped_by:
+        outcome, exit_code = OUTCOME_CRASHED, 128 + stopped_by[0]
+        extra["signal"] = stopped_by[0]
+    elif code < 0:
+        outcome, exit_code = OUTCOME_CRASHED, 128 - code
+        extra["signal"] = -code
+    else:
+        outcome, exit_code = (OUTCOME_SUCCESS if code == 0 else OUTCOME_FAILURE), code
+    entry = run.record(outcome, exit_code, proc.pid, extra)
+    run.log("run %s end: %s (exit %s, %.1fs)" % (run.run_id, outcome, exit_code, entry["duration"]))
+    try:
+        os.unlink(marker)
+    except OSError:
+        pass
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
