@@ -141,20 +141,29 @@ class Output:
 
 def render_text(session: Session) -> str:
     """``deployer render``: what would be installed, per host, before any contact."""
-    from deployer.core.release import crontab_block
+    from deployer.core.release import crontab_block, local_identity, materialize
 
     lines: list[str] = []
     for state in session.states:
         d = state.desired
-        lines.append(f"# host {d.target} ({state.target.connection}); ~ = home of the connecting user on the target")
-        lines.append(f"# deploy home: {show_home(d.deploy_home)}")
-        users: dict[str, list[Any]] = {}
-        for job in d.jobs:
-            users.setdefault(job.run_as or "(connecting user)", []).append(job)
-        for user, jobs in users.items():
-            lines.append(f"# crontab of {user}:")
-            block = crontab_block(d.project, d.env, "<revision>", jobs, d.python, f"{d.deploy_home}/releases/<revision>")
-            lines.append(show_home(block).rstrip("\n"))
+        if state.target.connection == "local" and not state.target.become:
+            # This machine: who we are is known without a probe, so show the exact lines.
+            release = materialize(d, local_identity())
+            lines.append(f"# host {d.target} ({state.target.connection}), revision {release.revision}")
+            lines.append(f"# deploy home: {release.deploy_home}")
+            for user, block in release.crontab_blocks.items():
+                lines.append(f"# crontab of {user}:")
+                lines.append(block.rstrip("\n"))
+        else:
+            lines.append(f"# host {d.target} ({state.target.connection}); ~ = home of the connecting user on the target")
+            lines.append(f"# deploy home: {show_home(d.deploy_home)}")
+            users: dict[str, list[Any]] = {}
+            for job in d.jobs:
+                users.setdefault(job.run_as or "(connecting user)", []).append(job)
+            for user, jobs in users.items():
+                lines.append(f"# crontab of {user}:")
+                block = show_home(crontab_block(d.project, d.env, "<revision>", jobs, d.python, f"{d.deploy_home}/releases/<revision>"))
+                lines.append(block.rstrip("\n"))
         for job in d.jobs:
             env = ", ".join(f"{n}={REDACTED if n in job.secret_names else show_home(v)}" for n, v in job.env) or "-"
             target = f"script {job.script}" if job.script else f"command {job.command}"

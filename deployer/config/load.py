@@ -80,12 +80,22 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class Variable:
+    """A declared template variable (``vars:``), with where it was set."""
+
+    name: str
+    value: str | bool
+    origin: KeyPath
+
+
+@dataclass(frozen=True)
 class EnvironmentConfig:
     name: str
     inventory: Path
     inventory_shown: str
     settings: Settings
     jobs: tuple[Job, ...]
+    vars: tuple[Variable, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -218,6 +228,7 @@ def load_project(path: str | Path = DEFAULT_FILE) -> Project:
         raise InvalidInput([Problem("the declaration must be a mapping (project, jobs, environments, ...)", file=shown, line=1)])
 
     problems = _check_names(raw, src)
+    problems.extend(_check_var_names(raw, src))
     try:
         decl = model.Declaration.model_validate(raw)
     except ValidationError as exc:
@@ -276,6 +287,26 @@ def _check_names(raw: dict[str, Any], src: SourceMap) -> list[Problem]:
                                                     f"overrides job '{job_id}', which is not declared under jobs{_suggest(job_id, list(jobs))}"))
                     if isinstance(job, dict):
                         problems.extend(_check_env_names(job.get("env"), ("environments", name, "jobs", job_id, "env"), src))
+    return problems
+
+
+RESERVED_VARS = {"project", "env", "host", "home", "deploy_home", "vars", "job"}
+
+
+def _check_var_names(raw: dict[str, Any], src: SourceMap) -> list[Problem]:
+    places: list[tuple[KeyPath, Any]] = [(("vars",), raw.get("vars"))]
+    envs = raw.get("environments")
+    if isinstance(envs, dict):
+        places += [(("environments", n, "vars"), e.get("vars")) for n, e in envs.items() if isinstance(e, dict)]
+    problems: list[Problem] = []
+    for path, variables in places:
+        if not isinstance(variables, dict):
+            continue
+        for name in variables:
+            if name in RESERVED_VARS:
+                problems.append(src.problem(path + (name,), f"'{name}' is set by deployer itself; choose another variable name"))
+            elif not model.ENV_NAME.match(name):
+                problems.append(src.problem(path + (name,), f"'{name}' is not a valid variable name (letters, digits and '_')"))
     return problems
 
 
@@ -476,4 +507,7 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
         ))
     if problems:
         raise InvalidInput(problems)
-    return EnvironmentConfig(env_name, inventory_path or root, env.inventory, settings, tuple(jobs))
+    variables = {name: Variable(name, value, ("vars", name)) for name, value in decl.vars.items()}
+    for name, value in (env.vars or {}).items():
+        variables[name] = Variable(name, value, env_path + ("vars", name))
+    return EnvironmentConfig(env_name, inventory_path or root, env.inventory, settings, tuple(jobs), tuple(variables.values()))

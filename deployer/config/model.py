@@ -175,8 +175,12 @@ class Defaults(Strict):
     python: str | None = None
 
 
+VarValue = Annotated[str, BeforeValidator(_stringish)] | bool
+
+
 class Environment(Strict):
     inventory: str
+    vars: dict[str, VarValue] | None = None
     defaults: Defaults | None = None
     jobs: dict[str, JobFields] | None = None
 
@@ -185,6 +189,7 @@ class Declaration(Strict):
     """The whole of ``deployer.yml`` as written (before environments are applied)."""
 
     project: str
+    vars: dict[str, VarValue] = {}
     defaults: Defaults = Defaults()
     files: list[str] = []
     jobs: dict[str, JobFields]

@@ -69,7 +69,7 @@ def resolve_env(job: Job, project: Project, environ: Mapping[str, str] | None = 
                 values[name] = resolve_secret(value, project, environ)
             except ValueError as exc:
                 path = job.origin.get(f"env.{name}", ("jobs", job.id, "env", name))
-                problems.append(project.source.problem(path, f"secret of job '{job.id}' ({value.describe()}): {exc}"))
+                problems.append(project.source.problem(path, f"secret of job '{job.id}': {exc}"))
         else:
             values[name] = value
     if problems:

@@ -31,6 +31,15 @@ class Identity:
     home: str
 
 
+def local_identity() -> Identity:
+    """Who we are on this machine (what the probe would say of a local target)."""
+    import os
+    import pwd
+
+    entry = pwd.getpwuid(os.getuid())
+    return Identity(entry.pw_name, entry.pw_uid, entry.pw_dir)
+
+
 @dataclass(frozen=True)
 class ReleaseFile:
     path: str  # relative to the release folder

@@ -32,6 +32,7 @@ class _Renderer:
         self.env = env
         self.target = target
         self.problems: list[Problem] = []
+        # Inventory variables are top-level names, as in Ansible, and win over declared vars.
         self.context: dict[str, Any] = {
             "project": project.name,
             "env": env.name,
@@ -39,6 +40,13 @@ class _Renderer:
             "vars": target.vars,
             "home": HOME,
         }
+        for variable in env.vars:
+            if variable.name in target.vars:
+                continue
+            value = variable.value
+            self.context[variable.name] = self.text(value, variable.origin, f"variable {variable.name}") if isinstance(value, str) else value
+        for name, value in target.vars.items():
+            self.context.setdefault(name, value)
 
     def text(self, template: str, where: KeyPath, what: str) -> str:
         try:
