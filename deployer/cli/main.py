@@ -54,6 +54,15 @@ def _guard(ctx: Context, work: Any) -> NoReturn:
     _exit(code)
 
 
+def _json_flag(click_ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        click_ctx.find_object(Context).output.json_mode = True  # type: ignore[union-attr]
+    return value
+
+
+# --json is accepted after the command too (`deployer plan dev --json`), as people type it.
+json_option = click.option("--json", "json_late", is_flag=True, expose_value=False, callback=_json_flag,
+                           help="Machine-readable output on stdout.")
 env_argument = click.argument("env", metavar="ENV")
 limit_option = click.option("--limit", "-l", metavar="HOSTS", help="Only these hosts or groups (comma-separated).")
 parallel_option = click.option("--parallel", "-p", type=click.IntRange(1, 256), default=default_parallel, show_default="10",
@@ -73,6 +82,7 @@ def cli(click_ctx: click.Context, file: str, json_mode: bool, color: bool | None
 
 
 @cli.command()
+@json_option
 @click.pass_obj
 def validate(ctx: Context) -> None:
     """Check the declaration and every environment's inventory; touch no target."""
@@ -105,6 +115,7 @@ def validate(ctx: Context) -> None:
 @cli.command()
 @env_argument
 @limit_option
+@json_option
 @click.pass_obj
 def render(ctx: Context, env: str, limit: str | None) -> None:
     """Print what would be installed on each host, without contacting any."""
@@ -127,6 +138,7 @@ def render(ctx: Context, env: str, limit: str | None) -> None:
 @parallel_option
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 3 when there are changes to apply (0 when none).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Save the plan, to apply exactly it with apply --plan.")
+@json_option
 @click.pass_obj
 def plan(ctx: Context, env: str, limit: str | None, parallel: int, detailed_exitcode: bool, out_file: str | None) -> None:
     """Show what apply would change on each host (nothing is written)."""
@@ -158,6 +170,7 @@ def plan(ctx: Context, env: str, limit: str | None, parallel: int, detailed_exit
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (for CI).")
 @click.option("--plan", "plan_file", type=click.Path(exists=True, dir_okay=False),
               help="Apply only if nothing changed since this saved plan (plan --out).")
+@json_option
 @click.pass_obj
 def apply(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, plan_file: str | None) -> None:
     """Make every host match the declaration (a second apply changes nothing)."""
@@ -198,6 +211,7 @@ def apply(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, p
 @env_argument
 @limit_option
 @parallel_option
+@json_option
 @click.pass_obj
 def verify(ctx: Context, env: str, limit: str | None, parallel: int) -> None:
     """Audit every host: crontab, release files, permissions, cron daemon."""

@@ -21,7 +21,7 @@ from deployer.errors import InvalidInput, Problem
 
 DEFAULT_FILE = "deployer.yml"
 
-DEFAULT_HOME = "~/.local/share/deployer/{{ project }}-{{ env }}"
+DEFAULT_HOME = "{{ data_root }}/deployer/{{ project }}-{{ env }}"
 DEFAULT_LOG_DIR = "{{ deploy_home }}/logs"
 DEFAULT_LOCK_DIR = "{{ deploy_home }}/locks"
 DEFAULT_TIMEOUT = 3600
@@ -290,7 +290,7 @@ def _check_names(raw: dict[str, Any], src: SourceMap) -> list[Problem]:
     return problems
 
 
-RESERVED_VARS = {"project", "env", "host", "home", "deploy_home", "vars", "job"}
+RESERVED_VARS = {"project", "env", "host", "home", "data_root", "deploy_home", "vars", "job"}
 
 
 def _check_var_names(raw: dict[str, Any], src: SourceMap) -> list[Problem]:

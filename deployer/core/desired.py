@@ -9,18 +9,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# A NUL can appear in no declared value (args and env values reject it), so this mark
+# A NUL can appear in no declared value (args and env values reject it), so these marks
 # cannot collide with anything the operator wrote.
 HOME = "\x00~\x00"
+# Where deployer keeps its state by default: /var/lib for root, ~/.local/share for others
+# (root's home is not readable by the users jobs run as; a user cannot write /var/lib).
+DATA = "\x00data\x00"
 
 
-def expand_home(text: str, home: str) -> str:
-    return text.replace(HOME, home.rstrip("/") or "/")
+def data_root(home: str, uid: int) -> str:
+    return "/var/lib" if uid == 0 else (home.rstrip("/") or "") + "/.local/share"
+
+
+def expand_home(text: str, home: str, uid: int) -> str:
+    return text.replace(DATA, data_root(home, uid)).replace(HOME, home.rstrip("/") or "/")
 
 
 def show_home(text: str) -> str:
-    """For display before the target is known: the mark as ``~``."""
-    return text.replace(HOME, "~")
+    """For display before the target is known."""
+    return text.replace(HOME, "~").replace(DATA, "<data root>")
 
 
 @dataclass(frozen=True)

@@ -124,9 +124,9 @@ def job_spec(job: JobSpec, project: str, env: str) -> bytes:
     return (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode()
 
 
-def _expand_job(job: JobSpec, home: str) -> JobSpec:
+def _expand_job(job: JobSpec, home: str, uid: int) -> JobSpec:
     def x(value: str) -> str:
-        return expand_home(value, home)
+        return expand_home(value, home, uid)
 
     return JobSpec(
         id=job.id, description=job.description, schedule=job.schedule, script=job.script, command=job.command,
@@ -162,8 +162,8 @@ def crontab_block(project: str, env: str, revision: str, jobs: list[JobSpec], py
 def materialize(desired: DesiredState, who: Identity) -> Release:
     """The exact release for this target, now that its user and home are known."""
     home = who.home
-    deploy_home = expand_home(desired.deploy_home, home)
-    jobs = tuple(_expand_job(j, home) for j in desired.jobs)
+    deploy_home = expand_home(desired.deploy_home, home, who.uid)
+    jobs = tuple(_expand_job(j, home, who.uid) for j in desired.jobs)
 
     files: list[ReleaseFile] = [ReleaseFile("run", wrapper_source(), 0o755)]
     for name, content in desired.files:
@@ -196,7 +196,7 @@ def materialize(desired: DesiredState, who: Identity) -> Release:
 
     dirs = [EnsureDir(deploy_home, 0o755), EnsureDir(f"{deploy_home}/releases", 0o755),
             EnsureDir(f"{deploy_home}/state", 0o755), EnsureDir(f"{deploy_home}/backups", 0o700)]
-    dirs += [EnsureDir(expand_home(d.path, home), d.mode, owner_of(d.owner), d.group) for d in desired.dirs]
+    dirs += [EnsureDir(expand_home(d.path, home, who.uid), d.mode, owner_of(d.owner), d.group) for d in desired.dirs]
     job_files: list[EnsureFile] = []
     for job in jobs:
         dirs.append(EnsureDir(job.state_dir, 0o750, owner_of(job.run_as)))

@@ -3,7 +3,8 @@
 String fields that hold paths, arguments or environment values are Jinja2 templates,
 rendered per target with ``project``, ``env``, ``host``, ``deploy_home`` and ``vars`` (the
 host's inventory variables). A leading ``~/`` in a path means the home directory of the
-user deployer connects as, on the target.
+user deployer connects as, on the target; ``{{ data_root }}`` is /var/lib for root and
+~/.local/share for other users.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from deployer.config.inventory import Target
 from deployer.config.load import EnvironmentConfig, Job, Project
 from deployer.config.secrets import resolve_env
 from deployer.config.yamlsource import KeyPath
-from deployer.core.desired import HOME, DesiredState, DirSpec, JobSpec
+from deployer.core.desired import DATA, HOME, DesiredState, DirSpec, JobSpec
 from deployer.errors import InvalidInput, Problem
 
 _JINJA = jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
@@ -39,6 +40,7 @@ class _Renderer:
             "host": target.name,
             "vars": target.vars,
             "home": HOME,
+            "data_root": DATA,
         }
         for variable in env.vars:
             if variable.name in target.vars:
@@ -54,7 +56,7 @@ class _Renderer:
         except jinja2.TemplateError as exc:
             self.problems.append(self.project.source.problem(where, f"{what} '{template}' on host {self.target.name}: {exc}"))
             return template
-        if "\x00" in value.replace(HOME, ""):
+        if "\x00" in value.replace(HOME, "").replace(DATA, ""):
             self.problems.append(self.project.source.problem(where, f"{what} renders to a value with a NUL byte on host {self.target.name}"))
         return value
 
@@ -62,7 +64,7 @@ class _Renderer:
         value = self.text(template, where, what)
         if value == "~" or value.startswith("~/"):
             value = HOME + value[1:]
-        if not (value.startswith("/") or value.startswith(HOME)):
+        if not (value.startswith("/") or value.startswith(HOME) or value.startswith(DATA)):
             self.problems.append(self.project.source.problem(
                 where, f"{what} '{value}' must be absolute or start with ~/ (on host {self.target.name})"))
             return value

@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 HOME_MARK = "\x00~\x00"
+DATA_MARK = "\x00data\x00"
 
 
 def my_home():
@@ -26,7 +27,9 @@ def my_home():
 
 
 def expand(path, home):
-    return path.replace(HOME_MARK, home.rstrip("/") or "/")
+    """The same expansion as deployer.core.desired.expand_home, on the target."""
+    data = "/var/lib" if os.getuid() == 0 else (home.rstrip("/") or "") + "/.local/share"
+    return path.replace(DATA_MARK, data).replace(HOME_MARK, home.rstrip("/") or "/")
 
 
 def user_name(uid):

@@ -1,0 +1,169 @@
+"""Shared test fixtures: small projects on disk, the CLI, a dedicated test user, cron.
+
+Tiers (markers): plain unit tests need nothing; ``cron`` uses the real crontab binary
+for a dedicated user and needs root; ``e2e`` waits for the real cron daemon to fire.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_USER = "deployer-test"
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        return f"exit {self.exit_code}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+def run_deployer(*args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None,
+                 timeout: float = 120) -> CliResult:
+    """The real CLI, in a subprocess, as an operator would run it."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    full_env.setdefault("COLUMNS", "200")
+    proc = subprocess.run([sys.executable, "-m", "deployer", "--no-color", *args], cwd=cwd, env=full_env,
+                          input=stdin, capture_output=True, text=True, timeout=timeout)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@dataclass
+class Project:
+    """A throwaway project folder: deployer.yml, task scripts, an inventory."""
+
+    root: Path
+
+    def write(self, relative: str, text: str) -> Path:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def declare(self, text: str) -> None:
+        self.write("deployer.yml", text)
+
+    def deployer(self, *args: str, **kwargs: object) -> CliResult:
+        return run_deployer(*args, cwd=self.root, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    p = Project(tmp_path / "project")
+    p.write("inventories/dev/hosts.yml", """\
+        all:
+          hosts:
+            localhost:
+              ansible_connection: local
+        """)
+    p.write("tasks/hello.py", """\
+        import os, sys
+        print("hello", os.environ.get("GREETING", ""), sys.argv[1:])
+        """)
+    return p
+
+
+# ----------------------------------------------------------------------------- root tiers
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("this tier needs root (it creates a dedicated user and starts cron); run it as root or deselect it with -m 'not cron and not e2e'")
+
+
+@pytest.fixture(scope="session")
+def test_user() -> Iterator[pwd.struct_passwd]:
+    """A dedicated user whose crontab the tests own (created, and removed, by the tests)."""
+    require_root()
+    created = False
+    try:
+        pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(["useradd", "-m", "-s", "/bin/sh", "-p", "*", TEST_USER], check=True)
+        created = True
+    yield pwd.getpwnam(TEST_USER)
+    subprocess.run(["crontab", "-u", TEST_USER, "-r"], capture_output=True)
+    if created:
+        subprocess.run(["userdel", "-r", TEST_USER], capture_output=True)
+
+
+def read_crontab(user: str) -> str | None:
+    proc = subprocess.run(["crontab", "-u", user, "-l"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        assert "no crontab" in proc.stderr, proc.stderr
+        return None
+    return proc.stdout
+
+
+def write_crontab(user: str, text: str | None) -> None:
+    if text is None:
+        subprocess.run(["crontab", "-u", user, "-r"], capture_output=True)
+    else:
+        subprocess.run(["crontab", "-u", user, "-"], input=text, text=True, check=True)
+
+
+@pytest.fixture
+def user_crontab(test_user: pwd.struct_passwd) -> Iterator[str]:
+    """The test user's crontab, emptied before and after each test."""
+    def clean() -> None:
+        write_crontab(TEST_USER, None)
+        shutil.rmtree(Path(test_user.pw_dir) / ".local/share/deployer", ignore_errors=True)
+        # The tests' projects are all called "demo"; as root their state is under /var/lib.
+        for leftover in Path("/var/lib/deployer").glob("demo-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    clean()
+    yield TEST_USER
+    clean()
+
+
+def cron_daemon_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in {"cron", "crond"}:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.fixture(scope="session")
+def cron_daemon() -> Iterator[int]:
+    """A running Debian cron daemon: ours (started here, stopped by saved PID) or the machine's."""
+    require_root()
+    running = cron_daemon_pids()
+    if running:
+        yield running[0]
+        return
+    if not shutil.which("cron"):
+        pytest.fail("the cron package is not installed (apt-get install cron)")
+    proc = subprocess.Popen(["cron", "-f", "-L", "15"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 5
+    while proc.pid not in cron_daemon_pids() and time.time() < deadline:
+        time.sleep(0.05)
+    yield proc.pid
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
