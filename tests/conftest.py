@@ -160,6 +160,10 @@ def cron_daemon() -> Iterator[int]:
     deadline = time.time() + 5
     while proc.pid not in cron_daemon_pids() and time.time() < deadline:
         time.sleep(0.05)
+    assert proc.poll() is None, f"cron exited at once with code {proc.returncode}"
+    # cron remembers the spool's mtime in whole seconds: a crontab written in the second it
+    # started in could go unnoticed. Let that second pass.
+    time.sleep(1.1)
     yield proc.pid
     proc.send_signal(signal.SIGTERM)
     try:

@@ -192,6 +192,16 @@ def _install_crontab(change):
             change["user"], proc.stderr.decode("utf-8", "replace").strip()))
 
 
+def _make_cron_notice(change):
+    """Debian's cron reloads the spool when its mtime (in whole seconds) changed since its
+    last look, once a minute, just after the minute starts. A crontab written in that same
+    second after the look keeps the mtime cron recorded and would be missed until the next
+    edit. Written in the first seconds of a minute, we write it again a second later."""
+    if time.localtime().tm_sec < 3:
+        time.sleep(1.05)
+        _install_crontab(change)
+
+
 def _backup(params, crontabs, done):
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-%d" % os.getpid()
     folder = os.path.join(params["deploy_home"], "backups", stamp)
@@ -276,6 +286,8 @@ def main(params):
             for change in crontabs:
                 _install_crontab(change)
                 done.append("installed crontab of %s" % change["user"])
+            if crontabs:
+                _make_cron_notice(crontabs[-1])
             if params.get("set_current"):
                 _set_current(params, done)
             if params.get("release") or params.get("set_current"):

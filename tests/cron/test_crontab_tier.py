@@ -222,3 +222,30 @@ def test_ordinary_user_target_through_become(project: Project, user_crontab: str
     assert refused.exit_code == EXIT_FAILED
     assert ("job 'nightly' runs as 'root', but deployer connects as 'deployer-test', who is not root: "
             "set ansible_become: true (sudo) or run_as: deployer-test") in refused.stdout
+
+
+def test_verify_fails_without_a_cron_daemon(project: Project, user_crontab: str) -> None:
+    from tests.conftest import cron_daemon_pids
+
+    if cron_daemon_pids():
+        pytest.skip("a cron daemon this test did not start is running; it cannot be stopped here")
+    declare(project, TWO_JOBS)
+    assert project.deployer("apply", "dev", "--yes").exit_code == 0
+    result = project.deployer("verify", "dev")
+    assert result.exit_code == EXIT_FAILED, result
+    assert "fail cron-daemon  no cron daemon is running: no job will run (start cron)" in result.stdout
+    assert "pass crontab" in result.stdout
+
+
+def test_verify_reports_a_script_edited_on_the_target(project: Project, user_crontab: str) -> None:
+    declare(project, TWO_JOBS)
+    assert project.deployer("apply", "dev", "--yes").exit_code == 0
+    script = Path("/var/lib/deployer/demo-dev/current/scripts/hello.py")
+    script.write_text(script.read_text() + "print('hot fix')\n")
+    result = project.deployer("verify", "dev")
+    assert result.exit_code == EXIT_FAILED, result
+    assert "fail release      restore scripts/hello.py (modified on the target)" in result.stdout
+    # apply puts the declared script back, and verify's release check passes again.
+    assert project.deployer("apply", "dev", "--yes").exit_code == 0
+    assert "hot fix" not in script.read_text()
+    assert "pass release" in project.deployer("verify", "dev").stdout
