@@ -19,6 +19,7 @@ from deployer.cli.output import Output, render_text
 from deployer.config.inventory import load_inventory
 from deployer.config.load import load_project
 from deployer.core.render import check_job_hosts
+from deployer.core.render import render as render_target
 from deployer.engine.session import CHANGED, Session, default_parallel
 from deployer.errors import EXIT_CHANGES, EXIT_INVALID, EXIT_OK, InvalidInput, Problem
 
@@ -27,6 +28,10 @@ class Context:
     def __init__(self, file: str, json_mode: bool, color: bool | None) -> None:
         self.file = file
         self.output = Output(json_mode, color)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _exit(code: int) -> NoReturn:
@@ -96,8 +101,14 @@ def validate(ctx: Context) -> None:
                 targets = load_inventory(env.inventory, env.inventory_shown)
                 check_job_hosts(project, env, targets)
                 hosts += len(targets)
+                for target in targets:  # templates too; secrets are plan's business
+                    try:
+                        render_target(project, env, target, targets, resolve_secrets=False)
+                    except InvalidInput as exc:
+                        problems.extend(exc.problems)
             except InvalidInput as exc:
                 problems.extend(exc.problems)
+        problems = list(dict.fromkeys(problems))
         if problems:
             raise InvalidInput(problems)
         jobs = {job.id for env in project.environments.values() for job in env.jobs}
@@ -105,8 +116,8 @@ def validate(ctx: Context) -> None:
             ctx.output.emit_json({"ok": True, "project": project.name, "environments": list(project.environments),
                                   "jobs": sorted(jobs), "hosts": hosts})
         else:
-            ctx.output.print(f"{ctx.file}: valid — project {project.name}, {len(jobs)} jobs, "
-                             f"environments {', '.join(project.environments)} ({hosts} hosts)", style="green")
+            ctx.output.print(f"{ctx.file}: valid — project {project.name}, {_count(len(jobs), 'job')}, "
+                             f"environments {', '.join(project.environments)} ({_count(hosts, 'host')})", style="green")
         return EXIT_OK
 
     _guard(ctx, work)

@@ -93,6 +93,49 @@ def _plain(value: Any) -> Any:
         return str(value)
 
 
+YAML_SUFFIXES = {".yml", ".yaml", ".json"}
+
+
+def _check_yaml_files(path: Path, shown: str) -> None:
+    """Syntax errors in the inventory's YAML files, with file and line.
+
+    ansible-core tries every inventory plugin in turn and reports only that none parsed
+    the source; a person needs the file and the line, so we parse the YAML ourselves first.
+    """
+    from deployer.config.yamlsource import load_yaml_file
+
+    candidates = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and p.suffix in YAML_SUFFIXES)
+    problems: list[Problem] = []
+    for candidate in candidates:
+        if candidate.suffix not in YAML_SUFFIXES:
+            continue
+        relative = candidate.relative_to(path) if candidate != path else None
+        name = f"{shown.rstrip('/')}/{relative}" if relative else shown
+        try:
+            load_yaml_file(candidate, name)
+        except InvalidInput as exc:
+            problems.extend(Problem(f"cannot read the inventory: {p.message}", file=p.file, line=p.line) for p in exc.problems)
+    if problems:
+        raise InvalidInput(problems)
+
+
+class _QuietAnsible:
+    """Keep ansible-core's warnings (one per inventory plugin it tried) off our stderr."""
+
+    def __enter__(self) -> list[str]:
+        from ansible.utils.display import Display
+
+        self.display = Display()
+        self.saved = self.display.warning
+        self.caught: list[str] = []
+        self.display.warning = lambda msg, *a, **k: self.caught.append(str(msg))  # type: ignore[method-assign]
+        return self.caught
+
+    def __exit__(self, *exc: object) -> None:
+        self.display.warning = self.saved  # type: ignore[method-assign]
+
+
 def load_inventory(path: Path, shown: str) -> list[Target]:
     """All hosts of one inventory (a file or a directory), in inventory order."""
     from ansible.errors import AnsibleError
@@ -100,21 +143,26 @@ def load_inventory(path: Path, shown: str) -> list[Target]:
     from ansible.parsing.dataloader import DataLoader
     from ansible.vars.manager import VariableManager
 
+    if not path.exists():
+        raise InvalidInput([Problem("the inventory does not exist", file=shown)])
+    _check_yaml_files(path, shown)
     loader = DataLoader()
-    try:
-        inventory = InventoryManager(loader=loader, sources=[str(path)])
-        variables = VariableManager(loader=loader, inventory=inventory)
-        hosts = inventory.get_hosts("all")
-    except AnsibleError as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InvalidInput([Problem(f"cannot read the inventory: {message}", file=shown)]) from None
+    with _QuietAnsible() as warnings:
+        try:
+            inventory = InventoryManager(loader=loader, sources=[str(path)])
+            variables = VariableManager(loader=loader, inventory=inventory)
+            hosts = inventory.get_hosts("all")
+        except AnsibleError as exc:
+            detail = next((w for w in warnings if "\n" not in w.strip()), "") or (str(exc).splitlines()[0] if str(exc) else "")
+            raise InvalidInput([Problem(f"cannot read the inventory: {detail or type(exc).__name__}", file=shown)]) from None
     if not hosts:
         raise InvalidInput([Problem("the inventory has no hosts; add at least one under all.hosts or a group", file=shown)])
 
     targets: list[Target] = []
     problems: list[Problem] = []
     for host in hosts:
-        host_vars = variables.get_vars(host=host)
+        with _QuietAnsible():
+            host_vars = variables.get_vars(host=host)
         plain = {k: _plain(v) for k, v in host_vars.items() if k not in _MAGIC}
         raw_connection = str(plain.get("ansible_connection") or "ssh")
         connection = CONNECTIONS.get(raw_connection)

@@ -129,8 +129,27 @@ def _clean_loc(loc: tuple[Any, ...]) -> KeyPath:
     return tuple(part for part in loc if part not in _TAGS and not str(part).startswith("function-"))
 
 
-def _message(err: Any, path: KeyPath) -> str:
+MODEL_WORDS = {
+    "JobFields": "a mapping of job settings (script, schedule, ...)",
+    "Environment": "a mapping of environment settings (inventory, vars, defaults, jobs)",
+    "Defaults": "a mapping of default settings (timeout, env, logs, ...)",
+    "Declaration": "a mapping (project, jobs, environments, ...)",
+    "Logs": "a mapping (dir, mode, owner, group)",
+    "Locks": "a mapping (dir, mode)",
+    "SecretRef": "a mapping such as {secret: {env: NAME}}",
+    "SecretSource": "a mapping such as {env: NAME} or {file: PATH}",
+}
+
+
+def _message(err: Any, path: KeyPath, src: SourceMap) -> str:
     kind = err["type"]
+    if kind == "model_type":
+        name = err.get("ctx", {}).get("class_name", "")
+        return f"should be {MODEL_WORDS.get(name, 'a mapping')}, not {_describe(err.get('input'))}"
+    if kind == "string_type" and isinstance(err.get("input"), bool) and path in src.booleans:
+        spelt = src.booleans[path]
+        what = "an argument" if "args" in path else "text"
+        return f"YAML reads {spelt} as the boolean {str(err['input']).lower()}; quote it ('{spelt}') to pass it as {what}"
     if kind == "extra_forbidden":
         key = str(path[-1])
         allowed = _allowed_keys(path[:-1])
@@ -207,7 +226,7 @@ def _validation_problems(exc: ValidationError, src: SourceMap) -> list[Problem]:
     seen: set[tuple[KeyPath, str]] = set()
     for err in exc.errors():
         path = _clean_loc(tuple(err["loc"]))
-        msg = _message(err, path)
+        msg = _message(err, path, src)
         if (path, msg) in seen:
             continue
         seen.add((path, msg))

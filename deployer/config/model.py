@@ -44,6 +44,8 @@ def parse_duration(value: Any) -> int:
 
 def parse_mode(value: Any) -> int:
     """File modes are written as octal strings ('0750'); a bare YAML int is ambiguous."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(f"{value} is a number, not a file mode: write it as a quoted octal string such as '0750'")
     if isinstance(value, str) and re.fullmatch(r"0?[0-7]{3,4}", value.strip()):
         mode = int(value.strip(), 8)
         if mode > 0o7777:
@@ -130,8 +132,8 @@ class JobFields(Strict):
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
+        if value is None:  # only an explicit `schedule:` with nothing after it gets here
+            raise ValueError("is empty; write a cron schedule such as '*/5 * * * *' or an alias such as @daily")
         try:
             return normalize(value)
         except ScheduleError as exc:

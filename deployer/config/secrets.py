@@ -56,8 +56,9 @@ def resolve_secret(secret: Secret, project: Project, environ: Mapping[str, str])
     return value
 
 
-def resolve_env(job: Job, project: Project, environ: Mapping[str, str] | None = None) -> tuple[dict[str, str], frozenset[str]]:
-    """The job's environment with secrets resolved, and the names that are secret."""
+def resolve_env(job: Job, project: Project, environ: Mapping[str, str] | None = None,
+                resolve: bool = True) -> tuple[dict[str, str], frozenset[str]]:
+    """The job's environment with secrets resolved (or left empty), and the names that are secret."""
     environ = os.environ if environ is None else environ
     values: dict[str, str] = {}
     secret_names: set[str] = set()
@@ -65,6 +66,9 @@ def resolve_env(job: Job, project: Project, environ: Mapping[str, str] | None = 
     for name, value in job.env:
         if isinstance(value, Secret):
             secret_names.add(name)
+            if not resolve:
+                values[name] = ""
+                continue
             try:
                 values[name] = resolve_secret(value, project, environ)
             except ValueError as exc:

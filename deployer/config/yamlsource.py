@@ -36,6 +36,8 @@ class SourceMap:
 
     file: str
     lines: dict[KeyPath, int] = field(default_factory=dict)
+    # How a boolean was spelt (yes, on, True...), to explain YAML's reading of it.
+    booleans: dict[KeyPath, str] = field(default_factory=dict)
 
     def line_of(self, path: KeyPath) -> int | None:
         """The line of ``path``, or of its nearest ancestor that exists in the file."""
@@ -84,7 +86,30 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, src: SourceM
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_build(loader, item, path + (i,), src, problems) for i, item in enumerate(node.value)]
-    return _scalar(loader, node)  # type: ignore[arg-type]
+    value = _scalar(loader, node)  # type: ignore[arg-type]
+    if isinstance(value, bool):
+        src.booleans[path] = str(node.value)
+    return value
+
+
+def _syntax_message(exc: yaml.MarkedYAMLError) -> tuple[str, int | None]:
+    """PyYAML's words, turned into what a person can act on, and the line to look at."""
+    problem = exc.problem or "invalid YAML"
+    context = exc.context or ""
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark else None
+    if "quoted scalar" in context and "end of stream" in problem:
+        start = exc.context_mark.line + 1 if exc.context_mark else line
+        return "the quoted string that starts on this line is never closed (add the closing quote)", start
+    if "'\\t'" in problem or "\t" in problem:
+        return "a tab character is used for indentation; YAML indents with spaces only", line
+    if "expected <block end>" in problem:
+        return ("this line's indentation does not fit the lines above it "
+                "(keys of one mapping must line up; nested keys go further right)"), line
+    if problem == "mapping values are not allowed here":
+        return (f"{problem} (check the indentation of this line against the line above; "
+                "a value containing ': ' must be quoted)"), line
+    return (f"{context}, {problem}" if context else problem), line
 
 
 def load_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
@@ -96,11 +121,7 @@ def load_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
         node = loader.get_single_node()
         data = None if node is None else _build(loader, node, (), src, problems)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        what = exc.problem or "invalid YAML"
-        if exc.context:
-            what = f"{exc.context}, {what}"
+        what, line = _syntax_message(exc)
         raise InvalidInput([Problem(f"YAML syntax error: {what}", file=file, line=line)]) from None
     except yaml.YAMLError as exc:  # e.g. more than one document
         raise InvalidInput([Problem(f"YAML error: {exc}", file=file)]) from None
@@ -115,9 +136,18 @@ def load_yaml_file(path: Path, shown_as: str | None = None) -> tuple[Any, Source
     """Read and parse a YAML file; unreadable files are input errors too."""
     name = shown_as or str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise InvalidInput([Problem("file not found", file=name)]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput([Problem(f"cannot read file: {exc}", file=name)]) from None
+    except IsADirectoryError:
+        raise InvalidInput([Problem("is a folder, not a file", file=name)]) from None
+    except OSError as exc:
+        raise InvalidInput([Problem(f"cannot read file: {exc.strerror}", file=name)]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InvalidInput([Problem(f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, "
+                                    f"column {column}); save it as UTF-8", file=name, line=line)]) from None
     return load_yaml(text, name)

@@ -95,12 +95,17 @@ def check_job_hosts(project: Project, env: EnvironmentConfig, targets: list[Targ
 
 
 def render(project: Project, env: EnvironmentConfig, target: Target, all_targets: list[Target],
-           environ: Mapping[str, str] | None = None) -> DesiredState:
-    """The desired state of one target. Raises InvalidInput (exit 2) on any template or secret error."""
+           environ: Mapping[str, str] | None = None, resolve_secrets: bool = True) -> DesiredState:
+    """The desired state of one target. Raises InvalidInput (exit 2) on any template or secret error.
+
+    ``resolve_secrets=False`` (validate) checks everything else and leaves secrets empty.
+    """
     r = _Renderer(project, env, target)
     settings = env.settings
     home_template = str(target.vars.get("deployer_home", settings.home))
     deploy_home = r.path(home_template, ("defaults", "home"), "home")
+    if r.problems:  # every other path derives from home: one mistake, one message
+        raise InvalidInput(r.problems)
     r.context["deploy_home"] = deploy_home
     log_dir = r.path(settings.log_dir, ("defaults", "logs", "dir"), "log directory")
     lock_dir = r.path(settings.lock_dir, ("defaults", "locks", "dir"), "lock directory")
@@ -123,7 +128,7 @@ def render(project: Project, env: EnvironmentConfig, target: Target, all_targets
             continue
         where: KeyPath = ("jobs", job.id)
         r.context["job"] = job.id
-        env_values, secret_names = resolve_env(job, project, environ)
+        env_values, secret_names = resolve_env(job, project, environ, resolve_secrets)
         rendered_env = tuple(
             (name, value if name in secret_names else r.text(value, job.origin.get(f"env.{name}", where), f"env {name}"))
             for name, value in sorted(env_values.items())
