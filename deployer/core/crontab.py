@@ -46,10 +46,12 @@ def split(text: str, project: str, env: str) -> Split:
         raise CrontabConflict(
             f"the crontab holds {max(len(starts), len(ends))} '{begin}' blocks; keep one (crontab -e) and run again")
     if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
-        missing = "END" if not ends or (starts and ends[0] < starts[0]) else "BEGIN"
-        line = (starts or ends)[0] + 1
+        if starts and (not ends or ends[0] < starts[0]):
+            found, missing, line = begin, "END", starts[0] + 1
+        else:
+            found, missing, line = end, "BEGIN", ends[0] + 1
         raise CrontabConflict(
-            f"the crontab has a '{begin.split(' ', 2)[1]}' marker without its {missing} (line {line}); "
+            f"the crontab has '{found}' without its {missing} marker (line {line}); "
             "repair or remove the block by hand (crontab -e) and run again")
     s, e = starts[0], ends[0]
     return Split("".join(lines[:s]), "".join(lines[s:e + 1]), "".join(lines[e + 1:]))
