@@ -169,6 +169,7 @@ def main(argv):
         os.pwrite(lock_fd, ("pid %d run %s since %s" % (os.getpid(), run.run_id, now_iso(run.start))).encode(), 0)
 
     run.log_fd = open_no_follow(spec["log_file"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    os.makedirs(spec["state_dir"], exist_ok=True)  # apply makes it; a hand-cleaned target may not have it
     workdir = spec.get("workdir") or spec["state_dir"]
     run.log("run %s start: job %s, revision %s, trigger %s" % (run.run_id, spec["id"], run.revision, trigger))
     try:
@@ -225,5 +226,18 @@ def main(argv):
     return exit_code
 
 
+def entry(argv):
+    try:
+        return main(argv)
+    except OSError as exc:
+        # Cron mails this line to the crontab's owner: say what and where, not a traceback.
+        if exc.errno == errno.ELOOP:
+            sys.stderr.write("deployer run: %s is a symlink; refusing to follow it (remove it, then run "
+                             "`deployer apply` to recreate the file)\n" % exc.filename)
+        else:
+            sys.stderr.write("deployer run: %s%s\n" % (exc.strerror or exc, " (%s)" % exc.filename if exc.filename else ""))
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(entry(sys.argv[1:]))
