@@ -166,9 +166,10 @@ class Session:
         def work(state: TargetState) -> None:
             assert state.plan is not None
             state.checks = checks(state.plan)
-            if any(c.status == FAIL for c in state.checks):
+            failed = sorted({c.name for c in state.checks if c.status == FAIL})
+            if failed:
                 state.status, state.exit_code = FAILED, EXIT_FAILED
-                state.error = state.error or "some checks failed"
+                state.error = state.error or f"failed: {', '.join(failed)}"
             else:
                 state.status, state.exit_code = OK, EXIT_OK
 
