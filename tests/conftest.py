@@ -135,12 +135,17 @@ def user_crontab(test_user: pwd.struct_passwd) -> Iterator[str]:
 
 
 def cron_daemon_pids() -> list[int]:
+    """cron daemons of this system; not those of containers or namespaced test hosts."""
     pids = []
+    own = {ns: os.readlink(f"/proc/self/ns/{ns}") for ns in ("pid", "mnt")}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() in {"cron", "crond"}:
-                    pids.append(int(entry.name))
+                if (entry / "comm").read_text().strip() not in {"cron", "crond"}:
+                    continue
+                if any(os.readlink(entry / "ns" / ns) != own[ns] for ns in own):
+                    continue
+                pids.append(int(entry.name))
             except OSError:
                 continue
     return pids

@@ -50,8 +50,20 @@ def _current(deploy_home):
     return os.path.basename(target.rstrip("/"))
 
 
+def _same_namespaces(pid):
+    """A cron in a container on this host (another PID or mount namespace) runs that
+    container's crontabs, not ours. When we may not look (not root), assume it is ours."""
+    for ns in ("pid", "mnt"):
+        try:
+            if os.readlink("/proc/%s/ns/%s" % (pid, ns)) != os.readlink("/proc/self/ns/%s" % ns):
+                return False
+        except OSError:
+            continue
+    return True
+
+
 def _cron_daemon():
-    """Look for a cron daemon among the processes we can see (our PID namespace)."""
+    """Look for a cron daemon among the processes of this system (not of its containers)."""
     names = {"cron", "crond", "cronie", "fcron", "dcron", "busybox"}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -65,6 +77,8 @@ def _cron_daemon():
                 with open("/proc/%s/cmdline" % pid, "rb") as f:
                     if b"crond" not in f.read():
                         continue
+            if not _same_namespaces(pid):
+                continue
             return {"running": True, "process": comm, "pid": int(pid)}
         except OSError:
             continue
