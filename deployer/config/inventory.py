@@ -129,11 +129,11 @@ class _QuietAnsible:
         self.display = Display()
         self.saved = self.display.warning
         self.caught: list[str] = []
-        self.display.warning = lambda msg, *a, **k: self.caught.append(str(msg))  # type: ignore[method-assign]
+        self.display.warning = lambda msg, *a, **k: self.caught.append(str(msg))
         return self.caught
 
     def __exit__(self, *exc: object) -> None:
-        self.display.warning = self.saved  # type: ignore[method-assign]
+        self.display.warning = self.saved
 
 
 def load_inventory(path: Path, shown: str) -> list[Target]:
