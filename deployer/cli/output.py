@@ -128,7 +128,8 @@ class Output:
             if not state.checks and state.error:
                 self.print(f"   {state.error}", style="red")
             for c in state.checks:
-                self.out.print(Text(f"   {c.status:4} ", style=CHECK_STYLE[c.status]) + Text(f"{c.name:12} {self.redact(c.detail)}"))
+                subject = f"{c.name} {c.job}" if c.job else c.name
+                self.out.print(Text(f"   {c.status:4} ", style=CHECK_STYLE[c.status]) + Text(f"{subject:12} {self.redact(c.detail)}"))
 
     def checks_json(self, session: Session) -> dict[str, Any]:
         return {

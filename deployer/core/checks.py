@@ -48,8 +48,20 @@ def checks(plan: Plan) -> list[Check]:
     if not any(c.kind in {"dir", "file"} for c in plan.changes):
         out.append(Check("files", PASS, f"{len(release.dirs)} folders and {len(release.job_files)} log/lock files have their owner and mode"))
 
+    for user, crontab in sorted(facts.crontabs.items()):
+        leaked = [v for v in release.secret_values if len(v) >= 4 and crontab.text and v in crontab.text]
+        if leaked:
+            out.append(Check("secrets", FAIL, f"the crontab of {user} contains the value of a declared secret: "
+                                              "move it to the job's env (a secret reference) and rotate it"))
+
     if facts.cron_running:
         out.append(Check("cron-daemon", PASS, f"{facts.cron_process} is running"))
     else:
         out.append(Check("cron-daemon", FAIL, "no cron daemon is running: no job will run (start cron)"))
+
+    from deployer.core.health import job_checks, space_checks  # health builds on Check
+
+    out.extend(space_checks(facts))
+    for job in release.jobs:
+        out.extend(job_checks(job, facts))
     return out

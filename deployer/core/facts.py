@@ -37,6 +37,11 @@ class Facts:
     current: str | None
     cron_running: bool
     cron_process: str | None = None
+    now: float = 0.0  # the target's clock
+    timezone: str = "UTC"
+    deployed_at: float | None = None  # when `current` last moved
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # run history, running runs, lock
+    space: dict[str, dict[str, int]] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -62,5 +67,10 @@ def parse_facts(data: dict[str, Any]) -> Facts:
         current=data.get("current"),
         cron_running=bool(data.get("cron", {}).get("running")),
         cron_process=data.get("cron", {}).get("process"),
+        now=float(data.get("now", 0.0)),
+        timezone=str(data.get("timezone") or "UTC"),
+        deployed_at=data.get("deployed_at"),
+        jobs=data.get("jobs", {}),
+        space=data.get("space", {}),
         raw=data,
     )

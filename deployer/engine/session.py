@@ -124,12 +124,12 @@ class Session:
                 state.transport.close()
 
     # ------------------------------------------------------------------ phase 2
-    def observe(self) -> None:
+    def observe(self, log_tail: int = 0, ledger_all: bool = False) -> None:
         """Connect to every target, probe it once, and plan."""
 
         def work(state: TargetState) -> None:
             state.transport = connect(state.target)
-            state.facts = probe(state.transport, state.desired)
+            state.facts = probe(state.transport, state.desired, log_tail, ledger_all)
             state.release = materialize(state.desired, state.facts.identity)
             state.plan = plan(state.release, state.facts)
             if state.plan.errors:
@@ -203,15 +203,18 @@ def _digest(text: str | None) -> str | None:
     return None if text is None else hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def probe(transport: Transport, desired: DesiredState) -> Facts:
-    """ONE exec: everything plan and verify need to know about the target."""
+def probe(transport: Transport, desired: DesiredState, log_tail: int = 0, ledger_all: bool = False) -> Facts:
+    """ONE exec: everything plan, verify and status need to know about the target."""
     users = sorted({j.run_as for j in desired.jobs if j.run_as} | {d.owner for d in desired.dirs if d.owner})
     paths = [desired.deploy_home, f"{desired.deploy_home}/releases", f"{desired.deploy_home}/state",
              f"{desired.deploy_home}/backups"]
     paths += [d.path for d in desired.dirs]
     for job in desired.jobs:
         paths += [job.state_dir, job.lock_file, job.log_file]
-    params = {"deploy_home": desired.deploy_home, "users": users, "crontab_users": users, "paths": paths}
+    jobs = [{"id": j.id, "state_dir": j.state_dir, "lock_file": j.lock_file, "log_file": j.log_file} for j in desired.jobs]
+    params = {"deploy_home": desired.deploy_home, "users": users, "crontab_users": users, "paths": paths, "jobs": jobs,
+              "log_tail": log_tail, "ledger_all": ledger_all,
+              "space": sorted({desired.deploy_home} | {d.path for d in desired.dirs})}
     answer = remote.call(transport, "probe", params)
     if not answer.get("ok"):
         raise TargetError(f"the probe failed: {answer.get('error', 'no detail')}")

@@ -8,6 +8,7 @@ import os
 import platform
 import socket
 import sys
+import time
 
 # <targetlib>
 
@@ -85,6 +86,151 @@ def _cron_daemon():
     return {"running": False, "process": None, "pid": None}
 
 
+def _tail_lines(path, count, max_bytes=4 << 20):
+    """The last ``count`` lines of a file, reading at most ``max_bytes`` from its end."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return []
+    with os.fdopen(fd, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        block = 65536
+        data = b""
+        while size > 0 and data.count(b"\n") <= count and len(data) < max_bytes:
+            step = min(block, size)
+            size -= step
+            f.seek(size)
+            data = f.read(step) + data
+    lines = data.decode("utf-8", "replace").splitlines()
+    return lines[-count:] if count else []
+
+
+def _ledger(path, count):
+    """(last ``count`` runs, last success, runs since the last success) from a ledger."""
+    entries = []
+    for line in _tail_lines(path, count):
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut by a full disk: skip it, keep the rest
+    last_success = None
+    for entry in reversed(entries):
+        if entry.get("outcome") == "success":
+            last_success = entry
+            break
+    if last_success is None and len(entries) >= count:
+        for line in reversed(_tail_lines(path, 20000)):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("outcome") == "success":
+                last_success = entry
+                break
+    return entries, last_success
+
+
+def _flock_holders(path):
+    """PIDs holding a flock on ``path``, from /proc/locks (looking never takes the lock)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+        with open("/proc/locks") as f:
+            table = f.read().splitlines()
+    except OSError:
+        return []
+    wanted = "%02x:%02x:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    holders = []
+    for row in table:
+        parts = row.split()
+        if "->" in parts:
+            continue  # a waiter, not a holder
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == wanted:
+            try:
+                holders.append(int(parts[4]))
+            except ValueError:
+                pass
+    return holders
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError, ValueError):
+        return False
+
+
+def _running(state_dir):
+    runs = []
+    folder = os.path.join(state_dir, "running")
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return runs
+    for name in names:
+        try:
+            with open(os.path.join(folder, name)) as f:
+                run = json.load(f)
+        except (OSError, ValueError):
+            continue
+        run["alive"] = _alive(int(run.get("pid") or 0)) if run.get("pid") else False
+        runs.append(run)
+    return runs
+
+
+def _jobs_runtime(jobs, home, log_tail, ledger_all):
+    out = {}
+    for job in jobs:
+        state = expand(job["state_dir"], home)
+        ledger = os.path.join(state, "ledger.jsonl")
+        entries, last_success = _ledger(ledger, 50)
+        lock = expand(job["lock_file"], home)
+        info = {"runs": entries, "last_success": last_success, "running": _running(state),
+                "lock": {"holders": [p for p in _flock_holders(lock) if p != os.getpid()],
+                         "content": "".join(_tail_lines(lock, 1))}}
+        if log_tail:
+            info["log_tail"] = _tail_lines(expand(job["log_file"], home), log_tail)
+        if ledger_all:
+            info["ledger"] = _tail_lines(ledger, 10 ** 7, max_bytes=1 << 30)
+        out[job["id"]] = info
+    return out
+
+
+def _timezone():
+    tz = os.environ.get("TZ", "")
+    if tz:
+        return tz.lstrip(":")
+    try:
+        with open("/etc/timezone") as f:
+            name = f.read().strip()
+            if name:
+                return name
+    except OSError:
+        pass
+    try:
+        target = os.readlink("/etc/localtime")
+        if "zoneinfo/" in target:
+            return target.split("zoneinfo/", 1)[1]
+    except OSError:
+        pass
+    return "UTC"
+
+
+def _space(paths):
+    out = {}
+    for path in paths:
+        probe_path = path
+        while probe_path and not os.path.exists(probe_path):
+            probe_path = os.path.dirname(probe_path)
+        try:
+            st = os.statvfs(probe_path or "/")
+        except OSError:
+            continue
+        out[path] = {"free_bytes": st.f_bavail * st.f_frsize, "total_bytes": st.f_blocks * st.f_frsize,
+                     "free_inodes": st.f_favail, "total_inodes": st.f_files}
+    return out
+
+
 def main(params):
     home = my_home()
     deploy_home = expand(params["deploy_home"], home)
@@ -115,6 +261,10 @@ def main(params):
     for path in params.get("paths", []):
         full = expand(path, home)
         paths[full] = describe_path(full)
+    try:
+        deployed_at = os.lstat(os.path.join(deploy_home, "current")).st_mtime
+    except OSError:
+        deployed_at = None
     emit({
         "ok": True,
         "hostname": socket.gethostname(),
@@ -130,4 +280,9 @@ def main(params):
         "releases": _releases(deploy_home),
         "current": current,
         "cron": _cron_daemon(),
+        "now": time.time(),
+        "timezone": _timezone(),
+        "deployed_at": deployed_at,
+        "jobs": _jobs_runtime(params.get("jobs", []), home, params.get("log_tail", 0), params.get("ledger_all", False)),
+        "space": _space([expand(p, home) for p in params.get("space", [])]),
     })

@@ -143,12 +143,13 @@ def _kill_group(pgid, sig):
 
 def main(argv):
     if len(argv) < 1 or argv[0] in ("-h", "--help"):
-        sys.stderr.write("usage: run JOB_ID [--trigger cron|manual]\n")
+        sys.stderr.write("usage: run JOB_ID [--trigger cron|manual] [--tee]\n")
         return 2
     job_id = argv[0]
     trigger = "cron"
-    if len(argv) >= 3 and argv[1] == "--trigger":
-        trigger = argv[2]
+    if "--trigger" in argv[1:-1]:
+        trigger = argv[argv.index("--trigger") + 1]
+    tee = "--tee" in argv[1:]  # `deployer run`: the output goes to the log and to us
     release = os.path.dirname(os.path.realpath(__file__))  # through the `current` link: the real revision
     run = Run(release, job_id, trigger)
     spec = run.spec
@@ -174,13 +175,27 @@ def main(argv):
     run.log("run %s start: job %s, revision %s, trigger %s" % (run.run_id, spec["id"], run.revision, trigger))
     try:
         # The child keeps the lock fd: if this wrapper dies, the lock lasts as long as the job.
-        proc = subprocess.Popen(run.argv(), stdin=subprocess.DEVNULL, stdout=run.log_fd, stderr=run.log_fd,
+        out = subprocess.PIPE if tee else run.log_fd
+        proc = subprocess.Popen(run.argv(), stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT if tee else run.log_fd,
                                 cwd=workdir, env=run.environment(), start_new_session=True, pass_fds=(lock_fd,))
     except OSError as exc:
         run.log("run %s could not start: %s" % (run.run_id, exc))
         run.record(OUTCOME_FAILURE, 127, None, {"error": str(exc)})
         return 127
     marker = run.running_marker(proc.pid)
+    copier = None
+    if tee:
+        import threading
+
+        def copy():
+            for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+                os.write(run.log_fd, chunk)
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+
+        copier = threading.Thread(target=copy, daemon=True)
+        copier.start()
 
     stopped_by = []
 
@@ -205,6 +220,8 @@ def main(argv):
             _kill_group(proc.pid, signal.SIGKILL)
             code = proc.wait()
     _kill_group(proc.pid, signal.SIGKILL)  # leftovers of the job's group never outlive the run
+    if copier is not None:
+        copier.join(timeout=5)
 
     extra = {}
     if timed_out:

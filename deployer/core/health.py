@@ -1,0 +1,142 @@
+"""Did each job run, and succeed, when it should have? Pure: facts in, checks out.
+
+Inputs are the probe's runtime facts (ledger tail, running markers, lock holders, the
+target's clock and timezone, when the release went live) and the job's schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from deployer.core.checks import FAIL, PASS, WARN, Check
+from deployer.core.desired import JobSpec
+from deployer.core.facts import Facts
+from deployer.core.timing import period, previous_fire
+
+FAILURES = {"failure", "timeout", "crashed"}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When history turns into warnings and failures (defaults a demanding operator would pick)."""
+
+    grace: timedelta = timedelta(minutes=2)  # cron's latency + a slow start
+    failures_fail: int = 3  # consecutive failures that fail verify (1 already warns)
+    min_free_bytes: int = 100 * 1024 * 1024
+    min_free_inodes: int = 1000
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def ago(then: datetime | None, now: datetime) -> str:
+    if then is None:
+        return "never"
+    seconds = int((now - then).total_seconds())
+    if seconds < 0:
+        return "in the future"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def consecutive_failures(runs: list[dict[str, Any]]) -> int:
+    count = 0
+    for run in reversed(runs):
+        outcome = run.get("outcome")
+        if outcome == "success":
+            break
+        if outcome in FAILURES:
+            count += 1
+    return count
+
+
+def job_checks(job: JobSpec, facts: Facts, limits: Thresholds = Thresholds()) -> list[Check]:
+    info = facts.jobs.get(job.id, {})
+    runs: list[dict[str, Any]] = list(info.get("runs", []))
+    now = datetime.fromtimestamp(facts.now, timezone.utc) if facts.now else datetime.now(timezone.utc)
+    deployed = datetime.fromtimestamp(facts.deployed_at, timezone.utc) if facts.deployed_at else None
+    out: list[Check] = []
+
+    # Freshness: the last scheduled time that is older than the grace must have a run.
+    due = previous_fire(job.schedule, now - limits.grace, facts.timezone)
+    started = [t for r in runs if (t := parse_time(r.get("start"))) is not None]
+    last_start = max(started) if started else None
+    if due is None:
+        out.append(Check("freshness", PASS, "runs at boot only: no schedule to check", job.id))
+    elif deployed is not None and deployed > due:
+        out.append(Check("freshness", PASS, f"not due since the deploy {ago(deployed, now)}", job.id))
+    elif last_start is None:
+        since = f" since the deploy {ago(deployed, now)}" if deployed else ""
+        out.append(Check("freshness", FAIL, f"should have run at {due:%Y-%m-%d %H:%M} UTC{since} but has no run", job.id))
+    elif last_start < due - timedelta(minutes=1):
+        out.append(Check("freshness", FAIL, f"missed its run of {due:%Y-%m-%d %H:%M} UTC: last run started "
+                                            f"{ago(last_start, now)}", job.id))
+    else:
+        out.append(Check("freshness", PASS, f"last run started {ago(last_start, now)}", job.id))
+
+    # Success: consecutive failures, and how long since the last success.
+    failures = consecutive_failures(runs)
+    success = info.get("last_success")
+    success_at = parse_time(success.get("start")) if success else None
+    if failures >= limits.failures_fail:
+        out.append(Check("success", FAIL, f"{failures} failed runs in a row; last success {ago(success_at, now)}", job.id))
+    elif failures:
+        last = runs[-1] if runs else {}
+        out.append(Check("success", WARN, f"last run {last.get('outcome')} (exit {last.get('exit_code')}); "
+                                          f"last success {ago(success_at, now)}", job.id))
+    elif success_at is not None:
+        out.append(Check("success", PASS, f"last success {ago(success_at, now)}", job.id))
+    else:
+        out.append(Check("success", PASS, "no run yet", job.id))
+
+    # Runs that started and did not end: crashed (process gone) or hung (past the timeout).
+    for run in info.get("running", []):
+        start = parse_time(run.get("start"))
+        if not run.get("alive"):
+            out.append(Check("runs", FAIL, f"run {run.get('run_id')} started {ago(start, now)} never ended and its "
+                                           f"process {run.get('pid')} is gone (crashed)", job.id))
+        elif start is not None and now - start > timedelta(seconds=job.timeout) + limits.grace:
+            out.append(Check("runs", FAIL, f"run {run.get('run_id')} (pid {run.get('pid')}) has run for "
+                                           f"{ago(start, now).removesuffix(' ago')}, past its timeout of {job.timeout}s", job.id))
+        else:
+            out.append(Check("runs", PASS, f"running since {ago(start, now)} (pid {run.get('pid')})", job.id))
+
+    # The lock: who holds it, for how long.
+    holders = info.get("lock", {}).get("holders", [])
+    if holders:
+        content = info.get("lock", {}).get("content", "")
+        since = parse_time(content.rsplit(" since ", 1)[1]) if " since " in content else None
+        if since is not None and now - since > timedelta(seconds=job.timeout) + limits.grace:
+            out.append(Check("lock", WARN, f"held by pid {', '.join(map(str, holders))} for "
+                                           f"{ago(since, now).removesuffix(' ago')}, longer than the timeout", job.id))
+        else:
+            out.append(Check("lock", PASS, f"held by the running job (pid {', '.join(map(str, holders))})", job.id))
+
+    # The declaration itself: a timeout as long as the period lets runs pile up on the lock.
+    every = period(job.schedule, now, facts.timezone)
+    if every is not None and timedelta(seconds=job.timeout) >= every:
+        out.append(Check("timeout", WARN, f"timeout {job.timeout}s is not shorter than the period "
+                                          f"({int(every.total_seconds())}s): runs will be skipped while one is late", job.id))
+    return out
+
+
+def space_checks(facts: Facts, limits: Thresholds = Thresholds()) -> list[Check]:
+    out: list[Check] = []
+    for path, info in sorted(facts.space.items()):
+        free, inodes = info.get("free_bytes", 0), info.get("free_inodes", 0)
+        if free < limits.min_free_bytes or (info.get("total_inodes", 0) and inodes < limits.min_free_inodes):
+            out.append(Check("disk", FAIL, f"{path}: only {free // (1024 * 1024)} MiB and {inodes} inodes free"))
+    if not out and facts.space:
+        least = min(facts.space.values(), key=lambda i: i.get("free_bytes", 0))
+        out.append(Check("disk", PASS, f"at least {least.get('free_bytes', 0) // (1024 * 1024)} MiB free where jobs write"))
+    return out
