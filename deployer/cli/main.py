@@ -22,12 +22,14 @@ from deployer.core.render import check_job_hosts
 from deployer.core.render import render as render_target
 from deployer.engine.session import CHANGED, Session, default_parallel
 from deployer.errors import EXIT_CHANGES, EXIT_INVALID, EXIT_OK, InvalidInput, Problem
+from deployer.transport import ConnectOptions
 
 
 class Context:
     def __init__(self, file: str, json_mode: bool, color: bool | None) -> None:
         self.file = file
         self.output = Output(json_mode, color)
+        self.accept_new_host_keys = False
 
 
 def _count(n: int, word: str) -> str:
@@ -39,7 +41,8 @@ def _exit(code: int) -> NoReturn:
 
 
 def _session(ctx: Context, env: str, limit: str | None, parallel: int) -> Session:
-    session = Session.load(ctx.file, env, limit, parallel)
+    options = ConnectOptions(accept_new_host_keys=ctx.accept_new_host_keys)
+    session = Session.load(ctx.file, env, limit, parallel, connect_options=options)
     for state in session.states:
         for job in state.desired.jobs:
             ctx.output.secrets.update(v for n, v in job.env if n in job.secret_names and v)
@@ -68,6 +71,18 @@ def _json_flag(click_ctx: click.Context, _param: click.Parameter, value: bool) -
 # --json is accepted after the command too (`deployer plan dev --json`), as people type it.
 json_option = click.option("--json", "json_late", is_flag=True, expose_value=False, callback=_json_flag,
                            help="Machine-readable output on stdout.")
+
+
+def _accept_new_flag(click_ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        click_ctx.find_object(Context).accept_new_host_keys = True  # type: ignore[union-attr]
+    return value
+
+
+accept_new_option = click.option(
+    "--accept-new-host-keys", is_flag=True, expose_value=False, callback=_accept_new_flag,
+    help="Trust SSH hosts never seen before and record their keys in the known_hosts file in use "
+         "($DEPLOYER_KNOWN_HOSTS, else ~/.ssh/known_hosts), like OpenSSH's accept-new. A changed key is always refused.")
 env_argument = click.argument("env", metavar="ENV")
 limit_option = click.option("--limit", "-l", metavar="HOSTS", help="Only these hosts or groups (comma-separated).")
 parallel_option = click.option("--parallel", "-p", type=click.IntRange(1, 256), default=default_parallel, show_default="10",
@@ -147,6 +162,7 @@ def render(ctx: Context, env: str, limit: str | None) -> None:
 @env_argument
 @limit_option
 @parallel_option
+@accept_new_option
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 3 when there are changes to apply (0 when none).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Save the plan, to apply exactly it with apply --plan.")
 @json_option
@@ -178,6 +194,7 @@ def plan(ctx: Context, env: str, limit: str | None, parallel: int, detailed_exit
 @env_argument
 @limit_option
 @parallel_option
+@accept_new_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (for CI).")
 @click.option("--plan", "plan_file", type=click.Path(exists=True, dir_okay=False),
               help="Apply only if nothing changed since this saved plan (plan --out).")
@@ -222,6 +239,7 @@ def apply(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, p
 @env_argument
 @limit_option
 @parallel_option
+@accept_new_option
 @json_option
 @click.pass_obj
 def verify(ctx: Context, env: str, limit: str | None, parallel: int) -> None:
@@ -245,4 +263,6 @@ def verify(ctx: Context, env: str, limit: str | None, parallel: int) -> None:
 
 
 def main() -> None:
+    import deployer.cli.ops  # noqa: F401  (registers status, logs, run, history)
+
     cli(prog_name="deployer")

@@ -67,17 +67,20 @@ def job_checks(job: JobSpec, facts: Facts, limits: Thresholds = Thresholds()) ->
     deployed = datetime.fromtimestamp(facts.deployed_at, timezone.utc) if facts.deployed_at else None
     out: list[Check] = []
 
+    if deployed is None:
+        return [Check("freshness", WARN, "not deployed yet: no run is expected", job.id)]
+
     # Freshness: the last scheduled time that is older than the grace must have a run.
     due = previous_fire(job.schedule, now - limits.grace, facts.timezone)
     started = [t for r in runs if (t := parse_time(r.get("start"))) is not None]
     last_start = max(started) if started else None
     if due is None:
         out.append(Check("freshness", PASS, "runs at boot only: no schedule to check", job.id))
-    elif deployed is not None and deployed > due:
+    elif deployed > due:
         out.append(Check("freshness", PASS, f"not due since the deploy {ago(deployed, now)}", job.id))
     elif last_start is None:
-        since = f" since the deploy {ago(deployed, now)}" if deployed else ""
-        out.append(Check("freshness", FAIL, f"should have run at {due:%Y-%m-%d %H:%M} UTC{since} but has no run", job.id))
+        out.append(Check("freshness", FAIL, f"should have run at {due:%Y-%m-%d %H:%M} UTC since the deploy "
+                                            f"{ago(deployed, now)} but has no run", job.id))
     elif last_start < due - timedelta(minutes=1):
         out.append(Check("freshness", FAIL, f"missed its run of {due:%Y-%m-%d %H:%M} UTC: last run started "
                                             f"{ago(last_start, now)}", job.id))

@@ -32,7 +32,7 @@ from deployer.core.release import Release, materialize
 from deployer.core.render import check_job_hosts, render
 from deployer.engine import remote
 from deployer.errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, ChangedUnderUs, InvalidInput, Problem, TargetError
-from deployer.transport import connect
+from deployer.transport import ConnectOptions, connect
 from deployer.transport.base import Counters, Transport
 
 OK, CHANGED, FAILED, UNREACHABLE = "ok", "changed", "failed", "unreachable"
@@ -75,11 +75,12 @@ class Session:
     env: EnvironmentConfig
     states: list[TargetState]
     parallel: int = 10
+    connect_options: ConnectOptions | None = None
 
     # ------------------------------------------------------------------ phase 1 (pure)
     @classmethod
     def load(cls, file: str | Path, env_name: str, limit: str | None = None, parallel: int = 10,
-             environ: Mapping[str, str] | None = None) -> "Session":
+             environ: Mapping[str, str] | None = None, connect_options: ConnectOptions | None = None) -> "Session":
         project = load_project(file)
         env = project.environment(env_name)
         targets = load_inventory(env.inventory, env.inventory_shown)
@@ -94,7 +95,7 @@ class Session:
                 problems.extend(exc.problems)
         if problems:
             raise InvalidInput(list(dict.fromkeys(problems)))
-        return cls(project, env, states, max(1, parallel))
+        return cls(project, env, states, max(1, parallel), connect_options)
 
     # ------------------------------------------------------------------ helpers
     def _each(self, work: Callable[[TargetState], None], states: list[TargetState] | None = None) -> None:
@@ -128,7 +129,7 @@ class Session:
         """Connect to every target, probe it once, and plan."""
 
         def work(state: TargetState) -> None:
-            state.transport = connect(state.target)
+            state.transport = connect(state.target, self.connect_options)
             state.facts = probe(state.transport, state.desired, log_tail, ledger_all)
             state.release = materialize(state.desired, state.facts.identity)
             state.plan = plan(state.release, state.facts)

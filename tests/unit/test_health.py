@@ -109,3 +109,8 @@ def test_crashed_and_hung_runs() -> None:
 def test_a_timeout_as_long_as_the_period_is_linted() -> None:
     checks = details(job_checks(job(timeout=600), facts("2026-06-01T10:08:00", "2026-06-01T10:06:30")))
     assert checks[-1] == ("timeout", "warn", "timeout 600s is not shorter than the period (300s): runs will be skipped while one is late")
+
+
+def test_nothing_is_expected_of_a_job_not_deployed_yet() -> None:
+    assert details(job_checks(job(), facts("2026-06-01T10:20:00", None))) == [
+        ("freshness", "warn", "not deployed yet: no run is expected")]

@@ -1,0 +1,249 @@
+"""Operating the deployed jobs: status, logs, run now, history export.
+
+Each command is one probe per host (plus, for ``run``, the run itself), reading what the
+run wrapper records on the target: the ledger, the running markers, the lock, the log.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sqlite3
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from deployer.cli.main import (Context, _guard, _session, accept_new_option, cli, env_argument, json_option, limit_option,
+                               parallel_option)
+from deployer.core.health import ago, consecutive_failures, parse_time
+from deployer.core.timing import in_words, next_fire
+from deployer.engine.session import Session, TargetState
+from deployer.errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, InvalidInput, Problem
+
+OUTCOME_STYLE = {"success": "green", "failure": "red", "timeout": "red", "crashed": "red", "skipped-locked": "yellow"}
+
+
+def _reachable(ctx: Context, session: Session) -> list[TargetState]:
+    for state in session.states:
+        if state.facts is None:
+            ctx.output.err.print(Text(f"{state.name}: {state.error}", style="red"))
+    return [s for s in session.states if s.facts is not None]
+
+
+def _job_ids(session: Session, job: str | None) -> None:
+    declared = {j.id for s in session.states for j in s.desired.jobs}
+    if job is not None and job not in declared:
+        known = ", ".join(sorted(declared)) or "none"
+        raise InvalidInput([Problem(f"no job '{job}' is deployed to these hosts (jobs: {known})", file=session.project.file)])
+
+
+def _status_rows(state: TargetState) -> list[dict[str, Any]]:
+    assert state.facts is not None and state.release is not None
+    facts = state.facts
+    now = datetime.fromtimestamp(facts.now, timezone.utc)
+    rows = []
+    for job in state.release.jobs:
+        info = facts.jobs.get(job.id, {})
+        runs = info.get("runs", [])
+        last = runs[-1] if runs else None
+        success = info.get("last_success")
+        following = next_fire(job.schedule, now, facts.timezone)
+        running = [r for r in info.get("running", []) if r.get("alive")]
+        rows.append({
+            "host": state.name,
+            "job": job.id,
+            "schedule": job.schedule,
+            "schedule_words": in_words(job.schedule),
+            "last_run": last and {"start": last.get("start"), "outcome": last.get("outcome"),
+                                  "duration": last.get("duration"), "exit_code": last.get("exit_code")},
+            "last_success": success.get("start") if success else None,
+            "last_success_ago": ago(parse_time(success.get("start")) if success else None, now),
+            "next_run": following.isoformat() if following else None,
+            "consecutive_failures": consecutive_failures(runs),
+            "running": [{"pid": r.get("pid"), "since": r.get("start"), "run_id": r.get("run_id")} for r in running],
+        })
+    return rows
+
+
+@cli.command()
+@env_argument
+@click.argument("job", required=False)
+@limit_option
+@parallel_option
+@accept_new_option
+@json_option
+@click.pass_obj
+def status(ctx: Context, env: str, job: str | None, limit: str | None, parallel: int) -> None:
+    """One row per job and host: schedule, last run, last success, next run, failures, running."""
+
+    def work() -> int:
+        session = _session(ctx, env, limit, parallel)
+        _job_ids(session, job)
+        try:
+            session.observe()
+        finally:
+            session.close()
+        rows = [r for s in _reachable(ctx, session) for r in _status_rows(s) if job is None or r["job"] == job]
+        if ctx.output.json_mode:
+            ctx.output.emit_json({"project": session.project.name, "env": session.env.name, "jobs": rows})
+        else:
+            table = Table(title=f"status {session.project.name}/{session.env.name}", title_justify="left", show_edge=False)
+            for column in ("host", "job", "schedule", "last run", "last success", "next run", "fails", "running"):
+                table.add_column(column)
+            now = datetime.now(timezone.utc)
+            for r in rows:
+                last = r["last_run"]
+                last_text = Text("never", style="dim")
+                if last:
+                    when = ago(parse_time(last["start"]), now)
+                    last_text = Text(f"{when} ") + Text(str(last["outcome"]), style=OUTCOME_STYLE.get(str(last["outcome"]), ""))
+                    if last.get("duration") is not None:
+                        last_text += Text(f" {last['duration']:.1f}s")
+                following = datetime.fromisoformat(r["next_run"]) if r["next_run"] else None
+                next_text = f"in {ago(now, following).removesuffix(' ago')}" if following and following > now else "-"
+                running = ", ".join(f"pid {x['pid']} since {ago(parse_time(x['since']), now)}" for x in r["running"]) or "-"
+                fails = Text(str(r["consecutive_failures"]), style="red" if r["consecutive_failures"] else "")
+                table.add_row(r["host"], r["job"], f"{r['schedule']} ({r['schedule_words']})", last_text,
+                              r["last_success_ago"], next_text, fails, running)
+            ctx.output.out.print(table)
+        return EXIT_UNREACHABLE if any(s.facts is None for s in session.states) else EXIT_OK
+
+    _guard(ctx, work)
+
+
+@cli.command()
+@env_argument
+@click.argument("job")
+@click.option("--host", "-H", "host", metavar="HOST", help="Only this host (or group).")
+@click.option("-n", "--lines", "lines", type=click.IntRange(1, 100000), default=50, show_default=True)
+@parallel_option
+@accept_new_option
+@json_option
+@click.pass_obj
+def logs(ctx: Context, env: str, job: str, host: str | None, lines: int, parallel: int) -> None:
+    """The end of a job's log on each host, each line prefixed by its host."""
+
+    def work() -> int:
+        session = _session(ctx, env, host, parallel)
+        _job_ids(session, job)
+        try:
+            session.observe(log_tail=lines)
+        finally:
+            session.close()
+        result: dict[str, list[str]] = {}
+        for state in _reachable(ctx, session):
+            assert state.facts is not None
+            if job in state.facts.jobs:
+                result[state.name] = state.facts.jobs[job].get("log_tail", [])
+        if ctx.output.json_mode:
+            ctx.output.emit_json({"job": job, "hosts": result})
+        else:
+            width = max((len(h) for h in result), default=0)
+            for name, tail in result.items():
+                for line in tail:
+                    ctx.output.print(f"{name:<{width}} | {line}")
+        return EXIT_UNREACHABLE if any(s.facts is None for s in session.states) else EXIT_OK
+
+    _guard(ctx, work)
+
+
+@cli.command(name="run")
+@env_argument
+@click.argument("job")
+@click.option("--host", "-H", "host", metavar="HOST", help="Only this host (or group).")
+@accept_new_option
+@click.pass_obj
+def run_now(ctx: Context, env: str, job: str, host: str | None) -> None:
+    """Run a job now, through its wrapper (lock, timeout, log, ledger with trigger: manual).
+
+    The output is shown as it is written to the log; the exit code is the job's.
+    """
+
+    def work() -> int:
+        session = _session(ctx, env, host, 1)
+        _job_ids(session, job)
+        code = EXIT_OK
+        try:
+            session.observe()
+            for state in _reachable(ctx, session):
+                assert state.facts is not None and state.transport is not None and state.release is not None
+                spec = next((j for j in state.release.jobs if j.id == job), None)
+                current = state.facts.current
+                if spec is None:
+                    continue
+                if current is None or f"jobs/{job}.json" not in state.facts.releases.get(current, {}):
+                    ctx.output.err.print(Text(f"{state.name}: job {job} is not deployed there yet: run deployer apply {env} first",
+                                              style="red"))
+                    code = max(code, EXIT_FAILED)
+                    continue
+                who = state.facts.identity
+                user = spec.run_as or who.user
+                home = (state.facts.users.get(user) or {}).get("home") or who.home
+                # The environment cron gives a job, not ours: what runs by hand is what cron runs.
+                argv = ["env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", f"LOGNAME={user}", f"USER={user}", "SHELL=/bin/sh",
+                        state.desired.python, f"{state.facts.deploy_home}/current/run", job, "--trigger", "manual", "--tee"]
+                if user != who.user:
+                    argv = ["runuser", "-u", user, "--", *argv]
+                if len(session.states) > 1:
+                    ctx.output.out.print(Text(f"── {state.name}: {shlex.join(argv)}", style="bold"))
+                result = state.transport.run(argv, timeout=spec.timeout + 60)
+                sys.stdout.write(ctx.output.redact(result.stdout.decode("utf-8", "replace")))
+                sys.stdout.flush()
+                if result.stderr:
+                    ctx.output.err.print(ctx.output.redact(result.stderr.decode("utf-8", "replace").rstrip()))
+                code = result.exit_code if code == EXIT_OK else code
+        finally:
+            session.close()
+        if any(s.facts is None for s in session.states):
+            return EXIT_UNREACHABLE
+        return code
+
+    _guard(ctx, work)
+
+
+@cli.command()
+@env_argument
+@click.option("--export", "export", type=click.Path(dir_okay=False), required=True, help="SQLite file to write (merged if it exists).")
+@limit_option
+@parallel_option
+@accept_new_option
+@click.pass_obj
+def history(ctx: Context, env: str, export: str, limit: str | None, parallel: int) -> None:
+    """Every run recorded on every host, into a SQLite file for statistics."""
+
+    def work() -> int:
+        session = _session(ctx, env, limit, parallel)
+        try:
+            session.observe(ledger_all=True)
+        finally:
+            session.close()
+        db = sqlite3.connect(export)
+        with db:
+            db.execute("""create table if not exists runs (
+                host text not null, project text, env text, job text not null, run_id text not null,
+                start text, "end" text, duration real, exit_code integer, outcome text, pid integer,
+                user text, revision text, trigger text, primary key (host, run_id))""")
+            count = 0
+            for state in _reachable(ctx, session):
+                assert state.facts is not None
+                for info in state.facts.jobs.values():
+                    for line in info.get("ledger", []):
+                        try:
+                            e = json.loads(line)
+                        except ValueError:
+                            continue
+                        db.execute("insert or ignore into runs values (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
+                            state.name, e.get("project"), e.get("env"), e.get("job"), e.get("run_id"), e.get("start"),
+                            e.get("end"), e.get("duration"), e.get("exit_code"), e.get("outcome"), e.get("pid"),
+                            e.get("user"), e.get("revision"), e.get("trigger")))
+                        count += 1
+        db.close()
+        ctx.output.print(f"{count} runs from {len(_reachable(ctx, session))} hosts written to {Path(export)}")
+        return EXIT_UNREACHABLE if any(s.facts is None for s in session.states) else EXIT_OK
+
+    _guard(ctx, work)
