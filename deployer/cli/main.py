@@ -43,6 +43,8 @@ def _exit(code: int) -> NoReturn:
 def _session(ctx: Context, env: str, limit: str | None, parallel: int) -> Session:
     options = ConnectOptions(accept_new_host_keys=ctx.accept_new_host_keys)
     session = Session.load(ctx.file, env, limit, parallel, connect_options=options)
+    if len(session.states) > 1 and not ctx.output.json_mode and ctx.output.err.is_terminal:
+        session.progress = ctx.output.progress_line
     for state in session.states:
         for job in state.desired.jobs:
             ctx.output.secrets.update(v for n, v in job.env if n in job.secret_names and v)

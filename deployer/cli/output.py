@@ -52,6 +52,13 @@ class Output:
         count = len(exc.problems)
         self.err.print(Text(f"{count} problem{'s' if count != 1 else ''} found; nothing was changed on any target.", style="red"))
 
+    def progress_line(self, phase: str, state: TargetState) -> None:
+        """One line on stderr as each host finishes a phase (fleets only, terminals only)."""
+        mark = {OK: "✓", CHANGED: "~", FAILED: "✗", UNREACHABLE: "✗"}[state.status]
+        detail = f": {state.error}" if state.error and state.status in (FAILED, UNREACHABLE) else ""
+        self.err.print(Text(f"{mark} {state.name} {phase} in {state.seconds:.2f}s", style=STATUS_STYLE[state.status])
+                       + Text(self.redact(detail)))
+
     # ------------------------------------------------------------------ plans
     def diff(self, text: str) -> None:
         for line in self.redact(text).splitlines():

@@ -76,6 +76,8 @@ class Session:
     states: list[TargetState]
     parallel: int = 10
     connect_options: ConnectOptions | None = None
+    # Called with (phase, state) when a host finishes a phase: the CLI's progress display.
+    progress: Callable[[str, TargetState], None] | None = None
 
     # ------------------------------------------------------------------ phase 1 (pure)
     @classmethod
@@ -98,7 +100,8 @@ class Session:
         return cls(project, env, states, max(1, parallel), connect_options)
 
     # ------------------------------------------------------------------ helpers
-    def _each(self, work: Callable[[TargetState], None], states: list[TargetState] | None = None) -> None:
+    def _each(self, work: Callable[[TargetState], None], states: list[TargetState] | None = None,
+              phase: str = "") -> None:
         todo = self.states if states is None else states
 
         def guarded(state: TargetState) -> None:
@@ -111,6 +114,8 @@ class Session:
                 state.fail(TargetError(f"{type(exc).__name__}: {exc}"))
             finally:
                 state.seconds += time.monotonic() - started
+                if self.progress is not None:
+                    self.progress(phase, state)
 
         if len(todo) <= 1:
             for state in todo:
@@ -139,7 +144,7 @@ class Session:
             elif not state.plan.empty:
                 state.status = CHANGED
 
-        self._each(work)
+        self._each(work, phase="observed")
 
     # ------------------------------------------------------------------ phase 3
     def apply(self, expected: Mapping[str, Any] | None = None) -> None:
@@ -161,7 +166,7 @@ class Session:
                     raise TargetError(f"the disk is full on the target: {message}", hint="nothing was switched; free space and apply again")
                 raise TargetError(message)
 
-        self._each(work, [s for s in self.states if s.status in (OK, CHANGED)])
+        self._each(work, [s for s in self.states if s.status in (OK, CHANGED)], phase="applied")
 
     def verify(self) -> None:
         def work(state: TargetState) -> None:
