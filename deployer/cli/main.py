@@ -17,7 +17,6 @@ import click
 from deployer import __version__
 from deployer.cli.output import Output, render_text
 from deployer.config.inventory import load_inventory
-from deployer.config.load import load_project
 from deployer.core.render import check_job_hosts
 from deployer.core.render import render as render_target
 from deployer.engine.session import CHANGED, Session, default_parallel
@@ -110,6 +109,8 @@ def validate(ctx: Context) -> None:
     """Check the declaration and every environment's inventory; touch no target."""
 
     def work() -> int:
+        from deployer.config.load import load_project  # validate always validates: no cache
+
         project = load_project(ctx.file)
         problems: list[Problem] = []
         hosts = 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from deployer.config.load import Job, Project, Secret
+from deployer.config.project import Job, Project, Secret
 from deployer.errors import InvalidInput, Problem
 
 

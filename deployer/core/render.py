@@ -18,7 +18,7 @@ import jinja2
 import jinja2.sandbox
 
 from deployer.config.inventory import Target
-from deployer.config.load import EnvironmentConfig, Job, Project
+from deployer.config.project import EnvironmentConfig, Job, Project
 from deployer.config.secrets import resolve_env
 from deployer.config.yamlsource import KeyPath
 from deployer.core.desired import DATA, HOME, DesiredState, DirSpec, JobSpec

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from deployer.config.inventory import Target, limit_targets, load_inventory
-from deployer.config.load import EnvironmentConfig, Project, load_project
+from deployer.config.cached import load_project_cached
+from deployer.config.project import EnvironmentConfig, Project
 from deployer.core.checks import FAIL, Check, checks
 from deployer.core.desired import DesiredState
 from deployer.core.facts import Facts, parse_facts
@@ -83,7 +84,7 @@ class Session:
     @classmethod
     def load(cls, file: str | Path, env_name: str, limit: str | None = None, parallel: int = 10,
              environ: Mapping[str, str] | None = None, connect_options: ConnectOptions | None = None) -> "Session":
-        project = load_project(file)
+        project = load_project_cached(file)
         env = project.environment(env_name)
         targets = load_inventory(env.inventory, env.inventory_shown)
         check_job_hosts(project, env, targets)

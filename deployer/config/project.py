@@ -1,0 +1,105 @@
+"""The loaded declaration: plain frozen data, what every later stage works from.
+
+Kept apart from ``load`` (which needs pydantic) so that a command whose declaration is
+unchanged can use the cached result without importing the validation machinery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deployer.config.yamlsource import KeyPath, SourceMap
+from deployer.errors import InvalidInput, Problem
+
+DEFAULT_HOME = "{{ data_root }}/deployer/{{ project }}-{{ env }}"
+DEFAULT_LOG_DIR = "{{ deploy_home }}/logs"
+DEFAULT_LOCK_DIR = "{{ deploy_home }}/locks"
+DEFAULT_TIMEOUT = 3600
+DEFAULT_KEEP_RELEASES = 5
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A reference to a secret, resolved on the controller at deploy time."""
+
+    env: str | None = None
+    file: str | None = None
+    key: str | None = None
+
+    def describe(self) -> str:
+        if self.env is not None:
+            return f"environment variable {self.env}"
+        return f"file {self.file}" + (f" (key {self.key})" if self.key else "")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job as it applies in one environment."""
+
+    id: str
+    schedule: str
+    description: str = ""
+    script: str | None = None  # path relative to the project root
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    run_as: str | None = None  # None: the user deployer connects as
+    log_file: str | None = None
+    timeout: int = DEFAULT_TIMEOUT
+    concurrency: str = "forbid"
+    env: tuple[tuple[str, str | Secret], ...] = ()
+    enabled: bool = True
+    hosts: tuple[str, ...] | None = None
+    workdir: str | None = None
+    # Where each field was set, for errors found later (templates, secrets, inventory).
+    origin: dict[str, KeyPath] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Target-level settings of one environment."""
+
+    home: str = DEFAULT_HOME
+    log_dir: str = DEFAULT_LOG_DIR
+    log_mode: int = 0o750
+    log_owner: str | None = None
+    log_group: str | None = None
+    lock_dir: str = DEFAULT_LOCK_DIR
+    lock_mode: int = 0o755
+    keep_releases: int = DEFAULT_KEEP_RELEASES
+    python: str = "python3"
+
+
+@dataclass(frozen=True)
+class Variable:
+    """A declared template variable (``vars:``), with where it was set."""
+
+    name: str
+    value: str | bool
+    origin: KeyPath
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig:
+    name: str
+    inventory: Path
+    inventory_shown: str
+    settings: Settings
+    jobs: tuple[Job, ...]
+    vars: tuple[Variable, ...] = ()
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    root: Path
+    file: str  # as shown to the user
+    files: tuple[str, ...]  # extra files pushed beside the scripts (relative to root)
+    environments: dict[str, EnvironmentConfig]
+    source: SourceMap = field(compare=False)
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        if name not in self.environments:
+            known = ", ".join(self.environments)
+            raise InvalidInput([Problem(f"unknown environment '{name}' (declared: {known})", file=self.file, key_path="environments")])
+        return self.environments[name]
