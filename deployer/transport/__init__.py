@@ -39,7 +39,11 @@ def connect(target: Target, options: ConnectOptions | None = None) -> Transport:
         from deployer.transport.ssh import SSHTransport  # paramiko only when a target needs it
 
         return SSHTransport(target, become, options)
+    if target.connection == "incus":
+        from deployer.transport.incus import connect_incus  # `incus exec`, locally or on a host over SSH
+
+        return connect_incus(target, become, options)
     raise Unreachable(
         f"the '{target.connection}' transport is not available in this version of deployer",
-        hint="only ansible_connection: local and ssh targets can be planned and applied for now",
+        hint="supported: ansible_connection local, ssh and community.general.incus",
     )

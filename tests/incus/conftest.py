@@ -1,0 +1,160 @@
+"""Incus tier: the real ``deployer`` CLI against containers of a real incusd on this machine.
+
+The session fixture ``incus_env`` sets everything up from scratch (tests/harness/incus.py):
+installs incus from bookworm-backports if missing, starts incusd by hand unless one runs,
+initialises it (dir pool, root disk, no managed network), builds and imports the test
+image from the cached debootstrap rootfs; it stops the daemon at the end only if it
+started it. ``container`` launches a fresh container (~2 s) and deletes it afterwards.
+Each test writes its own small project whose inventory uses
+``ansible_connection: community.general.incus``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import CliResult
+from tests.harness.incus import Incus, LoopbackSshd
+
+HELLO = """\
+import os, socket, sys
+print("hello from", socket.gethostname(), os.environ.get("GREETING", ""), sys.argv[1:])
+"""
+
+JOBS = """\
+  hello:
+    description: Say hello
+    script: tasks/hello.py
+    args: [a b, "50%"]
+    schedule: "*/5 * * * *"
+    env: {GREETING: hi}
+  nightly:
+    command: /bin/true
+    schedule: "@daily"
+"""
+
+
+@pytest.fixture(scope="session")
+def incus_env() -> Iterator[Incus]:
+    """A ready incusd with the ``deployer-test`` image; torn down at the end if we started it."""
+    if os.geteuid() != 0:
+        pytest.skip("the incus tier needs root (it installs and starts incusd)")
+    env = Incus().setup()
+    print(f"\nincus setup timings: {json.dumps(env.timings)}", file=sys.stderr)
+    yield env
+    env.close()
+
+
+@pytest.fixture
+def container(incus_env: Incus) -> Iterator[str]:
+    """A fresh running container of the test image (cron running in it)."""
+    name = incus_env.launch()
+    yield name
+    incus_env.delete(name)
+
+
+@pytest.fixture
+def containers(incus_env: Incus) -> Iterator[Callable[[int], list[str]]]:
+    """``containers(n)``: n fresh containers, deleted after the test."""
+    made: list[str] = []
+
+    def make(n: int) -> list[str]:
+        names = [incus_env.launch() for _ in range(n)]
+        made.extend(names)
+        return names
+
+    yield make
+    incus_env.delete(*made)
+
+
+@pytest.fixture(scope="module")
+def loopback_sshd(tmp_path_factory: pytest.TempPathFactory, incus_env: Incus) -> Iterator[LoopbackSshd]:
+    """An sshd of our own on 127.0.0.1:<free port>, root login with a key; stopped afterwards."""
+    sshd = LoopbackSshd(tmp_path_factory.mktemp("sshd")).start()
+    yield sshd
+    sshd.stop()
+
+
+@dataclass
+class IncusProject:
+    """A throwaway project whose inventory targets Incus containers."""
+
+    incus: Incus
+    root: Path
+    home: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def write(self, relative: str, text: str) -> Path:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def declare(self, jobs: str = JOBS, defaults: str = "  timeout: 1m\n") -> None:
+        self.write("deployer.yml", f"project: demo\ndefaults:\n{defaults}jobs:\n{jobs}\n"
+                                   "environments:\n  dev:\n    inventory: inventories/dev\n")
+
+    def inventory(self, hosts: dict[str, dict[str, Any]]) -> None:
+        """Hosts with ``ansible_connection: community.general.incus`` plus the given variables."""
+        data = {"all": {"hosts": {name: {"ansible_connection": "community.general.incus", **v}
+                                  for name, v in hosts.items()}}}
+        self.write("inventories/dev/hosts.yml", yaml.safe_dump(data, sort_keys=False))
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOYER_", "SSH_AUTH_SOCK"))}
+        env.update(HOME=str(self.home), COLUMNS="250")
+        env.update(self.extra_env)
+        return env
+
+    def deployer(self, *args: str, timeout: float = 180) -> CliResult:
+        proc = subprocess.run([sys.executable, "-m", "deployer", "--no-color", *args], cwd=self.root, env=self.env(),
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+    def deployer_json(self, *args: str, **kwargs: Any) -> tuple[CliResult, dict[str, Any]]:
+        result = self.deployer(*args, "--json", **kwargs)
+        try:
+            return result, json.loads(result.stdout)
+        except ValueError:
+            raise AssertionError(f"not JSON:\n{result}") from None
+
+    def exec(self, container: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        return self.incus.exec(container, list(argv))
+
+    def crontab(self, container: str, user: str = "root") -> str:
+        proc = self.exec(container, "crontab", "-l", "-u", user)
+        return proc.stdout if proc.returncode == 0 else ""
+
+
+@pytest.fixture
+def incus_project(incus_env: Incus, tmp_path: Path) -> IncusProject:
+    home = tmp_path / "home"
+    home.mkdir()
+    p = IncusProject(incus_env, tmp_path / "project", home)
+    p.write("tasks/hello.py", HELLO)
+    return p
+
+
+def flat(text: str) -> str:
+    """Output with runs of whitespace (table wrapping) collapsed to one space."""
+    return " ".join(text.split())
+
+
+def fake_incus(directory: Path, body: str) -> Path:
+    """An executable standing in for the incus client (e.g. real incus run as another user)."""
+    path = directory / "incus-wrapper"
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return path
+
