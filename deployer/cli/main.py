@@ -242,19 +242,23 @@ def apply(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, p
 @env_argument
 @limit_option
 @parallel_option
+@click.option("--strict", is_flag=True, help="Warnings fail too (exit 1).")
+@click.option("--junit", "junit_file", type=click.Path(dir_okay=False), help="Also write the checks as JUnit XML, for CI.")
 @accept_new_option
 @json_option
 @click.pass_obj
-def verify(ctx: Context, env: str, limit: str | None, parallel: int) -> None:
-    """Audit every host: crontab, release files, permissions, cron daemon."""
+def verify(ctx: Context, env: str, limit: str | None, parallel: int, strict: bool, junit_file: str | None) -> None:
+    """Audit every host and job: crontab, files, cron daemon, runs, freshness, locks, disk."""
 
     def work() -> int:
         session = _session(ctx, env, limit, parallel)
         try:
             session.observe()
-            session.verify()
+            session.verify(strict=strict)
         finally:
             session.close()
+        if junit_file:
+            Path(junit_file).write_text(ctx.output.redact(junit_xml(session)))
         if ctx.output.json_mode:
             ctx.output.emit_json(ctx.output.checks_json(session))
         else:
@@ -263,6 +267,30 @@ def verify(ctx: Context, env: str, limit: str | None, parallel: int) -> None:
         return session.exit_code()
 
     _guard(ctx, work)
+
+
+def junit_xml(session: Session) -> str:
+    """One testsuite per host, one testcase per check; fail is a failure, warn a skipped-with-message."""
+    from xml.etree import ElementTree as ET
+
+    suites = ET.Element("testsuites", name=f"deployer verify {session.project.name}/{session.env.name}")
+    for state in session.states:
+        suite = ET.SubElement(suites, "testsuite", name=state.name, tests=str(max(1, len(state.checks))),
+                              failures=str(sum(c.status == "fail" for c in state.checks)), errors="0",
+                              time=f"{state.seconds:.3f}")
+        if not state.checks:
+            case = ET.SubElement(suite, "testcase", classname=state.name, name="reach")
+            ET.SubElement(case, "error", message=state.error or "no result").text = state.error or ""
+            suite.set("errors", "1")
+            continue
+        for check in state.checks:
+            name = f"{check.name} {check.job}" if check.job else check.name
+            case = ET.SubElement(suite, "testcase", classname=state.name, name=name)
+            if check.status == "fail":
+                ET.SubElement(case, "failure", message=check.detail).text = check.detail
+            elif check.status == "warn":
+                ET.SubElement(case, "system-out").text = f"warning: {check.detail}"
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
 def main() -> None:

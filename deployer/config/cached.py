@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from deployer import __version__
+from deployer.config import project as project_module
 from deployer.config.project import Project
 
 CACHE_VERSION = 1
@@ -49,8 +50,10 @@ def load_project_cached(path: str | Path) -> Project:
         except OSError:
             data = None
         if data is not None:
-            key = hashlib.sha256(f"{CACHE_VERSION}\0{__version__}\0{sys.version}\0{path}\0{Path(path).resolve()}\0".encode()
-                                 + data).hexdigest()[:32]
+            # The shape of the cached objects is project.py's: a changed file is a new key.
+            shape = Path(project_module.__file__ or "").stat().st_mtime_ns
+            key = hashlib.sha256(f"{CACHE_VERSION}\0{__version__}\0{shape}\0{sys.version}\0{path}\0{Path(path).resolve()}\0"
+                                 .encode() + data).hexdigest()[:32]
             from_disk = _cache_dir() / f"project-{key}.pickle"
             try:
                 entry = pickle.loads(from_disk.read_bytes())

@@ -154,7 +154,8 @@ def _cache_key(path: Path) -> str | None:
     except PackageNotFoundError:
         return None
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    digest = hashlib.sha256(f"{CACHE_VERSION}\0{ansible_version}\0{path.resolve()}\0".encode())
+    shape = Path(__file__).stat().st_mtime_ns  # the cached Target's definition lives here
+    digest = hashlib.sha256(f"{CACHE_VERSION}\0{shape}\0{ansible_version}\0{path.resolve()}\0".encode())
     for f in files:
         st = f.stat()
         if st.st_mode & 0o111 or f.suffix in {".py", ".sh"}:

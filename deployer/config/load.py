@@ -435,6 +435,7 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
             enabled=values.get("enabled", True),
             hosts=tuple(values["hosts"]) if "hosts" in values else None,
             workdir=values.get("workdir"),
+            legacy_locks=tuple(values.get("legacy_locks", ())),
             origin=origin,
         ))
     if problems:

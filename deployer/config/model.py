@@ -128,6 +128,9 @@ class JobFields(Strict):
     environments: list[str] | None = None
     hosts: list[str] | None = None
     workdir: str | None = None
+    # Lock files of the hand-made setup this job replaces (e.g. /tmp/email_queue.lock):
+    # verify reports them when stale, apply removes them when their process is gone.
+    legacy_locks: list[str] | None = None
 
     @field_validator("schedule")
     @classmethod

@@ -51,6 +51,7 @@ class Job:
     enabled: bool = True
     hosts: tuple[str, ...] | None = None
     workdir: str | None = None
+    legacy_locks: tuple[str, ...] = ()
     # Where each field was set, for errors found later (templates, secrets, inventory).
     origin: dict[str, KeyPath] = field(default_factory=dict, compare=False, hash=False)
 

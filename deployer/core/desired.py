@@ -49,6 +49,7 @@ class JobSpec:
     workdir: str | None
     env: tuple[tuple[str, str], ...]
     secret_names: frozenset[str]
+    legacy_locks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,20 @@ def consecutive_failures(runs: list[dict[str, Any]]) -> int:
     return count
 
 
+def stale_legacy_locks(job: JobSpec, facts: Facts) -> list[tuple[str, str]]:
+    """(path, why) of the job's legacy lock files that nothing holds any more."""
+    stale = []
+    for path, info in facts.jobs.get(job.id, {}).get("legacy_locks", {}).items():
+        if not info or info.get("type") != "file" or info.get("held"):
+            continue
+        pid = info.get("pid")
+        if pid and not info.get("alive"):
+            stale.append((path, f"pid {pid} is gone"))
+        elif not pid and float(info.get("age", 0)) > job.timeout:
+            stale.append((path, f"no pid in it, {int(float(info.get('age', 0)) // 60)} min old"))
+    return stale
+
+
 def job_checks(job: JobSpec, facts: Facts, limits: Thresholds = Thresholds()) -> list[Check]:
     info = facts.jobs.get(job.id, {})
     runs: list[dict[str, Any]] = list(info.get("runs", []))
@@ -124,6 +138,25 @@ def job_checks(job: JobSpec, facts: Facts, limits: Thresholds = Thresholds()) ->
                                            f"{ago(since, now).removesuffix(' ago')}, longer than the timeout", job.id))
         else:
             out.append(Check("lock", PASS, f"held by the running job (pid {', '.join(map(str, holders))})", job.id))
+
+    # Lock files of the hand-made setup this job replaced.
+    stale = dict(stale_legacy_locks(job, facts))
+    for path, lock in info.get("legacy_locks", {}).items():
+        if not lock:
+            continue
+        if path in stale:
+            out.append(Check("legacy-lock", WARN, f"{path} is stale ({stale[path]}): apply removes it", job.id))
+        elif lock.get("type") != "file":
+            out.append(Check("legacy-lock", WARN, f"{path} is a {lock.get('type')}, not a lock file: left alone", job.id))
+        else:
+            if lock.get("held"):
+                why = "is locked (flock) by a running process"
+            elif lock.get("pid"):
+                why = f"names pid {lock.get('pid')}, which is running"
+            else:
+                why = f"is {int(float(lock.get('age', 0)))}s old and names no process"
+            out.append(Check("legacy-lock", WARN, f"{path} {why}: the hand-made job may still be running "
+                                                  "(take it out of the crontab)", job.id))
 
     # The declaration itself: a timeout as long as the period lets runs pile up on the lock.
     every = period(job.schedule, now, facts.timezone)

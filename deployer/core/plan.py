@@ -53,6 +53,7 @@ class Plan:
     dirs: list[EnsureDir] = field(default_factory=list)
     job_files: list[EnsureFile] = field(default_factory=list)
     set_current: bool = False
+    stale_locks: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -79,6 +80,7 @@ class Plan:
             "files": [{"path": f.path, "mode": f.mode, "owner": f.owner} for f in self.job_files],
             "crontabs": [{"user": c.user, "expected": c.before, "text": c.after} for c in self.crontab_changes],
             "set_current": self.set_current,
+            "remove_stale_locks": self.stale_locks,
         }
 
 
@@ -193,6 +195,12 @@ def plan(release: Release, facts: Facts) -> Plan:
             continue
         if after != (before or "") and not (before is None and after == ""):
             p.crontab_changes.append(CrontabChange(user, before, after))
+    from deployer.core.health import stale_legacy_locks  # health needs plan's facts, not the reverse
+
+    for job in release.jobs:
+        for path, why in stale_legacy_locks(job, facts):
+            p.stale_locks.append(path)
+            p.changes.append(Change("file", path, f"remove stale legacy lock ({why})"))
     if facts.current != release.revision:
         p.set_current = True
         p.changes.append(Change("current", f"{release.deploy_home}/current", f"point current at {release.revision}"))

@@ -158,6 +158,8 @@ def render(project: Project, env: EnvironmentConfig, target: Target, all_targets
             workdir=workdir,
             env=rendered_env,
             secret_names=secret_names,
+            legacy_locks=tuple(r.path(p, job.origin.get("legacy_locks", where) + (i,), "legacy lock")
+                               for i, p in enumerate(job.legacy_locks)),
         ))
     for directory, users in sorted(log_dir_users.items()):
         # A log folder shared by jobs of different users belongs to the connecting user;

@@ -25,7 +25,7 @@ from typing import Any
 from deployer.config.inventory import Target, limit_targets, load_inventory
 from deployer.config.cached import load_project_cached
 from deployer.config.project import EnvironmentConfig, Project
-from deployer.core.checks import FAIL, Check, checks
+from deployer.core.checks import FAIL, WARN, Check, checks
 from deployer.core.desired import DesiredState
 from deployer.core.facts import Facts, parse_facts
 from deployer.core.plan import Plan, plan
@@ -169,11 +169,12 @@ class Session:
 
         self._each(work, [s for s in self.states if s.status in (OK, CHANGED)], phase="applied")
 
-    def verify(self) -> None:
+    def verify(self, strict: bool = False) -> None:
         def work(state: TargetState) -> None:
             assert state.plan is not None
             state.checks = checks(state.plan)
-            failed = sorted({c.name for c in state.checks if c.status == FAIL})
+            failing = {FAIL, WARN} if strict else {FAIL}
+            failed = sorted({c.name for c in state.checks if c.status in failing})
             if failed:
                 state.status, state.exit_code = FAILED, EXIT_FAILED
                 state.error = state.error or f"failed: {', '.join(failed)}"
@@ -218,7 +219,8 @@ def probe(transport: Transport, desired: DesiredState, log_tail: int = 0, ledger
     paths += [d.path for d in desired.dirs]
     for job in desired.jobs:
         paths += [job.state_dir, job.lock_file, job.log_file]
-    jobs = [{"id": j.id, "state_dir": j.state_dir, "lock_file": j.lock_file, "log_file": j.log_file} for j in desired.jobs]
+    jobs = [{"id": j.id, "state_dir": j.state_dir, "lock_file": j.lock_file, "log_file": j.log_file,
+             "legacy_locks": list(j.legacy_locks)} for j in desired.jobs]
     params = {"deploy_home": desired.deploy_home, "users": users, "crontab_users": users, "paths": paths, "jobs": jobs,
               "log_tail": log_tail, "ledger_all": ledger_all,
               "space": sorted({desired.deploy_home} | {d.path for d in desired.dirs})}

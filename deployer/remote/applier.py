@@ -202,6 +202,31 @@ def _make_cron_notice(change):
         _install_crontab(change)
 
 
+def _remove_stale_lock(path, done):
+    """Remove a hand-made lock file if, now too, no process holds it or lives in it."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        return  # a link or anything else planted there: never act on it
+    with open("/proc/locks") as f:
+        wanted = "%02x:%02x:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+        if any(wanted in row.split() for row in f.read().splitlines()):
+            return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            words = f.read(64).decode("utf-8", "replace").split()
+    except OSError:
+        return
+    digits = "".join(c for c in words[0] if c.isdigit()) if words else ""
+    if digits and os.path.exists("/proc/%s" % digits):
+        return  # its process came back to life (or the pid was reused): leave it
+    os.unlink(path)
+    done.append("removed stale legacy lock %s" % path)
+
+
 def _backup(params, crontabs, done):
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-%d" % os.getpid()
     folder = os.path.join(params["deploy_home"], "backups", stamp)
@@ -280,6 +305,8 @@ def main(params):
                 _ensure_dir(spec, done)
             for spec in params.get("files", []):
                 _ensure_file(spec, done)
+            for path in params.get("remove_stale_locks", []):
+                _remove_stale_lock(path, done)
             if crontabs or params.get("set_current"):
                 _backup(params, crontabs, done)
             _check_crontabs(crontabs)  # again, as close to the switch as we can

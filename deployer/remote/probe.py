@@ -178,6 +178,26 @@ def _running(state_dir):
     return runs
 
 
+def _legacy_lock(path):
+    """A lock file of a hand-made setup: who it names, and whether that process lives."""
+    info = describe_path(path)
+    if info is None or info["type"] != "file":
+        return info
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            text = f.read(64).decode("utf-8", "replace")
+    except OSError:
+        text = ""
+    digits = "".join(c for c in text.split()[0] if c.isdigit()) if text.split() else ""
+    pid = int(digits) if digits else None
+    info["pid"] = pid
+    info["alive"] = _alive(pid) if pid else False
+    info["held"] = bool(_flock_holders(path))
+    info["age"] = time.time() - os.lstat(path).st_mtime
+    return info
+
+
 def _jobs_runtime(jobs, home, log_tail, ledger_all):
     out = {}
     for job in jobs:
@@ -188,6 +208,7 @@ def _jobs_runtime(jobs, home, log_tail, ledger_all):
         info = {"runs": entries, "last_success": last_success, "running": _running(state),
                 "lock": {"holders": [p for p in _flock_holders(lock) if p != os.getpid()],
                          "content": "".join(_tail_lines(lock, 1))}}
+        info["legacy_locks"] = {expand(p, home): _legacy_lock(expand(p, home)) for p in job.get("legacy_locks", [])}
         if log_tail:
             info["log_tail"] = _tail_lines(expand(job["log_file"], home), log_tail)
         if ledger_all:

@@ -82,12 +82,23 @@ def test_run_now_returns_the_jobs_exit_code(deployed: Project) -> None:
     assert "warn success quick last run failure (exit 7); last success never" in verify.stdout
 
 
-def test_verify_fails_when_a_job_has_not_run_since_it_was_due(deployed: Project) -> None:
+def test_verify_fails_when_a_job_has_not_run_since_it_was_due(deployed: Project, tmp_path: Path) -> None:
     backdate_deploy(10)
-    result = deployed.deployer("verify", "dev", env=SECRET)
+    junit = tmp_path / "verify.xml"
+    result = deployed.deployer("verify", "dev", "--junit", str(junit), env=SECRET)
     assert result.exit_code == 1
     assert "fail freshness quick should have run at " in result.stdout
     assert "since the deploy 10m ago but has no run" in result.stdout
+    # The same report as JUnit XML, for CI systems.
+    from xml.etree import ElementTree as ET
+
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None and suite.get("name") == "localhost"
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    failure = cases["freshness quick"].find("failure")
+    assert failure is not None and "but has no run" in (failure.get("message") or "")
+    assert cases["crontab"].find("failure") is None
+    assert int(suite.get("failures") or 0) == sum(1 for c in cases.values() if c.find("failure") is not None)
 
 
 def test_verify_reports_a_run_that_crashed_with_its_wrapper(deployed: Project) -> None:
@@ -122,3 +133,29 @@ def test_verify_fails_when_a_secret_leaks_into_the_crontab(deployed: Project) ->
     assert ("fail secrets      the crontab of deployer-test contains the value of a declared secret: "
             "move it to the job's env (a secret reference) and rotate it") in result.stdout
     assert "tok-5e6f7a8b9c" not in result.stdout + result.stderr
+
+
+def test_stale_legacy_lock_files_are_reported_and_removed(project: Project, user_crontab: str, tmp_path: Path) -> None:
+    """/tmp/<job>.lock left by the hand-made setup: removed when its process is gone, kept while it lives."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    stale_lock, live_lock = tmp_path / "email_queue.lock", tmp_path / "backup.lock"
+    stale_lock.write_text(f"{dead.pid}\n")
+    live_lock.write_text(f"{alive.pid}\n")
+    try:
+        project.write("tasks/quick.py", "print('ok')\n")
+        declare(project, f"  quick:\n    script: tasks/quick.py\n    schedule: '@daily'\n    timeout: 1m\n"
+                         f"    legacy_locks: [{stale_lock}, {live_lock}]\n")
+        plan = project.deployer("plan", "dev")
+        assert f"{stale_lock}: remove stale legacy lock (pid {dead.pid} is gone)" in plan.stdout
+        assert str(live_lock) + ":" not in plan.stdout
+        assert project.deployer("apply", "dev", "--yes").exit_code == 0
+        assert not stale_lock.exists() and live_lock.exists()
+        verify = project.deployer("verify", "dev")
+        assert (f"warn legacy-lock quick {live_lock} names pid {alive.pid}, which is running: the hand-made job may "
+                "still be running (take it out of the crontab)") in verify.stdout
+        assert str(stale_lock) not in verify.stdout
+    finally:
+        alive.kill()
+        alive.wait()

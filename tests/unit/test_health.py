@@ -114,3 +114,22 @@ def test_a_timeout_as_long_as_the_period_is_linted() -> None:
 def test_nothing_is_expected_of_a_job_not_deployed_yet() -> None:
     assert details(job_checks(job(), facts("2026-06-01T10:20:00", None))) == [
         ("freshness", "warn", "not deployed yet: no run is expected")]
+
+
+def lock(pid: int | None, alive: bool, held: bool = False, age: float = 30.0, kind: str = "file") -> dict[str, object]:
+    return {"type": kind, "mode": 0o644, "owner": "u", "group": "u", "pid": pid, "alive": alive, "held": held, "age": age}
+
+
+def test_legacy_lock_files_of_a_hand_made_setup() -> None:
+    locks = {"/tmp/a.lock": lock(4242, alive=False), "/tmp/b.lock": lock(4343, alive=True),
+             "/tmp/c.lock": lock(None, alive=False, age=3600), "/tmp/d.lock": lock(None, alive=False, age=10),
+             "/tmp/e.lock": lock(None, alive=False, kind="link")}
+    checks = details(job_checks(job(), facts("2026-06-01T10:08:00", "2026-06-01T10:06:30", legacy_locks=locks)))
+    legacy = [c for c in checks if c[0] == "legacy-lock"]
+    assert legacy == [
+        ("legacy-lock", "warn", "/tmp/a.lock is stale (pid 4242 is gone): apply removes it"),
+        ("legacy-lock", "warn", "/tmp/b.lock names pid 4343, which is running: the hand-made job may still be running (take it out of the crontab)"),
+        ("legacy-lock", "warn", "/tmp/c.lock is stale (no pid in it, 60 min old): apply removes it"),
+        ("legacy-lock", "warn", "/tmp/d.lock is 10s old and names no process: the hand-made job may still be running (take it out of the crontab)"),
+        ("legacy-lock", "warn", "/tmp/e.lock is a link, not a lock file: left alone"),
+    ]
