@@ -17,7 +17,8 @@ from pydantic import BaseModel, ValidationError
 
 from deployer.config import model
 from deployer.config.project import (DEFAULT_HOME, DEFAULT_KEEP_RELEASES, DEFAULT_LOCK_DIR, DEFAULT_LOG_DIR,
-                                     DEFAULT_TIMEOUT, EnvironmentConfig, Job, Project, Secret, Settings, Variable)
+                                     DEFAULT_TIMEOUT, EnvironmentConfig, Job, Project, RetentionPolicy, Secret, Settings,
+                                     Variable)
 from deployer.config.yamlsource import KeyPath, SourceMap, format_key_path, load_yaml_file
 from deployer.errors import InvalidInput, Problem
 
@@ -112,6 +113,10 @@ def _allowed_keys(parent: KeyPath) -> list[str]:
         ("environments", "*", "defaults", "logs"): model.Logs,
         ("environments", "*", "defaults", "locks"): model.Locks,
         ("environments", "*", "jobs", "*"): model.JobFields,
+        ("defaults", "retention"): model.Retention,
+        ("jobs", "*", "retention"): model.Retention,
+        ("environments", "*", "defaults", "retention"): model.Retention,
+        ("environments", "*", "jobs", "*", "retention"): model.Retention,
         ("jobs", "*", "env", "*"): model.SecretRef,
         ("jobs", "*", "env", "*", "secret"): model.SecretSource,
         ("defaults", "env", "*"): model.SecretRef,
@@ -339,6 +344,16 @@ def _merge(layers: list[tuple[KeyPath, model.JobFields | model.Defaults | None]]
     return values, origin
 
 
+def _retention(declared: model.Retention | None) -> RetentionPolicy:
+    base = RetentionPolicy()
+    if declared is None:
+        return base
+    return RetentionPolicy(
+        runs=declared.runs or base.runs, days=declared.days or base.days,
+        log_size=declared.log_size or base.log_size, log_files=declared.log_files or base.log_files,
+    )
+
+
 def _environment(decl: model.Declaration, env_name: str, env: model.Environment, root: Path, src: SourceMap) -> EnvironmentConfig:
     problems: list[Problem] = []
     env_path: KeyPath = ("environments", env_name)
@@ -382,6 +397,7 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
         override = (env.jobs or {}).get(job_id)
         shared_defaults = model.JobFields(
             run_as=pick("run_as", None), timeout=pick("timeout", None), concurrency=pick("concurrency", None),
+            retention=pick("retention", None),
         )
         env_defaults: dict[str, Any] = dict(top.env or {})
         env_defaults.update(local.env or {})
@@ -436,6 +452,7 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
             hosts=tuple(values["hosts"]) if "hosts" in values else None,
             workdir=values.get("workdir"),
             legacy_locks=tuple(values.get("legacy_locks", ())),
+            retention=_retention(values.get("retention")),
             origin=origin,
         ))
     if problems:

@@ -99,6 +99,33 @@ EnvValue = Annotated[
 ]
 
 
+_SIZE = re.compile(r"^(?P<n>\d+)\s*(?P<unit>[KMG]i?B?|B)?$", re.IGNORECASE)
+
+
+def parse_size(value: Any) -> int:
+    """``1048576`` / ``"512K"`` / ``"10M"`` / ``"1G"`` -> bytes (> 0)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str) and (match := _SIZE.match(value.strip())):
+        unit = (match.group("unit") or "B").upper()[0]
+        size = int(match.group("n")) * {"B": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}[unit]
+        if size > 0:
+            return size
+    raise ValueError(f"'{value}' is not a size (use e.g. 512K, 10M, 1G or a number of bytes)")
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class Retention(Strict):
+    """How much history a job keeps on the target, so nothing grows without bound."""
+
+    runs: Annotated[int, Field(ge=1)] | None = None  # ledger lines kept
+    days: Annotated[int, Field(ge=1)] | None = None  # ledger lines younger than this kept
+    log_size: Size | None = None  # the log is rotated past this size
+    log_files: Annotated[int, Field(ge=1, le=100)] | None = None  # rotated logs kept
+
+
 class Logs(Strict):
     dir: str | None = None
     mode: Mode | None = None
@@ -131,6 +158,7 @@ class JobFields(Strict):
     # Lock files of the hand-made setup this job replaces (e.g. /tmp/email_queue.lock):
     # verify reports them when stale, apply removes them when their process is gone.
     legacy_locks: list[str] | None = None
+    retention: Retention | None = None
 
     @field_validator("schedule")
     @classmethod
@@ -178,6 +206,7 @@ class Defaults(Strict):
     locks: Locks | None = None
     keep_releases: Annotated[int, Field(ge=1, le=100)] | None = None
     python: str | None = None
+    retention: Retention | None = None
 
 
 VarValue = Annotated[str, BeforeValidator(_stringish)] | bool

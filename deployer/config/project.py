@@ -34,6 +34,16 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class RetentionPolicy:
+    """History kept per job on the target (ledger lines, rotated logs)."""
+
+    runs: int = 10000
+    days: int = 400
+    log_size: int = 10 * 1024 * 1024
+    log_files: int = 5
+
+
+@dataclass(frozen=True)
 class Job:
     """One job as it applies in one environment."""
 
@@ -52,6 +62,7 @@ class Job:
     hosts: tuple[str, ...] | None = None
     workdir: str | None = None
     legacy_locks: tuple[str, ...] = ()
+    retention: RetentionPolicy = RetentionPolicy()
     # Where each field was set, for errors found later (templates, secrets, inventory).
     origin: dict[str, KeyPath] = field(default_factory=dict, compare=False, hash=False)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deployer.config.project import RetentionPolicy
+
 # A NUL can appear in no declared value (args and env values reject it), so these marks
 # cannot collide with anything the operator wrote.
 HOME = "\x00~\x00"
@@ -50,6 +52,7 @@ class JobSpec:
     env: tuple[tuple[str, str], ...]
     secret_names: frozenset[str]
     legacy_locks: tuple[str, ...] = ()
+    retention: RetentionPolicy = RetentionPolicy()
 
 
 @dataclass(frozen=True)

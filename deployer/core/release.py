@@ -120,6 +120,8 @@ def job_spec(job: JobSpec, project: str, env: str) -> bytes:
         "concurrency": job.concurrency,
         "workdir": job.workdir,
         "env_file": f"env/{job.id}.env" if job.env else None,
+        "retention": {"runs": job.retention.runs, "days": job.retention.days, "log_size": job.retention.log_size,
+                      "log_files": job.retention.log_files},
     }
     return (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode()
 
@@ -134,7 +136,7 @@ def _expand_job(job: JobSpec, home: str, uid: int) -> JobSpec:
         state_dir=x(job.state_dir), timeout=job.timeout, concurrency=job.concurrency,
         workdir=x(job.workdir) if job.workdir else None,
         env=tuple((n, v if n in job.secret_names else x(v)) for n, v in job.env), secret_names=job.secret_names,
-        legacy_locks=tuple(x(p) for p in job.legacy_locks),
+        legacy_locks=tuple(x(p) for p in job.legacy_locks), retention=job.retention,
     )
 
 

@@ -160,6 +160,7 @@ def render(project: Project, env: EnvironmentConfig, target: Target, all_targets
             secret_names=secret_names,
             legacy_locks=tuple(r.path(p, job.origin.get("legacy_locks", where) + (i,), "legacy lock")
                                for i, p in enumerate(job.legacy_locks)),
+            retention=job.retention,
         ))
     for directory, users in sorted(log_dir_users.items()):
         # A log folder shared by jobs of different users belongs to the connecting user;

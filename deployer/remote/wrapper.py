@@ -109,11 +109,20 @@ class Run:
             entry.update(extra)
         state = self.spec["state_dir"]
         os.makedirs(state, exist_ok=True)
-        fd = open_no_follow(os.path.join(state, "ledger.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        ledger = os.path.join(state, "ledger.jsonl")
+        # Appends and trims of the ledger take this lock, so a trim never drops a line
+        # appended by a concurrent run (concurrency: allow).
+        guard = open_no_follow(os.path.join(state, ".ledger.lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            os.write(fd, (json.dumps(entry, sort_keys=True) + "\n").encode())  # one write: one whole line
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            fd = open_no_follow(ledger, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            try:
+                os.write(fd, (json.dumps(entry, sort_keys=True) + "\n").encode())  # one write: one whole line
+            finally:
+                os.close(fd)
+            trim_ledger(ledger, self.spec.get("retention") or {}, end)
         finally:
-            os.close(fd)
+            os.close(guard)
         return entry
 
     def running_marker(self, pid):
@@ -124,6 +133,67 @@ class Run:
             json.dump({"run_id": self.run_id, "start": now_iso(self.start), "pid": pid, "wrapper_pid": os.getpid(),
                        "host": self.host, "revision": self.revision, "trigger": self.trigger}, f)
         return path
+
+
+def trim_ledger(path, retention, now):
+    """Keep the last ``runs`` lines younger than ``days``; rewrite atomically, only when needed."""
+    keep_runs = int(retention.get("runs", 10000))
+    keep_days = float(retention.get("days", 400))
+    try:
+        size = os.stat(path).st_size
+        with open(path, "rb") as f:
+            first = f.readline()
+    except OSError:
+        return
+    try:
+        oldest = json.loads(first.decode("utf-8", "replace")).get("start", "")
+        too_old = oldest and oldest < now_iso(now - keep_days * 86400)
+    except ValueError:
+        too_old = True  # a damaged first line: rewrite without it
+    if not too_old and size < keep_runs * 200:  # far fewer lines than allowed: nothing to count
+        return
+    with open(path, "rb") as f:
+        lines = f.read().splitlines(True)
+    cutoff = now_iso(now - keep_days * 86400)
+    kept = []
+    for line in lines[-keep_runs:]:
+        try:
+            if json.loads(line.decode("utf-8", "replace")).get("start", "") >= cutoff:
+                kept.append(line)
+        except ValueError:
+            continue
+    if len(kept) == len(lines):
+        return
+    tmp = path + ".tmp-%d" % os.getpid()
+    fd = open_no_follow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "wb") as f:
+        f.writelines(kept)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
+def rotate_log(path, retention):
+    """Past ``log_size``, the log becomes log.1 (log.1 becomes log.2, ...), ``log_files`` kept."""
+    limit = int(retention.get("log_size", 10 * 1024 * 1024))
+    keep = max(int(retention.get("log_files", 5)), 1)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if st.st_size < limit:
+        return None
+    try:
+        for n in range(keep - 1, 0, -1):
+            older = "%s.%d" % (path, n)
+            if os.path.lexists(older):
+                os.rename(older, "%s.%d" % (path, n + 1))
+        if os.path.lexists("%s.%d" % (path, keep + 1)):
+            os.unlink("%s.%d" % (path, keep + 1))
+        os.rename(path, path + ".1")
+    except OSError as exc:
+        return "could not rotate the log (%s); it keeps growing" % (exc.strerror or exc)
+    return "rotated the log at %d bytes" % st.st_size
 
 
 def _user():
@@ -169,7 +239,10 @@ def main(argv):
         os.ftruncate(lock_fd, 0)
         os.pwrite(lock_fd, ("pid %d run %s since %s" % (os.getpid(), run.run_id, now_iso(run.start))).encode(), 0)
 
+    rotated = rotate_log(spec["log_file"], spec.get("retention") or {})
     run.log_fd = open_no_follow(spec["log_file"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    if rotated:
+        run.log(rotated)
     os.makedirs(spec["state_dir"], exist_ok=True)  # apply makes it; a hand-cleaned target may not have it
     workdir = spec.get("workdir") or spec["state_dir"]
     run.log("run %s start: job %s, revision %s, trigger %s" % (run.run_id, spec["id"], run.revision, trigger))

@@ -77,7 +77,7 @@ def test_corpus_is_well_formed() -> None:
     assert len(CASES) >= 30
     for param in CASES:
         case: Case = param.values[0]
-        assert re.fullmatch(r"\d\d-[a-z0-9-]+\.yml", case.path.name), case.path.name
+        assert re.fullmatch(r"\d{2,3}-[a-z0-9-]+\.yml", case.path.name), case.path.name
         assert case.expect, f"{case.path.name}: no '# expect:' line"
         assert SUMMARY.match(case.expect[-1]), f"{case.path.name}: the last expect line is not the summary line"
         count = int(case.expect[-1].split()[0])

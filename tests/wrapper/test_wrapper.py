@@ -30,7 +30,7 @@ class Release:
         (root / "logs").mkdir()
 
     def job(self, job_id: str, script: str, *, timeout: int = 30, env: dict[str, str] | None = None,
-            args: list[str] | None = None, concurrency: str = "forbid") -> None:
+            args: list[str] | None = None, concurrency: str = "forbid", retention: dict[str, int] | None = None) -> None:
         (self.dir / "scripts" / f"{job_id}.py").write_text(script)
         if env:
             lines = "".join(f"{k}={json.dumps(v)}\n" for k, v in env.items())
@@ -39,7 +39,8 @@ class Release:
                 "script": f"{job_id}.py", "command": None, "args": args or [], "run_as": None,
                 "log_file": str(self.root / "logs" / f"{job_id}.log"), "lock_file": str(self.root / "locks" / f"{job_id}.lock"),
                 "state_dir": str(self.root / "state" / job_id), "timeout": timeout, "concurrency": concurrency,
-                "workdir": None, "env_file": f"env/{job_id}.env" if env else None}
+                "workdir": None, "env_file": f"env/{job_id}.env" if env else None,
+                "retention": retention or {"runs": 10000, "days": 400, "log_size": 10485760, "log_files": 5}}
         (self.dir / "jobs" / f"{job_id}.json").write_text(json.dumps(spec))
 
     def start(self, job_id: str) -> subprocess.Popen[bytes]:
@@ -140,3 +141,26 @@ def test_a_symlink_planted_as_the_log_file_is_not_followed(release: Release, tmp
     assert done.stderr.decode() == (f"deployer run: {release.root}/logs/j.log is a symlink; refusing to follow it "
                                     "(remove it, then run `deployer apply` to recreate the file)\n")
     assert target.read_text() == "do not touch\n"
+
+
+def test_the_ledger_keeps_the_last_runs_and_drops_old_ones(release: Release) -> None:
+    release.job("r", "print('x')\n", retention={"runs": 3, "days": 30, "log_size": 10485760, "log_files": 5})
+    ledger = release.root / "state" / "r" / "ledger.jsonl"
+    ledger.parent.mkdir(parents=True)
+    old = {"run_id": "ancient", "start": "2001-01-01T00:00:00.000Z", "outcome": "success"}
+    ledger.write_text(json.dumps(old) + "\n")
+    for _ in range(5):
+        assert release.run("r").returncode == 0
+    entries = release.ledger("r")
+    assert len(entries) == 3 and all(e["run_id"] != "ancient" for e in entries)
+    assert [e["outcome"] for e in entries] == ["success"] * 3
+
+
+def test_the_log_is_rotated_past_its_size(release: Release) -> None:
+    release.job("big", "print('y' * 3000)\n", retention={"runs": 100, "days": 30, "log_size": 4000, "log_files": 2})
+    for _ in range(6):
+        assert release.run("big").returncode == 0
+    logs = sorted(p.name for p in (release.root / "logs").iterdir())
+    assert logs == ["big.log", "big.log.1", "big.log.2"]
+    assert all((release.root / "logs" / name).stat().st_size < 8000 for name in logs)
+    assert "rotated the log at" in release.log("big")
