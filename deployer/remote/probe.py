@@ -5,7 +5,6 @@ never writes. Prints one JSON line of facts.
 """
 
 import os
-import platform
 import socket
 import sys
 import time
@@ -130,14 +129,27 @@ def _ledger(path, count):
     return entries, last_success
 
 
+_LOCKS = []
+
+
+def _lock_table():
+    """/proc/locks, read once per probe (it lists every lock of the system)."""
+    if not _LOCKS:
+        try:
+            with open("/proc/locks") as f:
+                _LOCKS.append(f.read().splitlines())
+        except OSError:
+            _LOCKS.append([])
+    return _LOCKS[0]
+
+
 def _flock_holders(path):
     """PIDs holding a flock on ``path``, from /proc/locks (looking never takes the lock)."""
     try:
         st = os.stat(path, follow_symlinks=False)
-        with open("/proc/locks") as f:
-            table = f.read().splitlines()
     except OSError:
         return []
+    table = _lock_table()
     wanted = "%02x:%02x:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
     holders = []
     for row in table:
@@ -293,7 +305,7 @@ def main(params):
         "uid": os.getuid(),
         "home": home,
         "python": sys.executable,
-        "python_version": platform.python_version(),
+        "python_version": sys.version.split()[0],
         "deploy_home": deploy_home,
         "users": users,
         "crontabs": crontabs,
