@@ -36,7 +36,7 @@ def previous_fire(schedule: str, now: datetime, tz: str) -> datetime | None:
         return None
     local = now.astimezone(zone(tz))
     # croniter's get_prev is strictly before its start: nudge so that "exactly now" counts.
-    fire = croniter(expression, local + timedelta(seconds=1)).get_prev(datetime)
+    fire: datetime = croniter(expression, local + timedelta(seconds=1)).get_prev(datetime)
     return fire.astimezone(timezone.utc)
 
 
@@ -44,7 +44,7 @@ def next_fire(schedule: str, now: datetime, tz: str) -> datetime | None:
     expression = _expression(schedule)
     if expression is None:
         return None
-    fire = croniter(expression, now.astimezone(zone(tz))).get_next(datetime)
+    fire: datetime = croniter(expression, now.astimezone(zone(tz))).get_next(datetime)
     return fire.astimezone(timezone.utc)
 
 

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from deployer.config.inventory import Target
 from deployer.errors import TargetError, Unreachable
+from deployer.transport.address import parse_ssh_address
 from deployer.transport.base import Become, Counters, Result, Transport
 from deployer.transport.local import LocalTransport
 
@@ -66,35 +67,10 @@ def instance_name(target: Target) -> str:
     return str(name).split(".")[0]
 
 
-def parse_ssh_host(spec: str) -> tuple[str | None, str, int | None]:
-    """``[user@]host[:port]`` (an IPv6 address in brackets) -> (user, host, port)."""
-    text = spec.strip()
-    if text.startswith("ssh://"):
-        text = text[len("ssh://"):].rstrip("/")
-    user = None
-    if "@" in text:
-        user, _, text = text.rpartition("@")
-    port: int | None = None
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(spec)
-            port = int(rest[1:])
-    elif text.count(":") == 1:
-        host, _, raw = text.partition(":")
-        port = int(raw)
-    else:
-        host = text
-    if not host or (user is not None and not user) or any(c.isspace() for c in host):
-        raise ValueError(spec)
-    return user, host, port
-
-
 def ssh_target(target: Target, spec: str) -> Target:
     """The Incus host of ``target`` as an SSH target (for the SSH transport)."""
     try:
-        user, host, port = parse_ssh_host(spec)
+        user, host, port = parse_ssh_address(spec)
     except ValueError:
         raise Unreachable(f"{SSH_HOST_VAR} of {target.name} is '{spec}', which is not [user@]host[:port]") from None
     variables: dict[str, Any] = {k: target.vars[k] for k in SSH_VARS if k in target.vars}

@@ -45,6 +45,7 @@ from paramiko.auth_strategy import AuthSource, AuthStrategy, InMemoryPrivateKey 
 from deployer.config.inventory import Target
 from deployer.errors import TargetError, Unreachable
 from deployer.transport import ConnectOptions
+from deployer.transport.address import parse_ssh_address
 from deployer.transport.base import Become, Counters, Result
 
 # paramiko logs its transport thread's errors (with tracebacks) at ERROR level; without a
@@ -162,29 +163,6 @@ def _ssh_args(target: Target) -> dict[str, str]:
     return found
 
 
-def _parse_jump(spec: str) -> tuple[str | None, str, int | None]:
-    """``[ssh://][user@]host[:port]`` (IPv6 in brackets) -> (user, host, port)."""
-    text = spec.strip()
-    if text.startswith("ssh://"):
-        text = text[len("ssh://"):].rstrip("/")
-    user = None
-    if "@" in text:
-        user, _, text = text.rpartition("@")
-    port: int | None = None
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest.startswith(":"):
-            port = int(rest[1:])
-    elif text.count(":") == 1:
-        host, _, raw_port = text.partition(":")
-        port = int(raw_port)
-    else:
-        host = text
-    if not host:
-        raise ValueError(spec)
-    return user or None, host, port
-
-
 def _jump_list(value: str | None) -> list[str]:
     if not value or value.strip().lower() == "none":
         return []
@@ -276,7 +254,7 @@ def resolve_target(target: Target, options: ConnectOptions) -> Hop:
 def resolve_jump(spec: str, fallback_keys: list[str], timeout: float) -> Hop:
     """A ProxyJump element, with ~/.ssh/config applied to its host like ssh does."""
     try:
-        user, host, port = _parse_jump(spec)
+        user, host, port = parse_ssh_address(spec)
     except ValueError:
         raise Unreachable(f"cannot read the jump host '{spec}' (expected [user@]host[:port])") from None
     config = _lookup(host)

@@ -6,7 +6,8 @@ import pytest
 
 from deployer.config.inventory import Target
 from deployer.transport.base import Become
-from deployer.transport.incus import IncusTransport, instance_name, parse_ssh_host, ssh_target
+from deployer.transport.address import parse_ssh_address as parse_ssh_host
+from deployer.transport.incus import IncusTransport, instance_name, ssh_target
 
 
 def target(name: str = "web", **variables: object) -> Target:
