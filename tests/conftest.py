@@ -23,6 +23,24 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 TEST_USER = "deployer-test"
 
+# A task script and two jobs, shared by the tiers that deploy to remote hosts (fleet, incus).
+HELLO = """\
+import os, socket, sys
+print("hello from", socket.gethostname(), os.environ.get("GREETING", ""), sys.argv[1:])
+"""
+
+JOBS = """\
+  hello:
+    description: Say hello
+    script: tasks/hello.py
+    args: [a b, "50%"]
+    schedule: "*/5 * * * *"
+    env: {GREETING: hi}
+  nightly:
+    command: /bin/true
+    schedule: "@daily"
+"""
+
 
 @dataclass
 class CliResult:

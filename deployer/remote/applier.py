@@ -210,18 +210,10 @@ def _remove_stale_lock(path, done):
         return
     if not stat.S_ISREG(st.st_mode):
         return  # a link or anything else planted there: never act on it
-    with open("/proc/locks") as f:
-        wanted = "%02x:%02x:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
-        if any(wanted in row.split() for row in f.read().splitlines()):
-            return
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as f:
-            words = f.read(64).decode("utf-8", "replace").split()
-    except OSError:
-        return
-    digits = "".join(c for c in words[0] if c.isdigit()) if words else ""
-    if digits and os.path.exists("/proc/%s" % digits):
+    if lock_holders(path, read_lock_table(), kinds=("FLOCK", "POSIX")):
+        return  # locked by someone (flock or lockf): not stale
+    pid = pid_in_file(path)
+    if pid and os.path.exists("/proc/%d" % pid):
         return  # its process came back to life (or the pid was reused): leave it
     os.unlink(path)
     done.append("removed stale legacy lock %s" % path)

@@ -132,36 +132,11 @@ def _ledger(path, count):
 _LOCKS = []
 
 
-def _lock_table():
-    """/proc/locks, read once per probe (it lists every lock of the system)."""
-    if not _LOCKS:
-        try:
-            with open("/proc/locks") as f:
-                _LOCKS.append(f.read().splitlines())
-        except OSError:
-            _LOCKS.append([])
-    return _LOCKS[0]
-
-
 def _flock_holders(path):
-    """PIDs holding a flock on ``path``, from /proc/locks (looking never takes the lock)."""
-    try:
-        st = os.stat(path, follow_symlinks=False)
-    except OSError:
-        return []
-    table = _lock_table()
-    wanted = "%02x:%02x:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
-    holders = []
-    for row in table:
-        parts = row.split()
-        if "->" in parts:
-            continue  # a waiter, not a holder
-        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == wanted:
-            try:
-                holders.append(int(parts[4]))
-            except ValueError:
-                pass
-    return holders
+    """PIDs holding a flock on ``path``; /proc/locks is read once per probe."""
+    if not _LOCKS:
+        _LOCKS.append(read_lock_table())
+    return lock_holders(path, _LOCKS[0])
 
 
 def _alive(pid):
@@ -195,14 +170,7 @@ def _legacy_lock(path):
     info = describe_path(path)
     if info is None or info["type"] != "file":
         return info
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as f:
-            text = f.read(64).decode("utf-8", "replace")
-    except OSError:
-        text = ""
-    digits = "".join(c for c in text.split()[0] if c.isdigit()) if text.split() else ""
-    pid = int(digits) if digits else None
+    pid = pid_in_file(path)
     info["pid"] = pid
     info["alive"] = _alive(pid) if pid else False
     info["held"] = bool(_flock_holders(path))

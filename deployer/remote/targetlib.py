@@ -102,6 +102,47 @@ def describe_path(path):
     return {"type": kind, "mode": st.st_mode & 0o7777, "owner": user_name(st.st_uid), "group": group_name(st.st_gid)}
 
 
+def read_lock_table():
+    """/proc/locks: every file lock of the system (looking never takes a lock)."""
+    try:
+        with open("/proc/locks") as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
+
+
+def lock_holders(path, table, kinds=("FLOCK",)):
+    """PIDs holding a lock of ``kinds`` on ``path`` (not following a link), per ``table``."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return []
+    wanted = "%02x:%02x:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    holders = []
+    for row in table:
+        parts = row.split()
+        if "->" in parts:
+            continue  # a waiter, not a holder
+        if len(parts) >= 6 and parts[1] in kinds and parts[5] == wanted:
+            try:
+                holders.append(int(parts[4]))
+            except ValueError:
+                pass
+    return holders
+
+
+def pid_in_file(path):
+    """The pid a hand-made lock file names (its first word's digits), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            words = f.read(64).decode("utf-8", "replace").split()
+    except OSError:
+        return None
+    digits = "".join(c for c in words[0] if c.isdigit()) if words else ""
+    return int(digits) if digits else None
+
+
 def emit(result):
     """The one JSON line the controller reads (the last line of stdout)."""
     sys.stdout.write("\n" + json.dumps(result) + "\n")

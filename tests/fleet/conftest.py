@@ -24,27 +24,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import CliResult
+from tests.conftest import HELLO, JOBS, CliResult
 from tests.harness import TestHosts
 from tests.harness.fixtures import fleet_factory  # noqa: F401  (a fixture, used by the tests)
-
-HELLO = """\
-import os, socket, sys
-print("hello from", socket.gethostname(), os.environ.get("GREETING", ""), sys.argv[1:])
-"""
-
-JOBS = """\
-  hello:
-    description: Say hello
-    script: tasks/hello.py
-    args: [a b, "50%"]
-    schedule: "*/5 * * * *"
-    env: {GREETING: hi}
-  nightly:
-    command: /bin/true
-    schedule: "@daily"
-"""
-
 
 @dataclass
 class FleetProject:

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.fleet.conftest import JOBS, FleetProject, flat, make_project
+from tests.conftest import JOBS
+from tests.fleet.conftest import FleetProject, flat, make_project
 
 pytestmark = pytest.mark.fleet
 

@@ -24,26 +24,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import CliResult
+from tests.conftest import HELLO, JOBS, CliResult
 from tests.harness.incus import Incus, LoopbackSshd
-
-HELLO = """\
-import os, socket, sys
-print("hello from", socket.gethostname(), os.environ.get("GREETING", ""), sys.argv[1:])
-"""
-
-JOBS = """\
-  hello:
-    description: Say hello
-    script: tasks/hello.py
-    args: [a b, "50%"]
-    schedule: "*/5 * * * *"
-    env: {GREETING: hi}
-  nightly:
-    command: /bin/true
-    schedule: "@daily"
-"""
-
 
 @pytest.fixture(scope="session")
 def incus_env() -> Iterator[Incus]:
