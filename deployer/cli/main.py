@@ -294,6 +294,7 @@ def junit_xml(session: Session) -> str:
 
 
 def main() -> None:
+    import deployer.cli.lifecycle  # noqa: F401  (registers rollback, destroy)
     import deployer.cli.ops  # noqa: F401  (registers status, logs, run, history)
 
     cli(prog_name="deployer")

@@ -91,6 +91,8 @@ class Output:
                 self.print(f"   {change.kind:8} {change.path}: {change.summary}")
             for cc in p.crontab_changes:
                 self.diff(cc.diff())
+            for _where, diff in p.drift:
+                self.diff(diff)
             for warning in p.warnings:
                 self.print(f"   warning: {warning}", style="yellow")
             if p.empty and not p.errors:
@@ -106,6 +108,7 @@ class Output:
                 "revision": p.release.revision if p else None,
                 "changes": [{"kind": c.kind, "path": c.path, "summary": c.summary} for c in p.changes] if p else [],
                 "crontab_diffs": {c.user: c.diff() for c in p.crontab_changes} if p else {},
+                "drift_diffs": dict(p.drift) if p else {},
                 "warnings": p.warnings if p else [],
                 "applied": s.applied if applied else [],
                 "counters": s.counters.as_dict(),
@@ -119,11 +122,13 @@ class Output:
         for column in ("host", "result", "detail"):
             table.add_column(column)
         for s in session.states:
-            if s.status == CHANGED and verb == "apply":
-                detail = f"{len(s.applied)} steps, revision {s.release.revision if s.release else '?'}"
+            if s.status == CHANGED and verb != "verify":
+                detail = f"{len(s.applied)} steps"
+                if verb == "apply":
+                    detail += f", revision {s.release.revision if s.release else '?'}"
                 result = "changed"
             elif s.status == OK:
-                result, detail = "ok", "nothing to change" if verb == "apply" else "in sync"
+                result, detail = "ok", "in sync" if verb == "verify" else "nothing to change"
             else:
                 result, detail = s.status, s.error or ""
             table.add_row(s.name, Text(result, style=STATUS_STYLE.get(s.status, "")), self.redact(detail))

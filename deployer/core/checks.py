@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from deployer.core.plan import Plan
+from deployer.core import crontab
+from deployer.core.plan import Plan, rolled_back
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
@@ -17,17 +19,49 @@ class Check:
     job: str | None = None
 
 
+def _rolled_back_checks(plan: Plan, held: dict[str, Any]) -> list[Check]:
+    """A target held at an older revision by ``rollback`` is audited against that revision:
+    its crontab blocks as restored, its release against its own manifest."""
+    release, facts = plan.release, plan.facts
+    revision = facts.current
+    out = [Check("rollback", WARN, f"held at {revision} by a rollback on {held.get('at', '?')} (from {held.get('from', '?')}); "
+                                   f"the declaration is at {release.revision}: apply to go forward")]
+    for user, block in sorted((held.get("blocks") or {}).items()):
+        seen = facts.crontabs.get(user)
+        try:
+            now = crontab.split(seen.text or "", release.project, release.env).block if seen else None
+        except crontab.CrontabConflict as exc:
+            out.append(Check("crontab", FAIL, f"the crontab of {user}: {exc}"))
+            continue
+        if now == block:
+            out.append(Check("crontab", PASS, f"the crontab of {user} holds the block of revision {revision}"))
+        else:
+            out.append(Check("crontab", FAIL, f"the crontab of {user} no longer holds the block restored by the rollback"))
+    drift = facts.drift.get(revision or "", {})
+    if revision not in facts.releases:
+        out.append(Check("release", FAIL, f"release {revision} is missing"))
+    elif drift:
+        out += [Check("release", FAIL, f"release {revision}: {path} {info.get('why')}") for path, info in sorted(drift.items())]
+    else:
+        out.append(Check("release", PASS, f"release {revision}: {len(facts.releases[revision or ''])} files match its manifest"))
+    return out
+
+
 def checks(plan: Plan) -> list[Check]:
     release, facts = plan.release, plan.facts
     out: list[Check] = []
     for error in plan.errors:
         out.append(Check("target", FAIL, error))
+    if (held := rolled_back(release, facts)) is not None:
+        return out + _rolled_back_checks(plan, held) + _runtime_checks(plan, live_jobs(held))
 
     crontab_users = sorted(release.crontab_blocks)
     drifted = {c.user for c in plan.crontab_changes}
     for user in crontab_users:
         if user in drifted:
-            out.append(Check("crontab", FAIL, f"the crontab of {user} does not hold the declared block (run plan to see the diff)"))
+            edit = next((c.summary for c in plan.changes if c.kind == "crontab" and c.path == f"crontab of {user}"), None)
+            out.append(Check("crontab", FAIL, f"the crontab of {user}: {edit}" if edit else
+                             f"the crontab of {user} does not hold the declared block (run plan to see the diff)"))
         else:
             jobs = sum(1 for j in release.jobs if (j.run_as or facts.identity.user) == user)
             out.append(Check("crontab", PASS, f"the crontab of {user} holds the declared block ({jobs} job{'s' if jobs != 1 else ''})"))
@@ -54,6 +88,23 @@ def checks(plan: Plan) -> list[Check]:
             out.append(Check("secrets", FAIL, f"the crontab of {user} contains the value of a declared secret: "
                                               "move it to the job's env (a secret reference) and rotate it"))
 
+    return out + _runtime_checks(plan, {j.id for j in release.jobs})
+
+
+def live_jobs(held: dict[str, Any]) -> set[str]:
+    """Job ids of the restored blocks (each entry ends with ``run <job id>``)."""
+    ids = set()
+    for block in (held.get("blocks") or {}).values():
+        for line in (block or "").splitlines():
+            if line and not line.startswith("#") and "/run" in line:
+                ids.add(line.rsplit(" ", 1)[-1])
+    return ids
+
+
+def _runtime_checks(plan: Plan, job_ids: set[str]) -> list[Check]:
+    """What does not depend on the revision: cron running, disk, each job's runs."""
+    release, facts = plan.release, plan.facts
+    out: list[Check] = []
     if facts.cron_running:
         out.append(Check("cron-daemon", PASS, f"{facts.cron_process} is running"))
     else:
@@ -63,5 +114,6 @@ def checks(plan: Plan) -> list[Check]:
 
     out.extend(space_checks(facts))
     for job in release.jobs:
-        out.extend(job_checks(job, facts))
+        if job.id in job_ids:
+            out.extend(job_checks(job, facts))
     return out

@@ -42,6 +42,10 @@ class Facts:
     deployed_at: float | None = None  # when `current` last moved
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # run history, running runs, lock
     space: dict[str, dict[str, int]] = field(default_factory=dict)
+    # release -> file -> {"why": ..., "content": base64 of a hand-edited file}: differs from its manifest
+    drift: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    rollback: dict[str, Any] | None = None  # rollback.json: held at an older revision on purpose
+    backups: list[dict[str, Any]] = field(default_factory=list)  # backups/*/index.json, oldest first
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -72,5 +76,8 @@ def parse_facts(data: dict[str, Any]) -> Facts:
         deployed_at=data.get("deployed_at"),
         jobs=data.get("jobs", {}),
         space=data.get("space", {}),
+        drift={rev: r.get("drift") or {} for rev, r in data.get("releases", {}).items()},
+        rollback=data.get("rollback"),
+        backups=list(data.get("backups") or []),
         raw=data,
     )

@@ -54,6 +54,8 @@ class Plan:
     job_files: list[EnsureFile] = field(default_factory=list)
     set_current: bool = False
     stale_locks: list[str] = field(default_factory=list)
+    # Hand edits found on the target: (where, unified diff from what is there to what is declared)
+    drift: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -115,11 +117,42 @@ def _plan_release(plan: Plan) -> None:
             what = "missing" if seen is None else ("modified on the target" if seen.sha256 != f.sha256 else
                                                   f"mode/owner {_mode(seen.mode)} {seen.owner}")
             plan.release_files.append(f)
-            plan.changes.append(Change("release", f"{release.release_dir}/{f.path}", f"restore {f.path} ({what})"))
+            where = f"{release.release_dir}/{f.path}"
+            if seen is not None and seen.sha256 != f.sha256:
+                what = "modified on the target: drift, edited by hand; apply keeps the edited copy in the backup"
+                edited = facts.drift.get(release.revision, {}).get(f.path, {}).get("content")
+                if edited is not None and not f.secret:
+                    plan.drift.append((where, _text_diff(base64.b64decode(edited), f.content, where)))
+            plan.changes.append(Change("release", where, f"restore {f.path} ({what})"))
     for path in sorted(present):
         if path not in wanted:
             plan.release_remove.append(path)
             plan.changes.append(Change("release", f"{release.release_dir}/{path}", f"remove unexpected file {path}"))
+
+
+def _text_diff(before: bytes, after: bytes, where: str) -> str:
+    a = before.decode("utf-8", "replace").splitlines(keepends=True)
+    b = after.decode("utf-8", "replace").splitlines(keepends=True)
+    lines = difflib.unified_diff(a, b, f"{where} (on the target)", f"{where} (declared)")
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def _block_drift(before: str | None, after: str, project: str, env: str) -> str | None:
+    """A hand edit inside our block (same revision, other lines): say which lines."""
+    try:
+        seen = crontab.split(before or "", project, env).block
+        wanted = crontab.split(after, project, env).block
+    except crontab.CrontabConflict:
+        return None
+    if seen is None or wanted is None or seen == wanted:
+        return None
+    if seen.splitlines()[0] != wanted.splitlines()[0]:
+        return None  # another revision: a deploy, not an edit
+    old, new = seen.splitlines(), wanted.splitlines()
+    gone = [line for line in old if line not in new]
+    added = [line for line in new if line not in old]
+    parts = [f"edited: {line!r}" for line in gone] + [f"restores: {line!r}" for line in added]
+    return "drift: the managed block was edited by hand — " + "; ".join(parts[:6])
 
 
 def _dir_change(d: EnsureDir, seen: PathFact | None) -> str | None:
@@ -151,6 +184,14 @@ def _file_change(f: EnsureFile, seen: PathFact | None) -> str | None:
     if f.owner and seen.owner != f.owner:
         wrong.append(f"owner {seen.owner} -> {f.owner}")
     return ", ".join(wrong) or None
+
+
+def rolled_back(release: Release, facts: Facts) -> dict[str, Any] | None:
+    """The rollback record when the target is held at an older revision than the declared one."""
+    held = facts.rollback
+    if held and held.get("revision") == facts.current and facts.current != release.revision:
+        return held
+    return None
 
 
 def plan(release: Release, facts: Facts) -> Plan:
@@ -195,6 +236,8 @@ def plan(release: Release, facts: Facts) -> Plan:
             continue
         if after != (before or "") and not (before is None and after == ""):
             p.crontab_changes.append(CrontabChange(user, before, after))
+            if (edit := _block_drift(before, after, release.project, release.env)) is not None:
+                p.changes.append(Change("crontab", f"crontab of {user}", edit))
     from deployer.core.health import stale_legacy_locks  # health needs plan's facts, not the reverse
 
     for job in release.jobs:
@@ -204,6 +247,9 @@ def plan(release: Release, facts: Facts) -> Plan:
     if facts.current != release.revision:
         p.set_current = True
         p.changes.append(Change("current", f"{release.deploy_home}/current", f"point current at {release.revision}"))
+    if (held := rolled_back(release, facts)) is not None:
+        p.warnings.append(f"rolled back to {facts.current} on {held.get('at', '?')} (from {held.get('from', '?')}); "
+                          f"apply moves it forward to {release.revision}")
     if not facts.cron_running:
         p.warnings.append("no cron daemon is running on this target: the jobs will not run until one is started")
     return p

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -16,6 +17,8 @@ from deployer.errors import TargetError, Unreachable
 from deployer.transport.base import Transport
 
 INLINE_MARK = "# <targetlib>"
+# Test-only: names a stage at which the applier pauses (tests/faults/). Not a user setting.
+TEST_PAUSE_ENV = "DEPLOYER_TEST_PAUSE_AT"
 
 
 @cache
@@ -37,6 +40,10 @@ def build_script(name: str, params: dict[str, Any]) -> bytes:
 def call(transport: Transport, name: str, params: dict[str, Any], python: str = "python3",
          timeout: float | None = 300) -> dict[str, Any]:
     """Run a target-side script and return its JSON answer."""
+    if name == "applier" and os.environ.get(TEST_PAUSE_ENV):
+        # TEST-ONLY (tests/faults/): the applier stops at this named stage until the test
+        # releases it; see _stage in deployer/remote/applier.py. Never set it in production.
+        params = {**params, "pause_at": os.environ[TEST_PAUSE_ENV]}
     result = transport.run([python, "-"], build_script(name, params), timeout=timeout)
     if result.exit_code == 127 or (b"not found" in result.stderr and b"python" in result.stderr and not result.stdout):
         raise Unreachable(f"{python} is not installed on the target", hint="deployer needs python3 and cron on every target")

@@ -84,20 +84,9 @@ class Session:
     @classmethod
     def load(cls, file: str | Path, env_name: str, limit: str | None = None, parallel: int = 10,
              environ: Mapping[str, str] | None = None, connect_options: ConnectOptions | None = None) -> "Session":
-        project = load_project_cached(file)
-        env = project.environment(env_name)
-        targets = load_inventory(env.inventory, env.inventory_shown)
-        check_job_hosts(project, env, targets)
+        project, env, targets = load_environment(file, env_name)
         chosen = limit_targets(targets, limit, env.inventory_shown)
-        problems: list[Problem] = []
-        states: list[TargetState] = []
-        for target in chosen:
-            try:
-                states.append(TargetState(target, render(project, env, target, targets, environ)))
-            except InvalidInput as exc:
-                problems.extend(exc.problems)
-        if problems:
-            raise InvalidInput(list(dict.fromkeys(problems)))
+        states = render_states(project, env, chosen, targets, environ)
         return cls(project, env, states, max(1, parallel), connect_options)
 
     # ------------------------------------------------------------------ helpers
@@ -106,15 +95,9 @@ class Session:
         todo = self.states if states is None else states
 
         def guarded(state: TargetState) -> None:
-            started = time.monotonic()
             try:
-                work(state)
-            except TargetError as exc:
-                state.fail(exc)
-            except OSError as exc:  # e.g. the local machine cannot fork: still this target's failure
-                state.fail(TargetError(f"{type(exc).__name__}: {exc}"))
+                guard(state, work)
             finally:
-                state.seconds += time.monotonic() - started
                 if self.progress is not None:
                     self.progress(phase, state)
 
@@ -131,19 +114,12 @@ class Session:
                 state.transport.close()
 
     # ------------------------------------------------------------------ phase 2
-    def observe(self, log_tail: int = 0, ledger_all: bool = False) -> None:
+    def observe(self, log_tail: int = 0, ledger_all: bool = False, backups: bool = False) -> None:
         """Connect to every target, probe it once, and plan."""
 
         def work(state: TargetState) -> None:
             state.transport = connect(state.target, self.connect_options)
-            state.facts = probe(state.transport, state.desired, log_tail, ledger_all)
-            state.release = materialize(state.desired, state.facts.identity)
-            state.plan = plan(state.release, state.facts)
-            if state.plan.errors:
-                state.status, state.exit_code = FAILED, EXIT_FAILED
-                state.error = "; ".join(state.plan.errors)
-            elif not state.plan.empty:
-                state.status = CHANGED
+            observe_target(state, log_tail, ledger_all, backups)
 
         self._each(work, phase="observed")
 
@@ -152,36 +128,12 @@ class Session:
         """Send one bundle to every target whose plan has changes."""
 
         def work(state: TargetState) -> None:
-            assert state.plan is not None and state.transport is not None
-            if expected is not None:
-                check_saved_plan(state, expected.get(state.name))
-            if state.plan.empty:
-                return
-            answer = remote.call(state.transport, "applier", state.plan.bundle())
-            state.applied = list(answer.get("done", []))
-            if not answer.get("ok"):
-                message = str(answer.get("error", "the apply failed"))
-                if answer.get("kind") == "conflict":
-                    raise ChangedUnderUs(message)
-                if answer.get("kind") == "disk-full":
-                    raise TargetError(f"the disk is full on the target: {message}", hint="nothing was switched; free space and apply again")
-                raise TargetError(message)
+            apply_target(state, expected.get(state.name) if expected is not None else None, check_saved=expected is not None)
 
         self._each(work, [s for s in self.states if s.status in (OK, CHANGED)], phase="applied")
 
     def verify(self, strict: bool = False) -> None:
-        def work(state: TargetState) -> None:
-            assert state.plan is not None
-            state.checks = checks(state.plan)
-            failing = {FAIL, WARN} if strict else {FAIL}
-            failed = sorted({c.name for c in state.checks if c.status in failing})
-            if failed:
-                state.status, state.exit_code = FAILED, EXIT_FAILED
-                state.error = state.error or f"failed: {', '.join(failed)}"
-            else:
-                state.status, state.exit_code = OK, EXIT_OK
-
-        self._each(work, [s for s in self.states if s.plan is not None])
+        self._each(lambda state: verify_target(state, strict), [s for s in self.states if s.plan is not None])
 
     # ------------------------------------------------------------------ results
     def exit_code(self) -> int:
@@ -207,11 +159,105 @@ class Session:
         }
 
 
+# ---------------------------------------------------------------------- one target at a time
+# Session runs these over a fleet; the Ansible action plugins (deployer/ansible) run them for
+# the one host Ansible hands them, over Ansible's own connection. One code path for both.
+
+
+def load_environment(file: str | Path, env_name: str,
+                     project: Project | None = None) -> tuple[Project, EnvironmentConfig, list[Target]]:
+    """The declaration (unless already loaded), one environment of it and its inventory, checked."""
+    project = project or load_project_cached(file)
+    env = project.environment(env_name)
+    targets = load_inventory(env.inventory, env.inventory_shown)
+    check_job_hosts(project, env, targets)
+    return project, env, targets
+
+
+def render_states(project: Project, env: EnvironmentConfig, chosen: list[Target], targets: list[Target],
+                  environ: Mapping[str, str] | None = None) -> list[TargetState]:
+    """Render each chosen target; every problem of every target in one InvalidInput."""
+    problems: list[Problem] = []
+    states: list[TargetState] = []
+    for target in chosen:
+        try:
+            states.append(TargetState(target, render(project, env, target, targets, environ)))
+        except InvalidInput as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise InvalidInput(list(dict.fromkeys(problems)))
+    return states
+
+
+def guard(state: TargetState, work: Callable[[TargetState], None]) -> None:
+    """Run one phase on one target; its failure becomes the target's outcome, never a traceback."""
+    started = time.monotonic()
+    try:
+        work(state)
+    except TargetError as exc:
+        state.fail(exc)
+    except OSError as exc:  # e.g. the local machine cannot fork: still this target's failure
+        state.fail(TargetError(f"{type(exc).__name__}: {exc}"))
+    finally:
+        state.seconds += time.monotonic() - started
+
+
+def observe_target(state: TargetState, log_tail: int = 0, ledger_all: bool = False, backups: bool = False) -> None:
+    """Probe a connected target once (``state.transport``) and plan it."""
+    assert state.transport is not None
+    state.facts = probe(state.transport, state.desired, log_tail, ledger_all, backups)
+    state.release = materialize(state.desired, state.facts.identity)
+    state.plan = plan(state.release, state.facts)
+    if state.plan.errors:
+        state.status, state.exit_code = FAILED, EXIT_FAILED
+        state.error = "; ".join(state.plan.errors)
+    elif not state.plan.empty:
+        state.status = CHANGED
+
+
+def apply_target(state: TargetState, saved: Mapping[str, Any] | None = None, check_saved: bool = False) -> None:
+    """Send the observed plan's bundle to the target, if it has changes (one exec)."""
+    assert state.plan is not None and state.transport is not None
+    if check_saved:
+        check_saved_plan(state, saved)
+    if state.plan.empty:
+        return
+    send_bundle(state, state.plan.bundle())
+
+
+def send_bundle(state: TargetState, bundle: dict[str, Any]) -> None:
+    """ONE applier exec with this bundle (apply, rollback, destroy); a refusal is the target's failure."""
+    assert state.transport is not None
+    answer = remote.call(state.transport, "applier", bundle)
+    state.applied = list(answer.get("done", []))
+    if not answer.get("ok"):
+        message = str(answer.get("error", "the apply failed"))
+        if answer.get("kind") == "conflict":
+            raise ChangedUnderUs(message)
+        if answer.get("kind") == "disk-full":
+            raise TargetError(f"the disk is full on the target: {message}", hint="nothing was switched; free space and apply again")
+        raise TargetError(message)
+
+
+def verify_target(state: TargetState, strict: bool = False) -> None:
+    """verify's checks on an observed target; its status says whether the audit passed."""
+    assert state.plan is not None
+    state.checks = checks(state.plan)
+    failing = {FAIL, WARN} if strict else {FAIL}
+    failed = sorted({c.name for c in state.checks if c.status in failing})
+    if failed:
+        state.status, state.exit_code = FAILED, EXIT_FAILED
+        state.error = state.error or f"failed: {', '.join(failed)}"
+    else:
+        state.status, state.exit_code = OK, EXIT_OK
+
+
 def _digest(text: str | None) -> str | None:
     return None if text is None else hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def probe(transport: Transport, desired: DesiredState, log_tail: int = 0, ledger_all: bool = False) -> Facts:
+def probe(transport: Transport, desired: DesiredState, log_tail: int = 0, ledger_all: bool = False,
+          backups: bool = False) -> Facts:
     """ONE exec: everything plan, verify and status need to know about the target."""
     users = sorted({j.run_as for j in desired.jobs if j.run_as} | {d.owner for d in desired.dirs if d.owner})
     paths = [desired.deploy_home, f"{desired.deploy_home}/releases", f"{desired.deploy_home}/state",
@@ -222,7 +268,7 @@ def probe(transport: Transport, desired: DesiredState, log_tail: int = 0, ledger
     jobs = [{"id": j.id, "state_dir": j.state_dir, "lock_file": j.lock_file, "log_file": j.log_file,
              "legacy_locks": list(j.legacy_locks)} for j in desired.jobs]
     params = {"deploy_home": desired.deploy_home, "users": users, "crontab_users": users, "paths": paths, "jobs": jobs,
-              "log_tail": log_tail, "ledger_all": ledger_all,
+              "log_tail": log_tail, "ledger_all": ledger_all, "backups": backups,
               "space": sorted({desired.deploy_home} | {d.path for d in desired.dirs})}
     answer = remote.call(transport, "probe", params)
     if not answer.get("ok"):

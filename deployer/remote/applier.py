@@ -13,6 +13,9 @@ complete, never a mix:
 6. install the crontabs (the switch: lines now point into the new release);
 7. point ``current`` at the new release and prune old releases.
 
+``rollback`` is the same steps with no release to write (the old one is still there);
+``destroy`` installs crontabs without our block, then removes what we had put there.
+
 Prints one JSON line: what was done, or the error.
 """
 
@@ -145,11 +148,13 @@ def _write_release(params, done):
         for f in files:
             path = os.path.join(final, f["path"])
             _makedirs(os.path.dirname(path))
+            _keep_drifted(params, f["path"], path, done)
             _write_file(path, base64.b64decode(f["content"]), f["mode"], f.get("owner"))
             done.append("repaired %s" % path)
         for rel in release.get("remove", []):
             path = os.path.join(final, rel)
             if os.path.lexists(path):
+                _keep_drifted(params, rel, path, done)
                 os.unlink(path)
                 done.append("removed %s" % path)
         return
@@ -219,21 +224,89 @@ def _remove_stale_lock(path, done):
     done.append("removed stale legacy lock %s" % path)
 
 
+def _backup_dir(params):
+    """This apply's backup folder, made on first use: ``backups/<UTC time>-<pid>`` (0700)."""
+    if not params.get("_backup_dir"):
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-%d" % os.getpid()
+        folder = os.path.join(params["deploy_home"], "backups", stamp)
+        _makedirs(os.path.dirname(folder))
+        os.mkdir(folder, 0o700)
+        params["_backup_dir"] = folder
+    return params["_backup_dir"]
+
+
+def _keep_drifted(params, rel, path, done):
+    """A file of the release changed by hand is kept in the backup before it is restored."""
+    if not os.path.isfile(path) or os.path.islink(path):
+        return
+    keep = os.path.join(_backup_dir(params), "drift", params["revision"], rel)
+    _makedirs(os.path.dirname(keep))
+    shutil.copy2(path, keep, follow_symlinks=False)
+    done.append("kept the hand-edited %s in %s" % (path, keep))
+
+
 def _backup(params, crontabs, done):
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-%d" % os.getpid()
-    folder = os.path.join(params["deploy_home"], "backups", stamp)
-    _makedirs(os.path.dirname(folder))
-    os.mkdir(folder, 0o700)
+    """Crontabs as they were and the revision that was live: what ``rollback`` restores.
+
+    ``index.json`` is the machine-readable record; ``crontab.<user>`` copies are there for
+    people (``crontab -u USER backups/.../crontab.USER`` restores one by hand)."""
+    folder = _backup_dir(params)
     for change in crontabs:
         if change["expected"] is not None:
             _write_file(os.path.join(folder, "crontab.%s" % change["user"]),
                         change["expected"].encode("utf-8", "surrogateescape"), 0o600)
     previous = params.get("previous_revision") or ""
     _write_file(os.path.join(folder, "revision"), (previous + "\n").encode(), 0o644)
+    index = {"kind": params.get("kind", "apply"), "revision": previous or None, "to": params.get("revision"),
+             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             "crontabs": dict((c["user"], c["expected"]) for c in crontabs)}
+    _write_file(os.path.join(folder, "index.json"), json.dumps(index, sort_keys=True).encode("utf-8", "surrogateescape"), 0o600)
     done.append("backup %s" % folder)
     backups = sorted(n for n in os.listdir(os.path.dirname(folder)) if not n.startswith("."))
-    for old in backups[:-max(params.get("keep_releases", 5), 1) * 2]:
+    for old in backups[:-max(params.get("keep_backups") or params.get("keep_releases", 5) * 2, 1)]:
         shutil.rmtree(os.path.join(os.path.dirname(folder), old), ignore_errors=True)
+
+
+def _mark_rollback(params, done):
+    """``rollback.json`` says the target is held at an older revision on purpose (verify
+    audits it against that revision, plan says apply moves it forward); an apply clears it."""
+    path = os.path.join(params["deploy_home"], "rollback.json")
+    rollback = params.get("rollback")
+    if rollback:
+        record = dict(rollback, revision=params["revision"], at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        _write_file(path, json.dumps(record, sort_keys=True).encode("utf-8", "surrogateescape"), 0o644)
+        done.append("rolled back to %s" % params["revision"])
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def _destroy(params, done):
+    """After the crontabs lost our block (nothing of ours starts any more): remove what we put there."""
+    spec = params["destroy"]
+    home = params["deploy_home"]
+    for path in spec.get("files", []):
+        if os.path.lexists(path) and not os.path.isdir(path):
+            os.unlink(path)  # a link is removed, never followed
+            done.append("removed %s" % path)
+    for path in spec.get("trees", []):
+        if os.path.islink(path):
+            os.unlink(path)
+            done.append("removed link %s" % path)
+        elif os.path.isdir(path):
+            shutil.rmtree(path)
+            done.append("removed %s" % path)
+    for name in ("current", "rollback.json"):
+        path = os.path.join(home, name)
+        if os.path.lexists(path):
+            os.unlink(path)
+            done.append("removed %s" % path)
+    releases = os.path.join(home, "releases")
+    if os.path.isdir(releases) and not os.path.islink(releases):
+        shutil.rmtree(releases)
+        done.append("removed %s" % releases)
+    if spec.get("purge"):
+        shutil.rmtree(home, ignore_errors=False)
+        done.append("removed %s" % home)
 
 
 def _set_current(params, done):
@@ -284,15 +357,33 @@ def _lock(params):
     return fd
 
 
+def _stage(params, name):
+    """TEST-ONLY fault-injection point (tests/faults/). Does nothing unless the bundle carries
+    ``"pause_at": name``, which only engine/remote.py sets, and only from the test-only
+    environment variable DEPLOYER_TEST_PAUSE_AT. Then it writes our pid to a marker file and
+    waits while the marker exists, so a test can cut the connection or kill us at this exact
+    point between two steps; it resumes when the test removes the marker (at most 10 min)."""
+    if params.get("pause_at") != name:
+        return
+    marker = "/tmp/deployer-pause.%s-%s.%s" % (params["project"], params["env"], name)
+    with open(marker, "w") as f:
+        f.write("%d\n" % os.getpid())
+    deadline = time.time() + 600
+    while os.path.exists(marker) and time.time() < deadline:
+        time.sleep(0.05)
+
+
 def main(params):
     done = []
     try:
         lock = _lock(params)
+        _stage(params, "locked")  # test-only, see _stage
         try:
             crontabs = params.get("crontabs", [])
             _check_crontabs(crontabs)
             if params.get("release"):
                 _write_release(params, done)
+            _stage(params, "release-written")  # test-only, see _stage
             for spec in params.get("dirs", []):
                 _ensure_dir(spec, done)
             for spec in params.get("files", []):
@@ -307,8 +398,14 @@ def main(params):
                 done.append("installed crontab of %s" % change["user"])
             if crontabs:
                 _make_cron_notice(crontabs[-1])
+            _stage(params, "crontab-written")  # test-only, see _stage
+            if params.get("destroy"):
+                _destroy(params, done)
+                emit({"ok": True, "done": done})
+                return
             if params.get("set_current"):
                 _set_current(params, done)
+                _mark_rollback(params, done)
             if params.get("release") or params.get("set_current"):
                 _prune(params, done)
         finally:

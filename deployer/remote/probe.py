@@ -38,8 +38,70 @@ def _releases(deploy_home):
                     except OSError as exc:
                         info["error"] = exc.strerror
                 files[rel] = info
-        releases[name] = {"files": files, "mtime": os.lstat(base).st_mtime}
+        releases[name] = {"files": files, "mtime": os.lstat(base).st_mtime, "drift": _drift(base, files)}
     return releases
+
+
+DRIFT_SHOWN = 64 * 1024  # a hand-edited file up to this size travels back, for plan's diff
+
+
+def _drift(base, files):
+    """Files of a release that differ from the release's own manifest (edited by hand)."""
+    try:
+        with open(os.path.join(base, "manifest.json")) as f:
+            manifest = json.load(f).get("files", {})
+    except (OSError, ValueError):
+        return {"manifest.json": {"why": "the manifest is missing or unreadable"}}
+    out = {}
+    for rel, want in sorted(manifest.items()):
+        seen = files.get(rel)
+        if seen is None:
+            out[rel] = {"why": "missing"}
+        elif seen.get("sha256") != want.get("sha256"):
+            out[rel] = {"why": "modified"}
+            path = os.path.join(base, rel)
+            # env files hold secrets: their content never leaves the target
+            if not rel.startswith("env/"):
+                try:
+                    if os.lstat(path).st_size > DRIFT_SHOWN:
+                        continue
+                    with open(path, "rb") as f:
+                        out[rel]["content"] = base64.b64encode(f.read(DRIFT_SHOWN)).decode()
+                except OSError:
+                    pass
+        elif want.get("mode") and "%04o" % seen.get("mode", 0) != want["mode"]:
+            out[rel] = {"why": "mode %04o, not %s" % (seen.get("mode", 0), want["mode"])}
+    for rel in files:
+        if rel not in manifest and rel != "manifest.json":
+            out[rel] = {"why": "not in the manifest"}
+    return out
+
+
+def _backups(deploy_home):
+    """What each apply kept (``backups/*/index.json``), oldest first: rollback's history."""
+    root = os.path.join(deploy_home, "backups")
+    out = []
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return out
+    for name in names:
+        try:
+            with open(os.path.join(root, name, "index.json")) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            continue  # an older backup, or one holding only hand-edited files
+        record["name"] = name
+        out.append(record)
+    return out
+
+
+def _rollback_mark(deploy_home):
+    try:
+        with open(os.path.join(deploy_home, "rollback.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def _current(deploy_home):
@@ -286,4 +348,6 @@ def main(params):
         "deployed_at": deployed_at,
         "jobs": _jobs_runtime(params.get("jobs", []), home, params.get("log_tail", 0), params.get("ledger_all", False)),
         "space": _space([expand(p, home) for p in params.get("space", [])]),
+        "rollback": _rollback_mark(deploy_home),
+        "backups": _backups(deploy_home) if params.get("backups") else [],
     })

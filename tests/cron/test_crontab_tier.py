@@ -244,7 +244,7 @@ def test_verify_reports_a_script_edited_on_the_target(project: Project, user_cro
     script.write_text(script.read_text() + "print('hot fix')\n")
     result = project.deployer("verify", "dev")
     assert result.exit_code == EXIT_FAILED, result
-    assert "fail release      restore scripts/hello.py (modified on the target)" in result.stdout
+    assert "fail release      restore scripts/hello.py (modified on the target: drift, edited by hand" in result.stdout
     # apply puts the declared script back, and verify's release check passes again.
     assert project.deployer("apply", "dev", "--yes").exit_code == 0
     assert "hot fix" not in script.read_text()

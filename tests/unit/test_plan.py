@@ -6,6 +6,7 @@ empty, changes one thing, and states the plan it expects.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from pathlib import Path
 
@@ -79,9 +80,28 @@ def test_a_script_edited_on_the_target_is_restored(release: Release) -> None:
     facts = in_place(release)
     files = dict(facts.releases[release.revision])
     files["scripts/a.py"] = dataclasses.replace(files["scripts/a.py"], sha256="0" * 64)
-    p = plan(release, dataclasses.replace(facts, releases={release.revision: files}))
-    assert [(c.kind, c.summary) for c in p.changes] == [("release", "restore scripts/a.py (modified on the target)")]
+    edited = b"print('a')\nprint('debug by hand')\n"
+    drift = {release.revision: {"scripts/a.py": {"why": "modified", "content": base64.b64encode(edited).decode()}}}
+    p = plan(release, dataclasses.replace(facts, releases={release.revision: files}, drift=drift))
+    [change] = p.changes
+    assert change.kind == "release" and change.summary.startswith("restore scripts/a.py (modified on the target: drift, edited by hand")
     assert [f.path for f in p.release_files] == ["scripts/a.py"]
+    [(where, diff)] = p.drift
+    assert where.endswith("/scripts/a.py") and "-print('debug by hand')" in diff and "(on the target)" in diff
+
+
+def test_a_hand_edit_inside_the_block_is_drift_and_named(release: Release) -> None:
+    block = release.crontab_blocks["alice"]
+    edited = block.replace("@hourly", "*/2 * * * *")
+    p = plan(release, dataclasses.replace(in_place(release), crontabs={"alice": CrontabFact(FOREIGN + edited)}))
+    [cc] = p.crontab_changes
+    assert cc.after == FOREIGN + block
+    [change] = [c for c in p.changes if c.kind == "crontab"]
+    assert change.summary.startswith("drift: the managed block was edited by hand") and "*/2 * * * *" in change.summary
+    from deployer.core.checks import checks
+
+    [check] = [c for c in checks(p) if c.name == "crontab"]
+    assert check.status == "fail" and "edited by hand" in check.detail
 
 
 def test_an_unexpected_file_in_the_release_is_removed(release: Release) -> None:

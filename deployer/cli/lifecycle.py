@@ -1,0 +1,145 @@
+"""``deployer rollback`` and ``deployer destroy``: show the plan, confirm, one exec per host."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from deployer.cli.main import (Context, _guard, _session, accept_new_option, cli, env_argument, json_option, limit_option,
+                               parallel_option)
+from deployer.core.lifecycle import LifecyclePlan, history
+from deployer.engine.lifecycle import DESTROY, ROLLBACK, execute, prepare
+from deployer.engine.session import CHANGED, Session
+from deployer.errors import EXIT_INVALID, EXIT_OK
+
+
+def _show(ctx: Context, session: Session, plans: dict[str, LifecyclePlan]) -> None:
+    for state in session.states:
+        ctx.output.host_header(state)
+        if state.error:
+            ctx.output.print(f"   {state.error}", style="red")
+        lp = plans.get(state.name)
+        if lp is None:
+            continue
+        for change in lp.changes:
+            ctx.output.print(f"   {change.kind:8} {change.path}: {change.summary}")
+        for cc in lp.crontab_changes:
+            ctx.output.diff(cc.diff())
+        if lp.empty and not lp.errors:
+            ctx.output.print("   nothing to do", style="dim")
+
+
+def _as_json(session: Session, plans: dict[str, LifecyclePlan], done: bool) -> dict[str, Any]:
+    hosts = {}
+    for s in session.states:
+        lp = plans.get(s.name)
+        hosts[s.name] = {
+            "status": s.status, "error": s.error,
+            "revision": lp.revision if lp else None,
+            "changes": [{"kind": c.kind, "path": c.path, "summary": c.summary} for c in lp.changes] if lp else [],
+            "crontab_diffs": {c.user: c.diff() for c in lp.crontab_changes} if lp else {},
+            "applied": s.applied if done else [],
+            "counters": s.counters.as_dict(),
+        }
+    return {"project": session.project.name, "env": session.env.name, "exit_code": session.exit_code(), "hosts": hosts}
+
+
+def _confirm(ctx: Context, session: Session, verb: str, yes: bool) -> bool:
+    pending = [s for s in session.states if s.status == CHANGED]
+    if not pending or yes:
+        return True
+    if not sys.stdin.isatty():
+        ctx.output.err.print(f"not a terminal and no --yes: nothing was changed (pass --yes to {verb} without a prompt)")
+        raise SystemExit(EXIT_INVALID)
+    if click.confirm(f"{verb.capitalize()} {len(pending)} host{'s' if len(pending) != 1 else ''}?", default=False):
+        return True
+    ctx.output.err.print("nothing was changed")
+    return False
+
+
+def _run(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, kind: str, **options: Any) -> int:
+    session = _session(ctx, env, limit, parallel)
+    try:
+        plans = prepare(session, kind, **options)
+        if not ctx.output.json_mode:
+            _show(ctx, session, plans)
+        if not _confirm(ctx, session, kind, yes):
+            return EXIT_OK
+        execute(session, plans, kind)
+    finally:
+        session.close()
+    if ctx.output.json_mode:
+        ctx.output.emit_json(_as_json(session, plans, done=True))
+    else:
+        ctx.output.summary(session, kind)
+    return session.exit_code()
+
+
+@cli.command()
+@env_argument
+@limit_option
+@parallel_option
+@accept_new_option
+@click.option("--to", "to", metavar="REVISION", help="Go back to this revision (a prefix is enough; see --list).")
+@click.option("--list", "list_only", is_flag=True, help="Show the revisions each host can go back to; change nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (for CI).")
+@json_option
+@click.pass_obj
+def rollback(ctx: Context, env: str, limit: str | None, parallel: int, to: str | None, list_only: bool, yes: bool) -> None:
+    """Put back the previous release (or --to REVISION) from what each host kept: crontab entries,
+    scripts, env files, manifest. Lines of the crontab that are not ours stay as they are now."""
+
+    def work() -> int:
+        if list_only:
+            return _list(ctx, env, limit, parallel)
+        return _run(ctx, env, limit, parallel, yes, ROLLBACK, to=to)
+
+    _guard(ctx, work)
+
+
+def _list(ctx: Context, env: str, limit: str | None, parallel: int) -> int:
+    session = _session(ctx, env, limit, parallel)
+    try:
+        session.observe(backups=True)
+    finally:
+        session.close()
+    rows = {s.name: history(s.facts) if s.facts else [] for s in session.states}
+    if ctx.output.json_mode:
+        ctx.output.emit_json({"hosts": {s.name: {"current": s.facts.current if s.facts else None, "error": s.error,
+                                                 "history": rows[s.name]} for s in session.states}})
+        return session.exit_code()
+    table = Table(title=f"revisions of {session.project.name}/{session.env.name}", title_justify="left", show_edge=False)
+    for column in ("host", "revision", "live until", "replaced by", "kept"):
+        table.add_column(column)
+    for s in session.states:
+        if s.facts is None:
+            table.add_row(s.name, Text(s.error or "unreachable", style="red"), "", "", "")
+            continue
+        table.add_row(s.name, Text(f"{s.facts.current or '-'} (live)", style="green"), "now", "", "yes")
+        for h in rows[s.name]:
+            table.add_row("", h["revision"], h["replaced_at"] or "?", f"{h['by'] or '-'} ({h['kind']})", "yes" if h["kept"] else "pruned")
+    ctx.output.out.print(table)
+    return session.exit_code()
+
+
+@cli.command()
+@env_argument
+@limit_option
+@parallel_option
+@accept_new_option
+@click.option("--purge-logs", is_flag=True, help="Also remove the jobs' logs, run history and backups.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (for CI).")
+@json_option
+@click.pass_obj
+def destroy(ctx: Context, env: str, limit: str | None, parallel: int, purge_logs: bool, yes: bool) -> None:
+    """Remove this environment's jobs from every host: our crontab block, scripts, wrapper, env
+    files. Logs and run history stay unless --purge-logs; lines we do not own stay byte for byte."""
+
+    def work() -> int:
+        return _run(ctx, env, limit, parallel, yes, DESTROY, purge_logs=purge_logs)
+
+    _guard(ctx, work)

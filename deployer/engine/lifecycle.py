@@ -1,0 +1,43 @@
+"""rollback and destroy over the targets of an environment, built on Session's phases.
+
+Same shape as apply: observe every target (one probe, with its backups for a rollback),
+plan (pure: core/lifecycle.py) so people can read it first, then one applier exec per
+target that has something to do.
+"""
+
+from __future__ import annotations
+
+from deployer.core.lifecycle import LifecyclePlan, plan_destroy, plan_rollback
+from deployer.engine.session import CHANGED, FAILED, OK, Session, TargetState, send_bundle
+from deployer.errors import EXIT_FAILED, EXIT_OK
+
+ROLLBACK, DESTROY = "rollback", "destroy"
+
+
+def prepare(session: Session, kind: str, to: str | None = None, purge_logs: bool = False) -> dict[str, LifecyclePlan]:
+    """Observe every target and plan the rollback or destroy of each; nothing is written."""
+    session.observe(backups=kind == ROLLBACK)
+    plans: dict[str, LifecyclePlan] = {}
+    for state in session.states:
+        if state.facts is None or state.release is None:
+            continue  # unreachable: its outcome already says why
+        if kind == ROLLBACK:
+            lp = plan_rollback(state.release, state.facts, to)
+        else:
+            lp = plan_destroy(state.release, state.facts, purge_logs)
+        plans[state.name] = lp
+        # The declaration's own plan does not matter here (a target may lag behind it).
+        if lp.errors:
+            state.status, state.exit_code, state.error = FAILED, EXIT_FAILED, "; ".join(lp.errors)
+        else:
+            state.status, state.exit_code, state.error = (OK if lp.empty else CHANGED), EXIT_OK, None
+    return plans
+
+
+def execute(session: Session, plans: dict[str, LifecyclePlan], kind: str) -> None:
+    """One applier exec per target with changes; the others are left alone."""
+
+    def work(state: TargetState) -> None:
+        send_bundle(state, plans[state.name].params)
+
+    session._each(work, [s for s in session.states if s.status == CHANGED and s.name in plans], phase=kind)
