@@ -84,6 +84,9 @@ accept_new_option = click.option(
     "--accept-new-host-keys", is_flag=True, expose_value=False, callback=_accept_new_flag,
     help="Trust SSH hosts never seen before and record their keys in the known_hosts file in use "
          "($DEPLOYER_KNOWN_HOSTS, else ~/.ssh/known_hosts), like OpenSSH's accept-new. A changed key is always refused.")
+adopt_option = click.option("--adopt", is_flag=True,
+                             help="Remove hand-made crontab lines that already run a declared job, in the same atomic "
+                                  "change (a copy stays in the target's backup), so no job runs twice.")
 env_argument = click.argument("env", metavar="ENV")
 limit_option = click.option("--limit", "-l", metavar="HOSTS", help="Only these hosts or groups (comma-separated).")
 parallel_option = click.option("--parallel", "-p", type=click.IntRange(1, 256), default=default_parallel, show_default="10",
@@ -168,15 +171,17 @@ def render(ctx: Context, env: str, limit: str | None) -> None:
 @accept_new_option
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 3 when there are changes to apply (0 when none).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Save the plan, to apply exactly it with apply --plan.")
+@adopt_option
 @json_option
 @click.pass_obj
-def plan(ctx: Context, env: str, limit: str | None, parallel: int, detailed_exitcode: bool, out_file: str | None) -> None:
+def plan(ctx: Context, env: str, limit: str | None, parallel: int, detailed_exitcode: bool, out_file: str | None,
+         adopt: bool) -> None:
     """Show what apply would change on each host (nothing is written)."""
 
     def work() -> int:
         session = _session(ctx, env, limit, parallel)
         try:
-            session.observe()
+            session.observe(adopt=adopt)
         finally:
             session.close()
         if ctx.output.json_mode:
@@ -201,9 +206,10 @@ def plan(ctx: Context, env: str, limit: str | None, parallel: int, detailed_exit
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (for CI).")
 @click.option("--plan", "plan_file", type=click.Path(exists=True, dir_okay=False),
               help="Apply only if nothing changed since this saved plan (plan --out).")
+@adopt_option
 @json_option
 @click.pass_obj
-def apply(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, plan_file: str | None) -> None:
+def apply(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, plan_file: str | None, adopt: bool) -> None:
     """Make every host match the declaration (a second apply changes nothing)."""
 
     def work() -> int:
@@ -215,7 +221,7 @@ def apply(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, p
                 raise InvalidInput([Problem(f"not a saved plan ({exc})", file=plan_file)]) from None
         session = _session(ctx, env, limit, parallel)
         try:
-            session.observe()
+            session.observe(adopt=adopt)
             pending = [s for s in session.states if s.status == CHANGED]
             if not ctx.output.json_mode:
                 ctx.output.plan(session)

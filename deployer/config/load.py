@@ -452,9 +452,20 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
             hosts=tuple(values["hosts"]) if "hosts" in values else None,
             workdir=values.get("workdir"),
             legacy_locks=tuple(values.get("legacy_locks", ())),
+            previous_ids=tuple(values.get("previous_ids", ())),
             retention=_retention(values.get("retention")),
             origin=origin,
         ))
+    claimed: dict[str, str] = {}
+    for job in jobs:
+        for old in job.previous_ids:
+            where = job.origin.get("previous_ids", ("jobs", job.id))
+            if old in decl.jobs:
+                problems.append(src.problem(where, (
+                    f"'{old}' is the id of a declared job; previous_ids names ids that no longer exist")))
+            elif old in claimed:
+                problems.append(src.problem(where, f"'{old}' is also a previous id of job '{claimed[old]}': which one is it?"))
+            claimed.setdefault(old, job.id)
     if problems:
         raise InvalidInput(problems)
     variables = {name: Variable(name, value, ("vars", name)) for name, value in decl.vars.items()}

@@ -158,7 +158,17 @@ class JobFields(Strict):
     # Lock files of the hand-made setup this job replaces (e.g. /tmp/email_queue.lock):
     # verify reports them when stale, apply removes them when their process is gone.
     legacy_locks: list[str] | None = None
+    # Ids this job had before a rename: its run history and log move to the new id.
+    previous_ids: list[str] | None = None
     retention: Retention | None = None
+
+    @field_validator("previous_ids")
+    @classmethod
+    def _previous_ids(cls, value: list[str] | None) -> list[str] | None:
+        for old in value or []:
+            if not JOB_ID.match(old):
+                raise ValueError(f"'{old}' is not a valid job id (lowercase letters, digits, '-' and '_')")
+        return value
 
     @field_validator("schedule")
     @classmethod

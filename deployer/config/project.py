@@ -62,6 +62,7 @@ class Job:
     hosts: tuple[str, ...] | None = None
     workdir: str | None = None
     legacy_locks: tuple[str, ...] = ()
+    previous_ids: tuple[str, ...] = ()
     retention: RetentionPolicy = RetentionPolicy()
     # Where each field was set, for errors found later (templates, secrets, inventory).
     origin: dict[str, KeyPath] = field(default_factory=dict, compare=False, hash=False)

@@ -75,15 +75,19 @@ def checks(plan: Plan) -> list[Check]:
         for change in release_changes:
             out.append(Check("release", FAIL, change.summary))
     for change in plan.changes:
-        if change.kind in {"dir", "file"}:
+        if change.kind in {"dir", "file", "move"}:
             out.append(Check("files", FAIL, f"{change.path}: {change.summary}"))
         elif change.kind == "current":
             out.append(Check("release", FAIL, f"current points at {facts.current or 'nothing'}, not {release.revision}"))
     if not any(c.kind in {"dir", "file"} for c in plan.changes):
         out.append(Check("files", PASS, f"{len(release.dirs)} folders and {len(release.job_files)} log/lock files have their owner and mode"))
 
-    for user, crontab in sorted(facts.crontabs.items()):
-        leaked = [v for v in release.secret_values if len(v) >= 4 and crontab.text and v in crontab.text]
+    for dup in plan.hand_made:
+        out.append(Check("duplicate", FAIL, f"job '{dup.job}' also runs from line {dup.line_number} of the crontab of "
+                                            f"{dup.user}, made by hand ({dup.line}): it runs twice; apply --adopt removes "
+                                            "that line", job=dup.job))
+    for user, tab in sorted(facts.crontabs.items()):
+        leaked = [v for v in release.secret_values if len(v) >= 4 and tab.text and v in tab.text]
         if leaked:
             out.append(Check("secrets", FAIL, f"the crontab of {user} contains the value of a declared secret: "
                                               "move it to the job's env (a secret reference) and rotate it"))

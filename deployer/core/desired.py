@@ -53,6 +53,8 @@ class JobSpec:
     secret_names: frozenset[str]
     legacy_locks: tuple[str, ...] = ()
     retention: RetentionPolicy = RetentionPolicy()
+    # (old path, new path) of a renamed job's state and log: moved once, if only the old exists
+    moves: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

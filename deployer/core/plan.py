@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deployer.core import crontab
+from deployer.core.adopt import HandMade, hand_made, without_lines
 from deployer.core.facts import Facts, PathFact
 from deployer.core.release import EnsureDir, EnsureFile, Release, ReleaseFile
 
@@ -54,8 +55,12 @@ class Plan:
     job_files: list[EnsureFile] = field(default_factory=list)
     set_current: bool = False
     stale_locks: list[str] = field(default_factory=list)
+    moves: list[tuple[str, str]] = field(default_factory=list)  # a renamed job's state and log
     # Hand edits found on the target: (where, unified diff from what is there to what is declared)
     drift: list[tuple[str, str]] = field(default_factory=list)
+    # Hand-made crontab lines that run a declared job (removed when adopting)
+    hand_made: list[HandMade] = field(default_factory=list)
+    adopted: bool = False
 
     @property
     def empty(self) -> bool:
@@ -83,6 +88,7 @@ class Plan:
             "crontabs": [{"user": c.user, "expected": c.before, "text": c.after} for c in self.crontab_changes],
             "set_current": self.set_current,
             "remove_stale_locks": self.stale_locks,
+            "moves": [{"from": a, "to": b} for a, b in self.moves],
         }
 
 
@@ -194,9 +200,11 @@ def rolled_back(release: Release, facts: Facts) -> dict[str, Any] | None:
     return None
 
 
-def plan(release: Release, facts: Facts) -> Plan:
-    """Everything that must change on the target for it to match the release."""
-    p = Plan(release, facts)
+def plan(release: Release, facts: Facts, adopt: bool = False) -> Plan:
+    """Everything that must change on the target for it to match the release.
+
+    ``adopt``: also remove hand-made crontab lines that run a declared job (``apply --adopt``)."""
+    p = Plan(release, facts, adopted=adopt)
     who = facts.identity
     for job in release.jobs:
         user = job.run_as
@@ -210,12 +218,19 @@ def plan(release: Release, facts: Facts) -> Plan:
         return p
 
     _plan_release(p)
+    moved_from: dict[str, str] = {}
+    for job in release.jobs:
+        for old, new in job.moves:
+            if facts.paths.get(old) is not None and facts.paths.get(new) is None and new not in moved_from:
+                p.moves.append((old, new))
+                moved_from[new] = old
+                p.changes.append(Change("move", new, f"move {old} here (job renamed to '{job.id}': its history follows)"))
     for d in release.dirs:
-        if (why := _dir_change(d, facts.paths.get(d.path))) is not None:
+        if (why := _dir_change(d, facts.paths.get(moved_from.get(d.path, d.path)))) is not None:
             p.dirs.append(d)
             p.changes.append(Change("dir", d.path, why))
     for f in release.job_files:
-        if (why := _file_change(f, facts.paths.get(f.path))) is not None:
+        if (why := _file_change(f, facts.paths.get(moved_from.get(f.path, f.path)))) is not None:
             p.job_files.append(f)
             p.changes.append(Change("file", f.path, why))
 
@@ -229,8 +244,20 @@ def plan(release: Release, facts: Facts) -> Plan:
             p.errors.append(f"cannot read the crontab of {user}: {seen.error}")
             continue
         before = seen.text
+        source = before or ""
+        for dup in (found := hand_made(user, before, release.jobs)):
+            p.hand_made.append(dup)
+            if adopt:
+                p.changes.append(Change("crontab", f"crontab of {user}",
+                                        f"adopt job '{dup.job}': remove hand-made line {dup.line_number}: {dup.line}"))
+            else:
+                p.warnings.append(f"job '{dup.job}' would run twice: line {dup.line_number} of the crontab of {user} "
+                                  f"already runs it by hand ({dup.line}); apply --adopt removes that line in the same "
+                                  "change (a copy stays in the backup)")
+        if adopt and found:
+            source = without_lines(source, {d.line_number for d in found})
         try:
-            after = crontab.splice(before or "", release.project, release.env, release.crontab_blocks.get(user))
+            after = crontab.splice(source, release.project, release.env, release.crontab_blocks.get(user))
         except crontab.CrontabConflict as exc:
             p.errors.append(f"crontab of {user}: {exc}")
             continue

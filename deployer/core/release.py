@@ -137,6 +137,7 @@ def _expand_job(job: JobSpec, home: str, uid: int) -> JobSpec:
         workdir=x(job.workdir) if job.workdir else None,
         env=tuple((n, v if n in job.secret_names else x(v)) for n, v in job.env), secret_names=job.secret_names,
         legacy_locks=tuple(x(p) for p in job.legacy_locks), retention=job.retention,
+        moves=tuple((x(a), x(b)) for a, b in job.moves),
     )
 
 

@@ -161,6 +161,9 @@ def render(project: Project, env: EnvironmentConfig, target: Target, all_targets
             legacy_locks=tuple(r.path(p, job.origin.get("legacy_locks", where) + (i,), "legacy lock")
                                for i, p in enumerate(job.legacy_locks)),
             retention=job.retention,
+            moves=tuple(move for old in job.previous_ids for move in (
+                (f"{deploy_home}/state/{old}", f"{deploy_home}/state/{job.id}"),
+                *([(f"{log_dir}/{old}.log", log_file)] if not job.log_file else []))),
         ))
     for directory, users in sorted(log_dir_users.items()):
         # A log folder shared by jobs of different users belongs to the connecting user;

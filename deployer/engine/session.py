@@ -114,12 +114,12 @@ class Session:
                 state.transport.close()
 
     # ------------------------------------------------------------------ phase 2
-    def observe(self, log_tail: int = 0, ledger_all: bool = False, backups: bool = False) -> None:
+    def observe(self, log_tail: int = 0, ledger_all: bool = False, backups: bool = False, adopt: bool = False) -> None:
         """Connect to every target, probe it once, and plan."""
 
         def work(state: TargetState) -> None:
             state.transport = connect(state.target, self.connect_options)
-            observe_target(state, log_tail, ledger_all, backups)
+            observe_target(state, log_tail, ledger_all, backups, adopt)
 
         self._each(work, phase="observed")
 
@@ -202,12 +202,13 @@ def guard(state: TargetState, work: Callable[[TargetState], None]) -> None:
         state.seconds += time.monotonic() - started
 
 
-def observe_target(state: TargetState, log_tail: int = 0, ledger_all: bool = False, backups: bool = False) -> None:
+def observe_target(state: TargetState, log_tail: int = 0, ledger_all: bool = False, backups: bool = False,
+                   adopt: bool = False) -> None:
     """Probe a connected target once (``state.transport``) and plan it."""
     assert state.transport is not None
     state.facts = probe(state.transport, state.desired, log_tail, ledger_all, backups)
     state.release = materialize(state.desired, state.facts.identity)
-    state.plan = plan(state.release, state.facts)
+    state.plan = plan(state.release, state.facts, adopt)
     if state.plan.errors:
         state.status, state.exit_code = FAILED, EXIT_FAILED
         state.error = "; ".join(state.plan.errors)
@@ -264,7 +265,7 @@ def probe(transport: Transport, desired: DesiredState, log_tail: int = 0, ledger
              f"{desired.deploy_home}/backups"]
     paths += [d.path for d in desired.dirs]
     for job in desired.jobs:
-        paths += [job.state_dir, job.lock_file, job.log_file]
+        paths += [job.state_dir, job.lock_file, job.log_file] + [old for old, _ in job.moves]
     jobs = [{"id": j.id, "state_dir": j.state_dir, "lock_file": j.lock_file, "log_file": j.log_file,
              "legacy_locks": list(j.legacy_locks)} for j in desired.jobs]
     params = {"deploy_home": desired.deploy_home, "users": users, "crontab_users": users, "paths": paths, "jobs": jobs,

@@ -74,11 +74,13 @@ def _write_file(path, data, mode, owner=None):
             os.lchown(tmp, uid, gid)
         os.chmod(tmp, mode)
         os.rename(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and not exc.filename:
+            exc.filename = path  # write/fsync errors (ENOSPC) name no file: the error must say where
         raise
 
 
@@ -94,6 +96,14 @@ def _makedirs(path):
     except FileExistsError:
         if os.path.islink(path) or not os.path.isdir(path):
             raise Refused("path", "%s exists and is not a folder" % path)
+
+
+def _move(move, done):
+    """A renamed job's state folder or log: moved once, only if the new place is still free."""
+    if os.path.lexists(move["from"]) and not os.path.lexists(move["to"]):
+        _makedirs(os.path.dirname(move["to"]))
+        os.rename(move["from"], move["to"])
+        done.append("moved %s to %s" % (move["from"], move["to"]))
 
 
 def _ensure_dir(spec, done):
@@ -384,6 +394,8 @@ def main(params):
             if params.get("release"):
                 _write_release(params, done)
             _stage(params, "release-written")  # test-only, see _stage
+            for move in params.get("moves", []):
+                _move(move, done)
             for spec in params.get("dirs", []):
                 _ensure_dir(spec, done)
             for spec in params.get("files", []):

@@ -154,3 +154,58 @@ def test_hand_edits_are_shown_as_drift_restored_and_kept(project: Project, user_
     # The hand-edited crontab is in the backup of that apply, too.
     latest = sorted((HOME / "backups").iterdir())[-1]
     assert "*/1 * * * *" in json.loads((latest / "index.json").read_text())["crontabs"][TEST_USER]
+
+
+def test_a_job_kept_by_hand_is_adopted_not_run_twice(project: Project, user_crontab: str) -> None:
+    hand = "*/5 * * * * /usr/bin/php /srv/shop/hello.php >> /srv/shop/logs/hello.log 2>&1\n"
+    write_crontab(TEST_USER, FOREIGN_BEFORE + hand + FOREIGN_AFTER)
+    version(project, 1)
+
+    planned = project.deployer("plan", "dev")
+    assert "warning: job 'hello' would run twice: line 7 of the crontab of deployer-test" in planned.stdout, planned
+    assert project.deployer("apply", "dev", "--yes").exit_code == 0  # without --adopt: installed, line kept, warned
+    text = read_crontab(TEST_USER) or ""
+    assert hand in text
+    verified = project.deployer("verify", "dev")
+    assert verified.exit_code == 1 and "fail duplicate" in verified.stdout and "it runs twice" in verified.stdout
+
+    adopted = project.deployer("apply", "dev", "--yes", "--adopt")
+    assert adopted.exit_code == 0, adopted
+    assert "adopt job 'hello': remove hand-made line 7" in adopted.stdout
+    assert read_crontab(TEST_USER) == text.replace(hand, "")  # that line only; every other byte stays
+    latest = sorted((HOME / "backups").iterdir())[-1]
+    assert hand in (latest / f"crontab.{TEST_USER}").read_text()  # the removed line is kept in the backup
+    assert project.deployer("plan", "dev", "--detailed-exitcode").exit_code == 0
+
+
+def test_a_renamed_job_moves_its_entry_and_history(project: Project, user_crontab: str) -> None:
+    version(project, 1)
+    assert project.deployer("apply", "dev", "--yes").exit_code == 0
+    assert project.deployer("run", "dev", "hello").exit_code == 0
+    renamed = (project.root / "deployer.yml").read_text().replace("  hello:\n", "  greet:\n    previous_ids: [hello]\n")
+    project.write("deployer.yml", renamed)
+
+    planned = project.deployer("plan", "dev")
+    assert f"move {HOME}/state/hello here (job renamed to 'greet'" in planned.stdout, planned
+    assert project.deployer("apply", "dev", "--yes").exit_code == 0
+    text = read_crontab(TEST_USER) or ""
+    assert text.count("/run ") == 1 and text.rstrip().splitlines()[-2].endswith("/run greet"), text
+    assert not (HOME / "state/hello").exists()
+    assert (HOME / "state/greet/ledger.jsonl").read_text().count("\n") == 1  # the history followed
+    assert "version 1" in (HOME / "logs/greet.log").read_text() and not (HOME / "logs/hello.log").exists()
+    assert project.deployer("plan", "dev", "--detailed-exitcode").exit_code == 0
+
+    # An entry of ours whose id is no longer declared (and not renamed) is removed, not left behind.
+    project.write("deployer.yml", renamed.replace("  greet:\n", "  other:\n"))
+    assert project.deployer("apply", "dev", "--yes").exit_code == 0
+    text = read_crontab(TEST_USER) or ""
+    assert "/run other" in text and "/run greet" not in text
+
+
+def test_previous_ids_must_be_ids_that_no_longer_exist(project: Project) -> None:
+    version(project, 1)
+    project.write("deployer.yml", (project.root / "deployer.yml").read_text().replace(
+        "  hello:\n", "  hello:\n    previous_ids: [hello]\n"))
+    result = project.deployer("validate")
+    assert result.exit_code == 2
+    assert "deployer.yml:7: jobs.hello.previous_ids: 'hello' is the id of a declared job" in result.stderr, result
