@@ -28,6 +28,30 @@ from deployer.errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, InvalidInput
 OUTCOME_STYLE = {"success": "green", "failure": "red", "timeout": "red", "crashed": "red", "skipped-locked": "yellow"}
 
 
+class LineStream:
+    """A job's output as it arrives, whole lines at a time so a secret is never split
+    between two chunks and slips past redaction."""
+
+    def __init__(self, redact: Any) -> None:
+        self.redact = redact
+        self.pending = b""
+
+    def feed(self, chunk: bytes) -> None:
+        self.pending += chunk
+        if b"\n" in self.pending:
+            ready, self.pending = self.pending.rsplit(b"\n", 1)
+            self._write(ready + b"\n")
+
+    def close(self) -> None:
+        if self.pending:
+            self._write(self.pending)
+            self.pending = b""
+
+    def _write(self, data: bytes) -> None:
+        sys.stdout.write(self.redact(data.decode("utf-8", "replace")))
+        sys.stdout.flush()
+
+
 def _reachable(ctx: Context, session: Session) -> list[TargetState]:
     for state in session.states:
         if state.facts is None:
@@ -191,9 +215,9 @@ def run_now(ctx: Context, env: str, job: str, host: str | None) -> None:
                     argv = ["runuser", "-u", user, "--", *argv]
                 if len(session.states) > 1:
                     ctx.output.out.print(Text(f"── {state.name}: {shlex.join(argv)}", style="bold"))
-                result = state.transport.run(argv, timeout=spec.timeout + 60)
-                sys.stdout.write(ctx.output.redact(result.stdout.decode("utf-8", "replace")))
-                sys.stdout.flush()
+                shown = LineStream(ctx.output.redact)
+                result = state.transport.run(argv, timeout=spec.timeout + 60, on_stdout=shown.feed)
+                shown.close()
                 if result.stderr:
                     ctx.output.err.print(ctx.output.redact(result.stderr.decode("utf-8", "replace").rstrip()))
                 code = result.exit_code if code == EXIT_OK else code

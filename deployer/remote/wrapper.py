@@ -249,9 +249,12 @@ def main(argv):
     try:
         # The child keeps the lock fd: if this wrapper dies, the lock lasts as long as the job.
         out = subprocess.PIPE if tee else run.log_fd
+        env = run.environment()
+        if tee:
+            env["PYTHONUNBUFFERED"] = "1"  # `deployer run` shows a Python task's lines as they are printed
         proc = subprocess.Popen(run.argv(), stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT if tee else run.log_fd,
-                                cwd=workdir, env=run.environment(), start_new_session=True, pass_fds=(lock_fd,))
+                                cwd=workdir, env=env, start_new_session=True, pass_fds=(lock_fd,))
     except OSError as exc:
         run.log("run %s could not start: %s" % (run.run_id, exc))
         run.record(OUTCOME_FAILURE, 127, None, {"error": str(exc)})

@@ -7,7 +7,7 @@ Everything else (probe, apply, verify, run) is built on ``Transport.run``. Count
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,12 @@ class Transport(Protocol):
     name: str
     counters: Counters
 
-    def run(self, argv: list[str], stdin: bytes = b"", timeout: float | None = None) -> Result:
-        """Run ``argv`` on the target; raise Unreachable if the target cannot be reached."""
+    def run(self, argv: list[str], stdin: bytes = b"", timeout: float | None = None,
+            on_stdout: Callable[[bytes], None] | None = None) -> Result:
+        """Run ``argv`` on the target; raise Unreachable if the target cannot be reached.
+
+        ``on_stdout`` gets the output as it arrives (``deployer run`` streams a job's output);
+        the Result still holds all of it."""
         ...
 
     def close(self) -> None:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from deployer.config.inventory import Target
 from deployer.errors import TargetError, Unreachable
@@ -147,10 +147,11 @@ class IncusTransport:
         # -T: never a terminal, whatever stdin/stdout are: stdin bytes and EOF pass through.
         return [self.binary, "exec", "-T", self.address, *project, "--", *inside]
 
-    def run(self, argv: list[str], stdin: bytes = b"", timeout: float | None = None) -> Result:
+    def run(self, argv: list[str], stdin: bytes = b"", timeout: float | None = None,
+            on_stdout: Callable[[bytes], None] | None = None) -> Result:
         full = self.command(argv)
         try:
-            result = self.inner.run(full, stdin, timeout)
+            result = self.inner.run(full, stdin, timeout, on_stdout)
         except TargetError as exc:
             if isinstance(self.inner, LocalTransport) and "is not installed" in exc.message:
                 raise Unreachable(f"{self.where()}: '{self.binary}' (the Incus client) is not installed on this machine",

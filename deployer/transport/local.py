@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 
 from deployer.errors import Unreachable
 from deployer.transport.base import Become, Counters, Result
@@ -17,11 +19,15 @@ class LocalTransport:
         self.become = become
         self.counters = Counters(connections=0)
 
-    def run(self, argv: list[str], stdin: bytes = b"", timeout: float | None = None) -> Result:
+    def run(self, argv: list[str], stdin: bytes = b"", timeout: float | None = None,
+            on_stdout: Callable[[bytes], None] | None = None) -> Result:
         full = self.become.wrap(argv) if self.become and self.become.user != _me() else argv
         started = time.monotonic()
         try:
-            proc = subprocess.run(full, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+            if on_stdout is not None:
+                proc = _streamed(full, stdin, timeout, on_stdout)
+            else:
+                proc = subprocess.run(full, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
         except FileNotFoundError:
             raise Unreachable(f"'{full[0]}' is not installed on this machine") from None
         except subprocess.TimeoutExpired:
@@ -35,6 +41,43 @@ class LocalTransport:
 
     def close(self) -> None:
         pass
+
+
+def _streamed(full: list[str], stdin: bytes, timeout: float | None,
+              on_stdout: Callable[[bytes], None]) -> subprocess.CompletedProcess[bytes]:
+    """subprocess.run, but stdout goes to ``on_stdout`` chunk by chunk as it is written."""
+    proc = subprocess.Popen(full, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err: list[bytes] = []
+    reader = threading.Thread(target=lambda: err.append(proc.stderr.read() if proc.stderr else b""), daemon=True)
+    reader.start()
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, expire) if timeout else None
+    if timer is not None:
+        timer.start()
+    out: list[bytes] = []
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the command did not read its input; its exit code says why
+        while chunk := proc.stdout.read1(65536):
+            out.append(chunk)
+            on_stdout(chunk)
+        proc.wait()
+        reader.join()
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if expired.is_set():
+        raise subprocess.TimeoutExpired(full, timeout or 0)
+    return subprocess.CompletedProcess(full, proc.returncode, b"".join(out), b"".join(err))
 
 
 def _me() -> str:

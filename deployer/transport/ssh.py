@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import paramiko  # type: ignore[import-untyped]  # no stubs: paramiko's types are Any below
 from paramiko.auth_strategy import AuthSource, AuthStrategy, InMemoryPrivateKey  # type: ignore[import-untyped]
@@ -580,12 +580,13 @@ class SSHTransport:
                  f"old key ({lines}{': ' + remove if remove else ''}) and trust the new one")
 
     # ------------------------------------------------------------------ the primitive
-    def run(self, argv: list[str], stdin: bytes = b"", timeout: float | None = None) -> Result:
+    def run(self, argv: list[str], stdin: bytes = b"", timeout: float | None = None,
+            on_stdout: Callable[[bytes], None] | None = None) -> Result:
         started = time.monotonic()
         try:
             client = self._ensure()
             full = self._wrap(argv)
-            return self._exec(client, full, stdin, timeout)
+            return self._exec(client, full, stdin, timeout, on_stdout)
         finally:
             self.counters.seconds += time.monotonic() - started
 
@@ -597,7 +598,8 @@ class SSHTransport:
         except ValueError as exc:
             raise TargetError(str(exc)) from None
 
-    def _exec(self, client: paramiko.SSHClient, full: list[str], stdin: bytes, timeout: float | None) -> Result:
+    def _exec(self, client: paramiko.SSHClient, full: list[str], stdin: bytes, timeout: float | None,
+              on_stdout: Callable[[bytes], None] | None = None) -> Result:
         transport = client.get_transport()
         assert transport is not None
         command = shlex.join(full)
@@ -649,6 +651,8 @@ class SSHTransport:
             try:
                 while data := channel.recv(CHUNK):
                     out.append(data)
+                    if on_stdout is not None:
+                        on_stdout(data)
             except (OSError, EOFError, paramiko.SSHException):
                 pass
             for helper in helpers:

@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import shutil
 import sqlite3
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -159,3 +162,44 @@ def test_stale_legacy_lock_files_are_reported_and_removed(project: Project, user
     finally:
         alive.kill()
         alive.wait()
+
+
+STEPPED = """\
+import os, sys, time
+print("first line")  # no flush: the wrapper makes `deployer run` unbuffered
+go = sys.argv[1]
+for _ in range(300):
+    if os.path.exists(go):
+        print("second line")
+        sys.exit(0)
+    time.sleep(0.1)
+print("nobody saw the first line in time")
+sys.exit(3)
+"""
+
+
+def stream_check(argv: list[str], cwd: Path, env: dict[str, str], release: "callable[[], None]") -> None:
+    """`deployer run` must show the first line while the job still runs: the job only goes on
+    once the test has read that line (no clock involved; a buffered run would end in exit 3)."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert first == "first line\n", (first, proc.stderr.read() if proc.poll() is not None else "")
+    assert proc.poll() is None  # the job is still waiting for us
+    release()
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, (rest, err)
+    assert rest == "second line\n"
+
+
+def test_run_now_streams_the_output_as_it_comes(project: Project, user_crontab: str, tmp_path: Path) -> None:
+    shared = Path(tempfile.mkdtemp(prefix="deployer-stream-", dir="/tmp"))  # the job's user can look here
+    shared.chmod(0o755)
+    go = shared / "go"
+    project.write("tasks/stepped.py", STEPPED)
+    declare(project, f"  stepped:\n    script: tasks/stepped.py\n    args: ['{go}']\n    schedule: '@daily'\n")
+    assert project.deployer("apply", "dev", "--yes").exit_code == 0
+    env = dict(os.environ, COLUMNS="200")
+    stream_check([sys.executable, "-m", "deployer", "--no-color", "run", "dev", "stepped"], project.root, env, go.touch)
+    assert "first line\nsecond line\n" in (HOME / "logs/stepped.log").read_text()
+    shutil.rmtree(shared)
