@@ -19,19 +19,24 @@ def prepare(session: Session, kind: str, to: str | None = None, purge_logs: bool
     session.observe(backups=kind == ROLLBACK)
     plans: dict[str, LifecyclePlan] = {}
     for state in session.states:
-        if state.facts is None or state.release is None:
-            continue  # unreachable: its outcome already says why
-        if kind == ROLLBACK:
-            lp = plan_rollback(state.release, state.facts, to)
-        else:
-            lp = plan_destroy(state.release, state.facts, purge_logs)
-        plans[state.name] = lp
-        # The declaration's own plan does not matter here (a target may lag behind it).
-        if lp.errors:
-            state.status, state.exit_code, state.error = FAILED, EXIT_FAILED, "; ".join(lp.errors)
-        else:
-            state.status, state.exit_code, state.error = (OK if lp.empty else CHANGED), EXIT_OK, None
+        if state.facts is not None and state.release is not None:  # else unreachable: its outcome says why
+            plans[state.name] = prepare_target(state, kind, to, purge_logs)
     return plans
+
+
+def prepare_target(state: TargetState, kind: str, to: str | None = None, purge_logs: bool = False) -> LifecyclePlan:
+    """The rollback or destroy plan of one observed target (also used by the Ansible plugins)."""
+    assert state.facts is not None and state.release is not None
+    if kind == ROLLBACK:
+        lp = plan_rollback(state.release, state.facts, to)
+    else:
+        lp = plan_destroy(state.release, state.facts, purge_logs)
+    # The declaration's own plan does not matter here (a target may lag behind it).
+    if lp.errors:
+        state.status, state.exit_code, state.error = FAILED, EXIT_FAILED, "; ".join(lp.errors)
+    else:
+        state.status, state.exit_code, state.error = (OK if lp.empty else CHANGED), EXIT_OK, None
+    return lp
 
 
 def execute(session: Session, plans: dict[str, LifecyclePlan], kind: str) -> None:
