@@ -38,7 +38,15 @@ class Problem:
                 where += f":{self.line}"
         if self.key_path:
             where = f"{where}: {self.key_path}" if where else self.key_path
-        return f"{where}: {self.message}" if where else self.message
+        return printable(f"{where}: {self.message}" if where else self.message)
+
+
+def printable(text: str) -> str:
+    """One line whatever the input held: a newline or a control character in an id or a
+    command is shown escaped (``\\n``), so the message cannot be mistaken for two."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from deployer.config.yamlsource import KeyPath
 from deployer.core.desired import DATA, HOME, DesiredState, DirSpec, JobSpec
 from deployer.errors import InvalidInput, Problem
 
+_CR = "\x00cr\x00"
 _JINJA = jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
@@ -52,7 +53,12 @@ class _Renderer:
 
     def text(self, template: str, where: KeyPath, what: str) -> str:
         try:
-            value = _JINJA.from_string(template).render(self.context) if ("{" in template) else template
+            if any(mark in template for mark in ("{{", "{%", "{#")):
+                # Jinja turns every line ending into "\n": a "\r" the operator wrote must reach
+                # the job as written (NUL cannot appear in a declared value, so the mark is free).
+                value = _JINJA.from_string(template.replace("\r", _CR)).render(self.context).replace(_CR, "\r")
+            else:
+                value = template
         except jinja2.TemplateError as exc:
             self.problems.append(self.project.source.problem(where, f"{what} '{template}' on host {self.target.name}: {exc}"))
             return template

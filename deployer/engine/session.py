@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -270,7 +271,9 @@ def probe(transport: Transport, desired: DesiredState, log_tail: int = 0, ledger
              "legacy_locks": list(j.legacy_locks)} for j in desired.jobs]
     params = {"deploy_home": desired.deploy_home, "users": users, "crontab_users": users, "paths": paths, "jobs": jobs,
               "log_tail": log_tail, "ledger_all": ledger_all, "backups": backups,
-              "space": sorted({desired.deploy_home} | {d.path for d in desired.dirs})}
+              # Lock folders hold empty files, often on a small tmpfs (/run/lock): not a disk to watch.
+              "space": sorted(({desired.deploy_home} | {d.path for d in desired.dirs})
+                              - {posixpath.dirname(j.lock_file) for j in desired.jobs})}
     answer = remote.call(transport, "probe", params)
     if not answer.get("ok"):
         raise TargetError(f"the probe failed: {answer.get('error', 'no detail')}")

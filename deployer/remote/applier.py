@@ -84,9 +84,20 @@ def _write_file(path, data, mode, owner=None):
         raise
 
 
+def _trusted_link(path):
+    """A system symlink such as Debian's /var/lock -> /run/lock: owned by root, to a folder,
+    in a folder only root can write. Only such a link may be followed on the way."""
+    try:
+        link, parent = os.lstat(path), os.stat(os.path.dirname(path) or "/")
+    except OSError:
+        return False
+    return (stat.S_ISLNK(link.st_mode) and link.st_uid == 0 and os.path.isdir(path)
+            and parent.st_uid == 0 and not parent.st_mode & 0o022)
+
+
 def _makedirs(path):
     """Create missing parents (0755) without following a symlink planted on the way."""
-    if os.path.isdir(path) and not os.path.islink(path):
+    if os.path.isdir(path) and (not os.path.islink(path) or _trusted_link(path)):
         return
     parent = os.path.dirname(path)
     if parent and parent != path:

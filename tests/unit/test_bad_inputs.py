@@ -1,5 +1,7 @@
 """The bad-inputs corpus: every malformed declaration in tests/bad_inputs/ exits 2 with
-exactly the expected error lines, prints nothing on stdout, and touches no target.
+exactly the expected error lines, prints nothing on stdout, and touches no target: no
+process is started and no socket opened while it runs, and the current user's crontab and
+deployer's data folders are unchanged.
 
 One case = one file ``tests/bad_inputs/NN-short-name.yml``: the whole file is written as
 the project's ``deployer.yml`` (so the line numbers in its expected messages are the
@@ -21,6 +23,7 @@ import pwd
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,6 +122,25 @@ def _targets_snapshot() -> dict[str, object]:
     return snapshot
 
 
+# Every way a target can be reached starts one of these in this process: the local and Incus
+# transports start a process (subprocess.Popen), SSH opens a socket (socket.connect). The CLI
+# runs in-process (CliRunner), so an audit hook sees every attempt, on any thread; the
+# snapshots above only see the local user's own state.
+REACHING_OUT = {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
+                "socket.connect"}
+_reaching_out: list[str] | None = None
+
+
+def _audit(event: str, args: tuple[object, ...]) -> None:
+    if _reaching_out is not None and event in REACHING_OUT:
+        if event == "subprocess.Popen" and args[0] == "/sbin/ldconfig":
+            return  # ctypes.util.find_library, run by a lazy import: looks up a shared library, reaches no target
+        _reaching_out.append(f"{event} {args!r}"[:300])
+
+
+sys.addaudithook(_audit)  # for the whole process (hooks cannot be removed); it records only while a case runs
+
+
 # ----------------------------------------------------------------------------- the test
 
 
@@ -142,8 +164,13 @@ def test_bad_input(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     for name in case.unset_env:
         monkeypatch.delenv(name, raising=False)
 
+    global _reaching_out
     before = _targets_snapshot()
-    result = _runner().invoke(cli, ["--no-color", "-f", str(declaration), *case.command.split()], catch_exceptions=False)
+    _reaching_out = []
+    try:
+        result = _runner().invoke(cli, ["--no-color", "-f", str(declaration), *case.command.split()], catch_exceptions=False)
+    finally:
+        attempts, _reaching_out = _reaching_out, None
     after = _targets_snapshot()
 
     expected = [line.replace("{root}", str(root)) for line in case.expect]
@@ -151,3 +178,22 @@ def test_bad_input(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert result.exit_code == 2
     assert result.stdout == ""
     assert after == before, "a target was touched"
+    assert attempts == [], "a target was contacted (a process started or a socket opened)"
+
+
+def test_the_contact_check_sees_a_real_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit hook is not blind: a valid plan on the skeleton's local target (read-only:
+    one probe of this machine) is recorded as contact."""
+    global _reaching_out
+    root = tmp_path.resolve()
+    shutil.copytree(SKELETON, root, dirs_exist_ok=True)
+    (root / "deployer.yml").write_text("project: demo\njobs:\n  hello:\n    script: tasks/hello.py\n"
+                                       "    schedule: \"*/5 * * * *\"\nenvironments:\n  dev:\n    inventory: inventories/dev\n")
+    monkeypatch.setenv("HOME", str(root))
+    _reaching_out = []
+    try:
+        result = _runner().invoke(cli, ["--no-color", "-f", str(root / "deployer.yml"), "plan", "dev"], catch_exceptions=False)
+    finally:
+        attempts, _reaching_out = _reaching_out, None
+    assert result.exit_code == 0, result.stderr
+    assert any(a.startswith("subprocess.Popen") for a in attempts), attempts
