@@ -16,6 +16,7 @@ from typing import Any
 
 from deployer.cli.output import Output
 from deployer.core.checks import FAIL, WARN
+from deployer.core.plan import CrontabChange
 from deployer.config.project import Project
 from deployer.engine.session import (CHANGED, FAILED, OK, UNREACHABLE, Session, TargetState, apply_target, guard,
                                      load_environment, observe_target, render_states, verify_target)
@@ -150,10 +151,9 @@ def lifecycle(host: Host, transport: Transport, kind: str, check_mode: bool, dif
     result: dict[str, Any] = {"changed": False}
     if lp is not None:
         result["deployer"] = {"status": state.status, "revision": lp.revision, "applied": state.applied,
-                              "changes": [{"kind": c.kind, "path": c.path, "summary": c.summary} for c in lp.changes]}
+                              "changes": [c.as_dict() for c in lp.changes]}
         if diff:
-            result["diff"] = [{"before_header": f"crontab of {c.user} (now)", "after_header": f"crontab of {c.user} (planned)",
-                               "before": c.before or "", "after": c.after} for c in lp.crontab_changes]
+            result["diff"] = crontab_diff_entries(lp.crontab_changes)
     if state.status in (FAILED, UNREACHABLE):
         return redacted(host, {**result, "failed": True, "msg": state.error or "failed"})
     if lp is not None and not lp.empty:
@@ -192,14 +192,17 @@ def diff_entries(state: TargetState) -> list[dict[str, str]]:
     """Ansible ``diff`` entries: each crontab before/after (whole file, like the cron module),
     then the other changes as the CLI's plan lists them."""
     assert state.plan is not None
-    entries: list[dict[str, str]] = []
-    for change in state.plan.crontab_changes:
-        entries.append({"before_header": f"crontab of {change.user} (now)", "after_header": f"crontab of {change.user} (planned)",
-                        "before": change.before or "", "after": change.after})
+    entries = crontab_diff_entries(state.plan.crontab_changes)
     if state.plan.changes:
         lines = [f"{c.kind:8} {c.path}: {c.summary}" for c in state.plan.changes]
         entries.append({"prepared": f"deployer changes on {state.name}:\n" + "\n".join(lines) + "\n"})
     return entries
+
+
+def crontab_diff_entries(changes: list[CrontabChange]) -> list[dict[str, str]]:
+    """Each crontab before/after, whole, as Ansible's ``diff`` shows a file."""
+    return [{"before_header": f"crontab of {c.user} (now)", "after_header": f"crontab of {c.user} (planned)",
+             "before": c.before or "", "after": c.after} for c in changes]
 
 
 def redacted(host: Host, result: dict[str, Any]) -> dict[str, Any]:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 from rich.table import Table
 from rich.text import Text
 
-from deployer.cli.main import (Context, _guard, _session, accept_new_option, cli, env_argument, json_option, limit_option,
-                               parallel_option)
+from deployer.cli.main import (Context, _count, _guard, _session, accept_new_option, cli, confirm, env_argument, json_option,
+                               limit_option, parallel_option)
 from deployer.core.lifecycle import LifecyclePlan, history
 from deployer.engine.lifecycle import DESTROY, ROLLBACK, execute, prepare
 from deployer.engine.session import CHANGED, Session
-from deployer.errors import EXIT_INVALID, EXIT_OK
 
 
 def _show(ctx: Context, session: Session, plans: dict[str, LifecyclePlan]) -> None:
@@ -25,10 +23,7 @@ def _show(ctx: Context, session: Session, plans: dict[str, LifecyclePlan]) -> No
         lp = plans.get(state.name)
         if lp is None:
             continue
-        for change in lp.changes:
-            ctx.output.print(f"   {change.kind:8} {change.path}: {change.summary}")
-        for cc in lp.crontab_changes:
-            ctx.output.diff(cc.diff())
+        ctx.output.changes(lp.changes, lp.crontab_changes)
         if lp.empty and not lp.errors:
             ctx.output.print("   nothing to do", style="dim")
 
@@ -40,25 +35,12 @@ def _as_json(session: Session, plans: dict[str, LifecyclePlan], done: bool) -> d
         hosts[s.name] = {
             "status": s.status, "error": s.error,
             "revision": lp.revision if lp else None,
-            "changes": [{"kind": c.kind, "path": c.path, "summary": c.summary} for c in lp.changes] if lp else [],
+            "changes": [c.as_dict() for c in lp.changes] if lp else [],
             "crontab_diffs": {c.user: c.diff() for c in lp.crontab_changes} if lp else {},
             "applied": s.applied if done else [],
             "counters": s.counters.as_dict(),
         }
     return {"project": session.project.name, "env": session.env.name, "exit_code": session.exit_code(), "hosts": hosts}
-
-
-def _confirm(ctx: Context, session: Session, verb: str, yes: bool) -> bool:
-    pending = [s for s in session.states if s.status == CHANGED]
-    if not pending or yes:
-        return True
-    if not sys.stdin.isatty():
-        ctx.output.err.print(f"not a terminal and no --yes: nothing was changed (pass --yes to {verb} without a prompt)")
-        raise SystemExit(EXIT_INVALID)
-    if click.confirm(f"{verb.capitalize()} {len(pending)} host{'s' if len(pending) != 1 else ''}?", default=False):
-        return True
-    ctx.output.err.print("nothing was changed")
-    return False
 
 
 def _run(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, kind: str, **options: Any) -> int:
@@ -67,8 +49,9 @@ def _run(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, ki
         plans = prepare(session, kind, **options)
         if not ctx.output.json_mode:
             _show(ctx, session, plans)
-        if not _confirm(ctx, session, kind, yes):
-            return EXIT_OK
+        pending = sum(s.status == CHANGED for s in session.states)
+        if (refused := confirm(ctx, pending, yes, kind, "changed", f"{kind.capitalize()} {_count(pending, 'host')}?")) is not None:
+            return refused
         execute(session, plans, kind)
     finally:
         session.close()

@@ -63,6 +63,20 @@ def _guard(ctx: Context, work: Any) -> NoReturn:
     _exit(code)
 
 
+def confirm(ctx: Context, pending: int, yes: bool, verb: str, past: str, question: str) -> int | None:
+    """Ask before changing hosts: None to go on, else the exit code (no terminal and no
+    --yes: 2, nothing written; the person said no: 0)."""
+    if not pending or yes:
+        return None
+    if not sys.stdin.isatty():
+        ctx.output.err.print(f"not a terminal and no --yes: nothing was {past} (pass --yes to {verb} without a prompt)")
+        return EXIT_INVALID
+    if not click.confirm(question, default=False):
+        ctx.output.err.print(f"nothing was {past}")
+        return EXIT_OK
+    return None
+
+
 def _json_flag(click_ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
     if value:
         click_ctx.find_object(Context).output.json_mode = True  # type: ignore[union-attr]
@@ -225,13 +239,9 @@ def apply(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, p
             pending = [s for s in session.states if s.status == CHANGED]
             if not ctx.output.json_mode:
                 ctx.output.plan(session)
-            if pending and not yes and expected is None:
-                if not sys.stdin.isatty():
-                    ctx.output.err.print("not a terminal and no --yes: nothing was applied (pass --yes to apply without a prompt)")
-                    return EXIT_INVALID
-                if not click.confirm(f"Apply these changes to {len(pending)} host{'s' if len(pending) != 1 else ''}?", default=False):
-                    ctx.output.err.print("nothing was applied")
-                    return EXIT_OK
+            if expected is None and (refused := confirm(ctx, len(pending), yes, "apply", "applied",
+                                                          f"Apply these changes to {_count(len(pending), 'host')}?")) is not None:
+                return refused
             session.apply(expected)
         finally:
             session.close()

@@ -12,6 +12,7 @@ from rich.text import Text
 
 from deployer.core.checks import FAIL, PASS, WARN
 from deployer.core.desired import show_home
+from deployer.core.plan import Change, CrontabChange
 from deployer.engine.session import CHANGED, FAILED, OK, UNREACHABLE, Session, TargetState
 from deployer.errors import InvalidInput
 
@@ -73,6 +74,13 @@ class Output:
                 style = "cyan"
             self.out.print(Text(line, style=style))
 
+    def changes(self, changes: list[Change], crontab_changes: list[CrontabChange]) -> None:
+        """A plan's lines (apply, rollback, destroy): one per change, then each crontab's diff."""
+        for change in changes:
+            self.print(f"   {change.kind:8} {change.path}: {change.summary}")
+        for cc in crontab_changes:
+            self.diff(cc.diff())
+
     def host_header(self, state: TargetState) -> None:
         how = state.target.connection
         status = state.status
@@ -87,10 +95,7 @@ class Output:
             p = state.plan
             if p is None:
                 continue
-            for change in p.changes:
-                self.print(f"   {change.kind:8} {change.path}: {change.summary}")
-            for cc in p.crontab_changes:
-                self.diff(cc.diff())
+            self.changes(p.changes, p.crontab_changes)
             for _where, diff in p.drift:
                 self.diff(diff)
             for warning in p.warnings:
@@ -106,7 +111,7 @@ class Output:
                 "status": s.status,
                 "error": s.error,
                 "revision": p.release.revision if p else None,
-                "changes": [{"kind": c.kind, "path": c.path, "summary": c.summary} for c in p.changes] if p else [],
+                "changes": [c.as_dict() for c in p.changes] if p else [],
                 "crontab_diffs": {c.user: c.diff() for c in p.crontab_changes} if p else {},
                 "drift_diffs": dict(p.drift) if p else {},
                 "warnings": p.warnings if p else [],

@@ -29,7 +29,7 @@ def _rolled_back_checks(plan: Plan, held: dict[str, Any]) -> list[Check]:
     for user, block in sorted((held.get("blocks") or {}).items()):
         seen = facts.crontabs.get(user)
         try:
-            now = crontab.split(seen.text or "", release.project, release.env).block if seen else None
+            now = crontab.block_of(seen.text, release.project, release.env) if seen else None
         except crontab.CrontabConflict as exc:
             out.append(Check("crontab", FAIL, f"the crontab of {user}: {exc}"))
             continue

@@ -57,6 +57,11 @@ def split(text: str, project: str, env: str) -> Split:
     return Split("".join(lines[:s]), "".join(lines[s:e + 1]), "".join(lines[e + 1:]))
 
 
+def block_of(text: str | None, project: str, env: str) -> str | None:
+    """Our block in a crontab (markers included), or None; CrontabConflict if broken."""
+    return split(text or "", project, env).block
+
+
 def splice(text: str, project: str, env: str, block: str | None) -> str:
     """``text`` with our block replaced by ``block`` (or removed when None).
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from deployer.core import crontab
 from deployer.core.facts import Facts
-from deployer.core.plan import Change, CrontabChange
+from deployer.core.plan import Change, CrontabChange, crontab_params
 from deployer.core.release import Release
 
 
@@ -34,10 +34,6 @@ class LifecyclePlan:
     @property
     def empty(self) -> bool:
         return not self.changes and not self.crontab_changes
-
-
-def _block(text: str | None, project: str, env: str) -> str | None:
-    return crontab.split(text or "", project, env).block
 
 
 def _base_bundle(release: Release, facts: Facts, kind: str) -> dict[str, Any]:
@@ -105,8 +101,8 @@ def plan_rollback(release: Release, facts: Facts, to: str | None = None) -> Life
     saved: dict[str, str | None] = dict(record.get("crontabs") or {})
     blocks: dict[str, str | None] = {}
     try:
-        for user in sorted(set(saved) | {u for u, c in facts.crontabs.items() if _block(c.text, project, env)}):
-            blocks[user] = _block(saved.get(user), project, env)
+        for user in sorted(set(saved) | {u for u, c in facts.crontabs.items() if crontab.block_of(c.text, project, env)}):
+            blocks[user] = crontab.block_of(saved.get(user), project, env)
             now = facts.crontabs.get(user)
             if now is None or now.error:
                 p.errors.append(f"cannot read the crontab of {user} here{': ' + now.error if now and now.error else ''}")
@@ -119,8 +115,7 @@ def plan_rollback(release: Release, facts: Facts, to: str | None = None) -> Life
         return p
     p.changes.append(Change("current", f"{facts.deploy_home}/current", f"roll back from {current} to {target}"))
     p.params = _base_bundle(release, facts, "rollback") | {
-        "revision": target, "set_current": True,
-        "crontabs": [{"user": c.user, "expected": c.before, "text": c.after} for c in p.crontab_changes],
+        "revision": target, "set_current": True, "crontabs": crontab_params(p.crontab_changes),
         "rollback": {"from": current, "blocks": blocks}}
     return p
 
@@ -135,14 +130,13 @@ def plan_destroy(release: Release, facts: Facts, purge_logs: bool = False) -> Li
                     continue
                 p.errors.append(f"cannot read the crontab of {user}: {seen.error}")
                 continue
-            if _block(seen.text, project, env) is not None:
+            if crontab.block_of(seen.text, project, env) is not None:
                 p.crontab_changes.append(CrontabChange(user, seen.text, crontab.splice(seen.text or "", project, env, None)))
     except crontab.CrontabConflict as exc:
         p.errors.append(str(exc))
     if p.errors:
         return p
     home = release.deploy_home
-    exists = [path for j in release.jobs for path in (j.lock_file, j.log_file) if facts.paths.get(path) is not None]
     files = [j.lock_file for j in release.jobs]
     trees: list[str] = []
     if purge_logs:  # the log, its rotations, the ledger (state dir), then the whole home
@@ -153,15 +147,14 @@ def plan_destroy(release: Release, facts: Facts, purge_logs: bool = False) -> Li
         p.changes.append(Change("crontab", f"crontab of {user}", "remove the managed block (other lines stay as they are)"))
     if facts.releases or facts.current:
         p.changes.append(Change("release", f"{home}/releases", f"remove {len(facts.releases)} release(s) and current"))
-    for path in exists:
-        if path in files:
+    for path in files:
+        if facts.paths.get(path) is not None:  # rotated logs are not probed: removed if there, not listed
             p.changes.append(Change("file", path, "remove"))
     if purge_logs and facts.paths.get(home) is not None:
         p.changes.append(Change("dir", home, "remove, with the run history and backups (--purge-logs)"))
     if p.empty:
         return p
     p.params = _base_bundle(release, facts, "destroy") | {
-        "revision": None,
-        "crontabs": [{"user": c.user, "expected": c.before, "text": c.after} for c in p.crontab_changes],
+        "revision": None, "crontabs": crontab_params(p.crontab_changes),
         "destroy": {"files": files, "trees": trees, "purge": purge_logs}}
     return p

@@ -21,9 +21,12 @@ from deployer.core.release import EnsureDir, EnsureFile, Release, ReleaseFile
 class Change:
     """One line of the plan, for people (``summary``) and machines (``kind``, ``path``)."""
 
-    kind: str  # release | dir | file | crontab | current
+    kind: str  # release | dir | file | move | crontab | current
     path: str
     summary: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "path": self.path, "summary": self.summary}
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,11 @@ class CrontabChange:
         label = f"crontab of {self.user}"
         lines = difflib.unified_diff(before, after, f"{label} (now)", f"{label} (planned)")
         return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+
+
+def crontab_params(changes: list[CrontabChange]) -> list[dict[str, str | None]]:
+    """The applier's crontab parameters: what it must find (compare-and-swap), what it installs."""
+    return [{"user": c.user, "expected": c.before, "text": c.after} for c in changes]
 
 
 @dataclass
@@ -60,7 +68,6 @@ class Plan:
     drift: list[tuple[str, str]] = field(default_factory=list)
     # Hand-made crontab lines that run a declared job (removed when adopting)
     hand_made: list[HandMade] = field(default_factory=list)
-    adopted: bool = False
 
     @property
     def empty(self) -> bool:
@@ -85,7 +92,7 @@ class Plan:
             "release": release,
             "dirs": [{"path": d.path, "mode": d.mode, "owner": d.owner, "group": d.group} for d in self.dirs],
             "files": [{"path": f.path, "mode": f.mode, "owner": f.owner} for f in self.job_files],
-            "crontabs": [{"user": c.user, "expected": c.before, "text": c.after} for c in self.crontab_changes],
+            "crontabs": crontab_params(self.crontab_changes),
             "set_current": self.set_current,
             "remove_stale_locks": self.stale_locks,
             "moves": [{"from": a, "to": b} for a, b in self.moves],
@@ -146,8 +153,8 @@ def _text_diff(before: bytes, after: bytes, where: str) -> str:
 def _block_drift(before: str | None, after: str, project: str, env: str) -> str | None:
     """A hand edit inside our block (same revision, other lines): say which lines."""
     try:
-        seen = crontab.split(before or "", project, env).block
-        wanted = crontab.split(after, project, env).block
+        seen = crontab.block_of(before, project, env)
+        wanted = crontab.block_of(after, project, env)
     except crontab.CrontabConflict:
         return None
     if seen is None or wanted is None or seen == wanted:
@@ -204,7 +211,7 @@ def plan(release: Release, facts: Facts, adopt: bool = False) -> Plan:
     """Everything that must change on the target for it to match the release.
 
     ``adopt``: also remove hand-made crontab lines that run a declared job (``apply --adopt``)."""
-    p = Plan(release, facts, adopted=adopt)
+    p = Plan(release, facts)
     who = facts.identity
     for job in release.jobs:
         user = job.run_as

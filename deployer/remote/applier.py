@@ -95,6 +95,14 @@ def _trusted_link(path):
             and parent.st_uid == 0 and not parent.st_mode & 0o022)
 
 
+def _utc_now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _write_json(path, data, mode):
+    _write_file(path, json.dumps(data, sort_keys=True).encode("utf-8", "surrogateescape"), mode)
+
+
 def _makedirs(path):
     """Create missing parents (0755) without following a symlink planted on the way."""
     if os.path.isdir(path) and (not os.path.islink(path) or _trusted_link(path)):
@@ -279,9 +287,8 @@ def _backup(params, crontabs, done):
     previous = params.get("previous_revision") or ""
     _write_file(os.path.join(folder, "revision"), (previous + "\n").encode(), 0o644)
     index = {"kind": params.get("kind", "apply"), "revision": previous or None, "to": params.get("revision"),
-             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-             "crontabs": dict((c["user"], c["expected"]) for c in crontabs)}
-    _write_file(os.path.join(folder, "index.json"), json.dumps(index, sort_keys=True).encode("utf-8", "surrogateescape"), 0o600)
+             "at": _utc_now(), "crontabs": dict((c["user"], c["expected"]) for c in crontabs)}
+    _write_json(os.path.join(folder, "index.json"), index, 0o600)
     done.append("backup %s" % folder)
     backups = sorted(n for n in os.listdir(os.path.dirname(folder)) if not n.startswith("."))
     for old in backups[:-max(params.get("keep_backups") or params.get("keep_releases", 5) * 2, 1)]:
@@ -294,8 +301,7 @@ def _mark_rollback(params, done):
     path = os.path.join(params["deploy_home"], "rollback.json")
     rollback = params.get("rollback")
     if rollback:
-        record = dict(rollback, revision=params["revision"], at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        _write_file(path, json.dumps(record, sort_keys=True).encode("utf-8", "surrogateescape"), 0o644)
+        _write_json(path, dict(rollback, revision=params["revision"], at=_utc_now()), 0o644)
         done.append("rolled back to %s" % params["revision"])
     elif os.path.lexists(path):
         os.unlink(path)
@@ -374,7 +380,7 @@ def _lock(params):
                 raise Refused("locked", "another apply is running on this target (%s); try again when it ends" % holder)
             time.sleep(0.2)
     os.ftruncate(fd, 0)
-    os.pwrite(fd, ("pid %d since %s" % (os.getpid(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))).encode(), 0)
+    os.pwrite(fd, ("pid %d since %s" % (os.getpid(), _utc_now())).encode(), 0)
     return fd
 
 
@@ -424,13 +430,12 @@ def main(params):
             _stage(params, "crontab-written")  # test-only, see _stage
             if params.get("destroy"):
                 _destroy(params, done)
-                emit({"ok": True, "done": done})
-                return
-            if params.get("set_current"):
-                _set_current(params, done)
-                _mark_rollback(params, done)
-            if params.get("release") or params.get("set_current"):
-                _prune(params, done)
+            else:
+                if params.get("set_current"):
+                    _set_current(params, done)
+                    _mark_rollback(params, done)
+                if params.get("release") or params.get("set_current"):
+                    _prune(params, done)
         finally:
             os.close(lock)
     except Refused as exc:

@@ -79,21 +79,27 @@ def _drift(base, files):
 
 def _backups(deploy_home):
     """What each apply kept (``backups/*/index.json``), oldest first: rollback's history."""
-    root = os.path.join(deploy_home, "backups")
+    # A backup without an index is an older one, or one holding only hand-edited files.
     out = []
-    try:
-        names = sorted(os.listdir(root))
-    except OSError:
-        return out
-    for name in names:
-        try:
-            with open(os.path.join(root, name, "index.json")) as f:
-                record = json.load(f)
-        except (OSError, ValueError):
-            continue  # an older backup, or one holding only hand-edited files
+    for name, record in _json_records(os.path.join(deploy_home, "backups"), "index.json"):
         record["name"] = name
         out.append(record)
     return out
+
+
+def _json_records(folder, inside=""):
+    """(name, parsed JSON) of each entry of ``folder`` (of ``entry/inside`` when given), in
+    name order; entries that are missing or not JSON are skipped."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return
+    for name in names:
+        try:
+            with open(os.path.join(folder, name, inside) if inside else os.path.join(folder, name)) as f:
+                yield name, json.load(f)
+        except (OSError, ValueError):
+            continue
 
 
 def _rollback_mark(deploy_home):
@@ -211,17 +217,7 @@ def _alive(pid):
 
 def _running(state_dir):
     runs = []
-    folder = os.path.join(state_dir, "running")
-    try:
-        names = sorted(os.listdir(folder))
-    except OSError:
-        return runs
-    for name in names:
-        try:
-            with open(os.path.join(folder, name)) as f:
-                run = json.load(f)
-        except (OSError, ValueError):
-            continue
+    for _name, run in _json_records(os.path.join(state_dir, "running")):
         run["alive"] = _alive(int(run.get("pid") or 0)) if run.get("pid") else False
         runs.append(run)
     return runs
