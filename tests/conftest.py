@@ -63,9 +63,8 @@ def run_deployer(*args: str, cwd: Path, env: dict[str, str] | None = None, stdin
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
-@dataclass
-class Project:
-    """A throwaway project folder: deployer.yml, task scripts, an inventory."""
+class ProjectFiles:
+    """Writing a throwaway project's files under ``root`` (the tiers' project classes)."""
 
     root: Path
 
@@ -74,6 +73,21 @@ class Project:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text))
         return path
+
+
+class RemoteProjectFiles(ProjectFiles):
+    """A project of the remote tiers (fleet, incus): project demo, env dev, given jobs."""
+
+    def declare(self, jobs: str = JOBS, defaults: str = "  timeout: 1m\n") -> None:
+        self.write("deployer.yml", f"project: demo\ndefaults:\n{defaults}jobs:\n{jobs}\n"
+                                   "environments:\n  dev:\n    inventory: inventories/dev\n")
+
+
+@dataclass
+class Project(ProjectFiles):
+    """A throwaway project folder: deployer.yml, task scripts, an inventory."""
+
+    root: Path
 
     def declare(self, text: str) -> None:
         self.write("deployer.yml", text)

@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import HELLO, JOBS, CliResult
+from tests.conftest import HELLO, CliResult, RemoteProjectFiles
 from tests.harness import TestHosts
 from tests.harness.fixtures import fleet_factory  # noqa: F401  (a fixture, used by the tests)
 
 @dataclass
-class FleetProject:
+class FleetProject(RemoteProjectFiles):
     """A throwaway project whose inventory targets the harness's hosts over SSH."""
 
     th: TestHosts
@@ -37,16 +36,6 @@ class FleetProject:
     home: Path
     known_hosts: Path
     extra_env: dict[str, str] = field(default_factory=dict)
-
-    def write(self, relative: str, text: str) -> Path:
-        path = self.root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-        return path
-
-    def declare(self, jobs: str = JOBS, defaults: str = "  timeout: 1m\n") -> None:
-        self.write("deployer.yml", f"project: demo\ndefaults:\n{defaults}jobs:\n{jobs}\n"
-                                   "environments:\n  dev:\n    inventory: inventories/dev\n")
 
     def host_vars(self, name: str, *, user: str = "root", via: str = "ctl", **extra: Any) -> dict[str, Any]:
         """Connection variables of one harness host, as an operator would write them."""

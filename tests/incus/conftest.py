@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import HELLO, JOBS, CliResult
+from tests.conftest import HELLO, CliResult, RemoteProjectFiles
 from tests.harness.incus import Incus, LoopbackSshd
 
 @pytest.fixture(scope="session")
@@ -69,23 +68,13 @@ def loopback_sshd(tmp_path_factory: pytest.TempPathFactory, incus_env: Incus) ->
 
 
 @dataclass
-class IncusProject:
+class IncusProject(RemoteProjectFiles):
     """A throwaway project whose inventory targets Incus containers."""
 
     incus: Incus
     root: Path
     home: Path
     extra_env: dict[str, str] = field(default_factory=dict)
-
-    def write(self, relative: str, text: str) -> Path:
-        path = self.root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-        return path
-
-    def declare(self, jobs: str = JOBS, defaults: str = "  timeout: 1m\n") -> None:
-        self.write("deployer.yml", f"project: demo\ndefaults:\n{defaults}jobs:\n{jobs}\n"
-                                   "environments:\n  dev:\n    inventory: inventories/dev\n")
 
     def inventory(self, hosts: dict[str, dict[str, Any]]) -> None:
         """Hosts with ``ansible_connection: community.general.incus`` plus the given variables."""
