@@ -230,13 +230,19 @@ for pid in os.listdir("/proc"):
     except OSError:
         continue
     if argv and os.path.basename(argv[0]).startswith(b"python3") and argv[1:] == [b"-"]:
-        found.append({"pid": int(pid), "rchar": int(io["rchar"])})
+        try:
+            fds = [os.readlink("/proc/%s/fd/%s" % (pid, fd)) for fd in os.listdir("/proc/%s/fd" % pid)]
+        except OSError:
+            fds = []
+        found.append({"pid": int(pid), "rchar": int(io["rchar"]),
+                      "deploy_lock_open": any(f.endswith("/.deploy.lock") for f in fds)})
 print(json.dumps(found))
 """
 
 
 def stdin_pythons(th: TestHosts, host: str = "h1") -> list[dict[str, int]]:
-    """``python3 -`` processes on the target (probe or applier), with how much they have read."""
+    """``python3 -`` processes on the target (probe or applier), with how much they have read and
+    whether they have the deploy lock file open (only an applier does: it holds or waits for it)."""
     proc = th.exec_on(host, ["python3", "-c", APPLIERS_SCRIPT])
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)

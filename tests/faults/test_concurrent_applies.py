@@ -34,9 +34,11 @@ def test_second_apply_waits_then_is_refused_by_compare_and_swap(one_host: FleetP
     holder = wait_for(lambda: paused_pid(p.th, "locked"), "the first apply to hold the deploy lock")
 
     second = start_deployer(b, "apply", "dev", "--yes")
-    # The second applier is on the target, waiting for the lock: two `python3 -`, one paused.
-    wait_for(lambda: len(stdin_pythons(p.th)) == 2, "the second applier to start")
-    waiting = [r["pid"] for r in stdin_pythons(p.th) if r["pid"] != holder]
+    # The second applier is on the target, waiting for the lock: a `python3 -` other than the
+    # paused one with the lock file open. (The second deployer's probe is a `python3 -` too, but
+    # it never opens the lock file, so counting processes alone could catch the probe.)
+    waiting = wait_for(lambda: [r["pid"] for r in stdin_pythons(p.th) if r["pid"] != holder and r["deploy_lock_open"]],
+                       "the second applier to wait for the lock")
     assert second.proc.poll() is None, second.finish()
     assert whole_revision(target_state(p.th)) == old, "something changed while the first apply held the lock"
 
