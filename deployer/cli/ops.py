@@ -210,7 +210,7 @@ def run_now(ctx: Context, env: str, job: str, host: str | None) -> None:
                 home = (state.facts.users.get(user) or {}).get("home") or who.home
                 # The environment cron gives a job, not ours: what runs by hand is what cron runs.
                 argv = ["env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", f"LOGNAME={user}", f"USER={user}", "SHELL=/bin/sh",
-                        state.desired.python, f"{state.facts.deploy_home}/current/run", job, "--trigger", "manual", "--tee"]
+                        state.desired.python, f"{state.facts.deploy_home}/releases/{current}/run", job, "--trigger", "manual", "--tee"]
                 if user != who.user:
                     argv = ["runuser", "-u", user, "--", *argv]
                 if len(session.states) > 1:

@@ -78,7 +78,7 @@ def checks(plan: Plan) -> list[Check]:
         if change.kind in {"dir", "file", "move"}:
             out.append(Check("files", FAIL, f"{change.path}: {change.summary}"))
         elif change.kind == "current":
-            out.append(Check("release", FAIL, f"current points at {facts.current or 'nothing'}, not {release.revision}"))
+            out.append(Check("release", FAIL, f"current points at {facts.current_link or 'nothing'}, not {release.revision}"))
     if not any(c.kind in {"dir", "file"} for c in plan.changes):
         out.append(Check("files", PASS, f"{len(release.dirs)} folders and {len(release.job_files)} log/lock files have their owner and mode"))
 

@@ -62,6 +62,19 @@ def block_of(text: str | None, project: str, env: str) -> str | None:
     return split(text or "", project, env).block
 
 
+def block_revision(text: str | None, project: str, env: str) -> str | None:
+    """The ``rev=`` our block's BEGIN line names: the release cron runs. None without a
+    (readable) block."""
+    try:
+        block = block_of(text, project, env)
+    except CrontabConflict:
+        return None
+    if block is None:
+        return None
+    first = block.split("\n", 1)[0][len(begin_marker(project, env)):].split()
+    return next((word[4:] for word in first if word.startswith("rev=") and len(word) > 4), None)
+
+
 def splice(text: str, project: str, env: str, block: str | None) -> str:
     """``text`` with our block replaced by ``block`` (or removed when None).
 

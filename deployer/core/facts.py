@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from deployer.core import crontab
 from deployer.core.release import Identity
 
 
@@ -34,6 +35,7 @@ class Facts:
     crontabs: dict[str, CrontabFact]
     paths: dict[str, PathFact | None]
     releases: dict[str, dict[str, PathFact]]
+    # The live revision: the one our crontab blocks run (the switch), else what `current` names.
     current: str | None
     cron_running: bool
     cron_process: str | None = None
@@ -46,6 +48,7 @@ class Facts:
     drift: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     rollback: dict[str, Any] | None = None  # rollback.json: held at an older revision on purpose
     backups: list[dict[str, Any]] = field(default_factory=list)  # backups/*/index.json, oldest first
+    current_link: str | None = None  # what the `current` link names (may lag the crontab: see live_revision)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -56,7 +59,22 @@ def _path(info: dict[str, Any] | None) -> PathFact | None:
                     info.get("sha256"))
 
 
-def parse_facts(data: dict[str, Any]) -> Facts:
+def live_revision(crontabs: dict[str, CrontabFact], link: str | None, project: str, env: str) -> str | None:
+    """Which release is live on the target.
+
+    The crontab install is the switch: from that instant cron runs the release its block
+    names, whole. The ``current`` link moves in a second write, which cannot be atomic with
+    the first, so an apply killed between the two leaves the link one step behind. The
+    blocks are therefore the truth, and the link only the answer when no block says (no job
+    on this host, or nothing deployed). Blocks of several users that disagree (an apply
+    killed between two users' installs) are not one revision: then the link, and the plan
+    lists the lagging crontab as a change."""
+    revisions = {rev for tab in crontabs.values() if (rev := crontab.block_revision(tab.text, project, env))}
+    return revisions.pop() if len(revisions) == 1 else link
+
+
+def parse_facts(data: dict[str, Any], project: str, env: str) -> Facts:
+    crontabs = {u: CrontabFact(c.get("text"), c.get("error")) for u, c in data.get("crontabs", {}).items()}
     return Facts(
         hostname=data["hostname"],
         identity=Identity(data["user"], int(data["uid"]), data["home"]),
@@ -64,11 +82,12 @@ def parse_facts(data: dict[str, Any]) -> Facts:
         python_version=data["python_version"],
         deploy_home=data["deploy_home"],
         users=data.get("users", {}),
-        crontabs={u: CrontabFact(c.get("text"), c.get("error")) for u, c in data.get("crontabs", {}).items()},
+        crontabs=crontabs,
         paths={p: _path(i) for p, i in data.get("paths", {}).items()},
         releases={rev: {rel: f for rel, i in r.get("files", {}).items() if (f := _path(i)) is not None}
                   for rev, r in data.get("releases", {}).items()},
-        current=data.get("current"),
+        current=live_revision(crontabs, data.get("current"), project, env),
+        current_link=data.get("current"),
         cron_running=bool(data.get("cron", {}).get("running")),
         cron_process=data.get("cron", {}).get("process"),
         now=float(data.get("now", 0.0)),

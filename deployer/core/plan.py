@@ -281,6 +281,12 @@ def plan(release: Release, facts: Facts, adopt: bool = False) -> Plan:
     if facts.current != release.revision:
         p.set_current = True
         p.changes.append(Change("current", f"{release.deploy_home}/current", f"point current at {release.revision}"))
+    elif facts.current_link != release.revision:
+        # The crontab already runs it: an apply was cut between its switch and this link.
+        p.set_current = True
+        p.changes.append(Change("current", f"{release.deploy_home}/current",
+                                f"point current at {release.revision}, which cron already runs "
+                                f"(it still names {facts.current_link or 'nothing'})"))
     if (held := rolled_back(release, facts)) is not None:
         p.warnings.append(f"rolled back to {facts.current} on {held.get('at', '?')} (from {held.get('from', '?')}); "
                           f"apply moves it forward to {release.revision}")

@@ -277,7 +277,7 @@ def probe(transport: Transport, desired: DesiredState, log_tail: int = 0, ledger
     answer = remote.call(transport, "probe", params)
     if not answer.get("ok"):
         raise TargetError(f"the probe failed: {answer.get('error', 'no detail')}")
-    return parse_facts(answer)
+    return parse_facts(answer, desired.project, desired.env)
 
 
 def check_saved_plan(state: TargetState, saved: Mapping[str, Any] | None) -> None:

@@ -101,18 +101,21 @@ print(json.dumps(out))
 
 def target_state(th: TestHosts, host: str = "h1") -> dict[str, Any]:
     """What the target holds, read inside the host itself (nsenter, no SSH, no deployer code)."""
-    proc = th.exec_on(host, ["python3", "-c", STATE_SCRIPT, HOME])
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return state_through(on_host(th, host))
 
 
-def whole_revision(state: dict[str, Any]) -> str:
+def whole_revision(state: dict[str, Any], link_may_lag: bool = False) -> str:
     """The revision the target runs, after checking that everything agrees on it.
 
     Old or new, never a mix: the foreign lines are intact, the crontab has one block of ours
     whose ``rev=`` names a release folder that is complete (every file of its manifest is
     there with its checksum and mode, nothing else), every job line runs that release's
     wrapper, and ``current`` points at that same release.
+
+    ``link_may_lag``: the applier was killed after its switch (the crontab install) and
+    before it moved ``current``. No second write can be atomic with the first, so deployer
+    takes the live revision from the block, never from the link (core/facts.live_revision);
+    the caller then proves that deployer's view follows the block.
     """
     crontab = state["crontab"]
     assert crontab is not None, "no crontab at all"
@@ -138,7 +141,8 @@ def whole_revision(state: dict[str, Any]) -> str:
     for path, expected in manifest["files"].items():
         assert on_disk[path]["sha256"] == expected["sha256"], f"release {rev}: {path} does not match its checksum"
         assert on_disk[path]["mode"] == expected["mode"], f"release {rev}: {path} mode {on_disk[path]['mode']}"
-    assert state["current"] == f"releases/{rev}", f"the crontab runs {rev} but current -> {state['current']}"
+    if not link_may_lag:
+        assert state["current"] == f"releases/{rev}", f"the crontab runs {rev} but current -> {state['current']}"
     return rev
 
 
@@ -159,16 +163,7 @@ def declare_v2(p: FleetProject, *, big: bool = False) -> str:
 
 def converges(p: FleetProject, new: str) -> None:
     """The next apply reaches the new revision, cleans what the fault left, and sticks."""
-    again = p.deployer("apply", "dev", "--yes")
-    assert again.exit_code == 0, again
-    state = target_state(p.th)
-    assert whole_revision(state) == new
-    assert not [e for e in state["entries"] if e.startswith(".")], f"leftovers of the cut apply: {state['entries']}"
-    idle, report = p.deployer_json("apply", "dev", "--yes")
-    assert idle.exit_code == 0, idle
-    assert report["hosts"]["h1"]["status"] == "ok" and report["hosts"]["h1"]["applied"] == [], report
-    verified = p.deployer("verify", "dev")
-    assert verified.exit_code == 0, verified
+    converges_through(p, new, lambda: target_state(p.th))
 
 
 # ----------------------------------------------------------------------------- processes
@@ -204,16 +199,15 @@ def pause_marker(stage: str) -> str:
 
 def paused_pid(th: TestHosts, stage: str, host: str = "h1") -> int | None:
     """The applier's pid once it waits at ``stage`` (its marker file exists), else None."""
-    proc = th.exec_on(host, ["cat", pause_marker(stage)])
-    return int(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else None
+    return paused_pid_through(on_host(th, host), stage)
 
 
 def release_pause(th: TestHosts, stage: str, host: str = "h1") -> None:
-    th.exec_on(host, ["rm", "-f", pause_marker(stage)], check=True)
+    release_pause_through(on_host(th, host), stage)
 
 
 def pid_alive(th: TestHosts, pid: int, host: str = "h1") -> bool:
-    return th.exec_on(host, ["kill", "-0", str(pid)]).returncode == 0
+    return pid_alive_through(on_host(th, host), pid)
 
 
 APPLIERS_SCRIPT = r"""
@@ -243,9 +237,7 @@ print(json.dumps(found))
 def stdin_pythons(th: TestHosts, host: str = "h1") -> list[dict[str, int]]:
     """``python3 -`` processes on the target (probe or applier), with how much they have read and
     whether they have the deploy lock file open (only an applier does: it holds or waits for it)."""
-    proc = th.exec_on(host, ["python3", "-c", APPLIERS_SCRIPT])
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return stdin_pythons_through(on_host(th, host))
 
 
 def slow_link(th: TestHosts, host: str = "h1", rate: str = "2mbit") -> None:
@@ -281,3 +273,56 @@ def big_file(p: FleetProject, megabytes: int = 2) -> str:
     body = os.urandom(megabytes * 1024 * 1024 // 2).hex()
     p.write("tasks/blob.py", f'BLOB = "{body}"\n')
     return "tasks/blob.py"
+
+
+# ----------------------------------------------------------------------------- any transport
+# The readings above, through any way into the target that runs no deployer code:
+# ``run(argv)`` returns the CompletedProcess[str] of argv run on the target as root (nsenter
+# for a fleet host, ``incus exec`` for a container: tests/incus/test_faults_incus.py).
+
+Run = Callable[[list[str]], subprocess.CompletedProcess[str]]
+
+
+def on_host(th: TestHosts, host: str) -> Run:
+    return lambda argv: th.exec_on(host, argv)
+
+
+def state_through(run: Run) -> dict[str, Any]:
+    proc = run(["python3", "-c", STATE_SCRIPT, HOME])
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def paused_pid_through(run: Run, stage: str) -> int | None:
+    proc = run(["cat", pause_marker(stage)])
+    return int(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else None
+
+
+def release_pause_through(run: Run, stage: str) -> None:
+    proc = run(["rm", "-f", pause_marker(stage)])
+    assert proc.returncode == 0, proc.stderr
+
+
+def pid_alive_through(run: Run, pid: int) -> bool:
+    return run(["kill", "-0", str(pid)]).returncode == 0
+
+
+def stdin_pythons_through(run: Run) -> list[dict[str, int]]:
+    proc = run(["python3", "-c", APPLIERS_SCRIPT])
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def converges_through(p: Any, new: str, state: Callable[[], dict[str, Any]], host: str = "h1") -> None:
+    """``converges`` for any project with ``deployer``/``deployer_json`` (fleet, incus) whose
+    target ``host`` is read by ``state()``."""
+    again = p.deployer("apply", "dev", "--yes")
+    assert again.exit_code == 0, again
+    after = state()
+    assert whole_revision(after) == new
+    assert not [e for e in after["entries"] if e.startswith(".")], f"leftovers of the cut apply: {after['entries']}"
+    idle, report = p.deployer_json("apply", "dev", "--yes")
+    assert idle.exit_code == 0, idle
+    assert report["hosts"][host]["status"] == "ok" and report["hosts"][host]["applied"] == [], report
+    verified = p.deployer("verify", "dev")
+    assert verified.exit_code == 0, verified

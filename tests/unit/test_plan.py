@@ -14,7 +14,7 @@ import pytest
 
 from deployer.config.inventory import Target
 from deployer.config.load import load_project
-from deployer.core.facts import CrontabFact, Facts, PathFact
+from deployer.core.facts import CrontabFact, Facts, PathFact, live_revision
 from deployer.core.plan import plan
 from deployer.core.release import Identity, Release, materialize
 from deployer.core.render import render
@@ -49,7 +49,8 @@ def in_place(release: Release, crontab: str = FOREIGN) -> Facts:
     paths: dict[str, PathFact | None] = {d.path: PathFact("dir", d.mode, d.owner or WHO.user, "alice") for d in release.dirs}
     paths.update({f.path: PathFact("file", f.mode, f.owner or WHO.user, "alice") for f in release.job_files})
     return dataclasses.replace(empty(release), crontabs={"alice": CrontabFact(crontab + release.crontab_blocks["alice"])},
-                               paths=paths, releases={release.revision: files}, current=release.revision)
+                               paths=paths, releases={release.revision: files}, current=release.revision,
+                               current_link=release.revision)
 
 
 def test_an_empty_target_gets_everything(release: Release) -> None:
@@ -150,3 +151,23 @@ def test_no_cron_daemon_is_a_warning_for_plan(release: Release) -> None:
     p = plan(release, dataclasses.replace(in_place(release), cron_running=False))
     assert p.empty
     assert p.warnings == ["no cron daemon is running on this target: the jobs will not run until one is started"]
+
+
+def test_the_crontab_block_not_the_link_says_which_revision_is_live(release: Release) -> None:
+    """An apply killed between its crontab switch and the move of ``current``: cron runs the
+    new release (its block says so), the link still names the old one. The live revision is
+    the block's, and the plan only moves the link."""
+    block = release.crontab_blocks["alice"]
+    crontabs = {"alice": CrontabFact(FOREIGN + block)}
+    assert live_revision(crontabs, "0ld", "p", "dev") == release.revision
+    assert live_revision({"alice": CrontabFact(FOREIGN)}, "0ld", "p", "dev") == "0ld"  # no block: the link
+    other = block.replace(f"rev={release.revision}", "rev=0ther")
+    mixed = {"alice": CrontabFact(block), "bob": CrontabFact(other)}
+    assert live_revision(mixed, "0ld", "p", "dev") == "0ld"  # users disagree: not one revision
+    broken = {"alice": CrontabFact(block + block)}
+    assert live_revision(broken, "0ld", "p", "dev") == "0ld"
+
+    p = plan(release, dataclasses.replace(in_place(release), current_link="0ld"))
+    [change] = p.changes
+    assert change.kind == "current" and "which cron already runs (it still names 0ld)" in change.summary
+    assert p.set_current and not p.crontab_changes and p.bundle()["release"] is None
