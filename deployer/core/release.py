@@ -16,10 +16,9 @@ import shlex
 from dataclasses import dataclass
 from importlib import resources
 
-from deployer.core.crontab import begin_marker, end_marker, escape_percent
+from deployer.core.crontab import begin_marker, end_marker
 from deployer.core.desired import DesiredState, JobSpec, expand_home
-
-ENV_FILE_HEADER = "# Written by deployer: the environment of one job. Values are JSON strings.\n"
+from deployer.core.templates import render_template
 
 
 @dataclass(frozen=True)
@@ -98,8 +97,7 @@ def wrapper_source() -> bytes:
 
 
 def env_file(job: JobSpec) -> bytes:
-    lines = [ENV_FILE_HEADER] + [f"{name}={json.dumps(value)}\n" for name, value in job.env]
-    return "".join(lines).encode()
+    return render_template("env_file.j2", env=job.env).encode()
 
 
 def job_spec(job: JobSpec, project: str, env: str) -> bytes:
@@ -148,19 +146,13 @@ def revision_of(files: tuple[ReleaseFile, ...], project: str, env: str) -> str:
     return digest.hexdigest()[:12]
 
 
-def crontab_line(job: JobSpec, python: str, release_dir: str) -> str:
-    command = f"{python} {shlex.quote(release_dir + '/run')} {job.id}"
-    return f"{job.schedule} {escape_percent(command)}\n"
-
-
 def crontab_block(project: str, env: str, revision: str, jobs: list[JobSpec], python: str, release_dir: str) -> str:
-    lines = [f"{begin_marker(project, env)} rev={revision} (managed by deployer: edit deployer.yml, not these lines)\n"]
-    for job in jobs:
-        comment = f"# {job.id}" + (f": {job.description}" if job.description else "")
-        lines.append(escape_percent(comment) + "\n")
-        lines.append(crontab_line(job, python, release_dir))
-    lines.append(end_marker(project, env) + "\n")
-    return "".join(lines)
+    """Our block for one user's crontab (templates/crontab_block.j2): every line runs the job
+    through this release's wrapper, so the block's install is the switch to the release."""
+    entries = [{"id": job.id, "description": job.description, "schedule": job.schedule,
+                "command": f"{python} {shlex.quote(release_dir + '/run')} {job.id}"} for job in jobs]
+    return render_template("crontab_block.j2", begin=begin_marker(project, env), end=end_marker(project, env),
+                           revision=revision, jobs=entries)
 
 
 def materialize(desired: DesiredState, who: Identity) -> Release:
