@@ -1,7 +1,8 @@
 """The bad-inputs corpus: every malformed declaration in tests/bad_inputs/ exits 2 with
 exactly the expected error lines, prints nothing on stdout, and touches no target: no
 process is started and no socket opened while it runs, and the current user's crontab and
-deployer's data folders are unchanged.
+deployer's data folders are unchanged. A case whose target cannot be reached exits 4 with
+the host's report, after trying to connect and nothing else.
 
 One case = one file ``tests/bad_inputs/NN-short-name.yml``: the whole file is written as
 the project's ``deployer.yml`` (so the line numbers in its expected messages are the
@@ -12,6 +13,10 @@ leading comment lines carry the directives:
     # unset-env: NAME            an environment variable that must not be set
     # xfail: why                 the message is wrong today; expect lines say what it should be
     # expect: <stderr line>      every stderr line, in order; {root} is the project folder
+    # exit: 4                    a target that cannot be reached (default 2, invalid input): the
+                                 expect lines then open stdout (the host's own report), and
+                                 trying to connect is the one contact allowed
+    # ssh-key: key               made (ssh-keygen) in the project before the case runs
 
 Other leading comment lines (the first one says what the case is about) are ignored.
 """
@@ -33,7 +38,7 @@ from deployer.cli.main import cli
 
 CORPUS = Path(__file__).resolve().parents[1] / "bad_inputs"
 SKELETON = CORPUS / "skeleton"
-DIRECTIVES = ("command", "unset-env", "xfail", "expect")
+DIRECTIVES = ("command", "unset-env", "xfail", "expect", "exit", "ssh-key")
 SUMMARY = re.compile(r"^\d+ problems? found; nothing was changed on any target\.$")
 
 
@@ -45,6 +50,8 @@ class Case:
         self.unset_env: list[str] = []
         self.xfail: str | None = None
         self.expect: list[str] = []
+        self.exit = 2
+        self.ssh_key: str | None = None
         # Only the leading comment block holds directives; a non-UTF-8 case still has an ASCII header.
         for line in self.content.decode("utf-8", errors="replace").splitlines():
             if not line.startswith("#"):
@@ -59,6 +66,10 @@ class Case:
                 self.unset_env.append(value)
             elif key == "xfail":
                 self.xfail = value
+            elif key == "exit":
+                self.exit = int(value)
+            elif key == "ssh-key":
+                self.ssh_key = value
             else:
                 self.expect.append(value)
 
@@ -82,6 +93,8 @@ def test_corpus_is_well_formed() -> None:
         case: Case = param.values[0]
         assert re.fullmatch(r"\d{2,3}-[a-z0-9-]+\.yml", case.path.name), case.path.name
         assert case.expect, f"{case.path.name}: no '# expect:' line"
+        if case.exit != 2:
+            continue
         assert SUMMARY.match(case.expect[-1]), f"{case.path.name}: the last expect line is not the summary line"
         count = int(case.expect[-1].split()[0])
         assert count == len(case.expect) - 1, f"{case.path.name}: the summary says {count} problems"
@@ -163,6 +176,9 @@ def test_bad_input(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("DEPLOYER_FILE", raising=False)
     for name in case.unset_env:
         monkeypatch.delenv(name, raising=False)
+    if case.ssh_key:
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / case.ssh_key)], check=True)
+        monkeypatch.chdir(root)  # a relative ansible_ssh_private_key_file is relative to where one runs, as in Ansible
 
     global _reaching_out
     before = _targets_snapshot()
@@ -174,11 +190,16 @@ def test_bad_input(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     after = _targets_snapshot()
 
     expected = [line.replace("{root}", str(root)) for line in case.expect]
-    assert result.stderr.splitlines() == expected
-    assert result.exit_code == 2
-    assert result.stdout == ""
     assert after == before, "a target was touched"
-    assert attempts == [], "a target was contacted (a process started or a socket opened)"
+    assert result.exit_code == case.exit
+    if case.exit == 2:
+        assert result.stderr.splitlines() == expected
+        assert result.stdout == ""
+        assert attempts == [], "a target was contacted (a process started or a socket opened)"
+    else:
+        assert [line.strip() for line in result.stdout.splitlines()[:len(expected)]] == expected
+        assert result.stderr == ""
+        assert attempts and all(a.startswith("socket.connect") for a in attempts), attempts
 
 
 def test_the_contact_check_sees_a_real_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
