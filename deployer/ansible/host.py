@@ -21,7 +21,7 @@ from deployer.config.project import Project
 from deployer.engine.session import (CHANGED, FAILED, OK, UNREACHABLE, Session, TargetState, apply_target, guard,
                                      load_environment, observe_target, render_states, verify_target)
 from deployer.engine.lifecycle import ROLLBACK, prepare_target
-from deployer.engine.session import send_bundle
+from deployer.engine.session import Reads, send_bundle
 from deployer.errors import InvalidInput, Problem
 from deployer.transport.base import Transport
 
@@ -109,8 +109,8 @@ def invalid_message(exc: InvalidInput) -> str:
 
 
 def observe(host: Host, transport: Transport, **options: Any) -> bool:
-    """One probe and the plan (``options``: observe_target's, e.g. ``backups=True`` for a
-    rollback); False when the host failed (its error says why)."""
+    """One probe and the plan (``options``: observe_target's, e.g. ``reads=Reads(backups=True)``
+    for a rollback); False when the host failed (its error says why)."""
     host.state.transport = transport
     guard(host.state, lambda state: observe_target(state, **options))
     return host.state.status in (OK, CHANGED)
@@ -144,7 +144,7 @@ def lifecycle(host: Host, transport: Transport, kind: str, check_mode: bool, dif
     """``deployer_rollback`` / ``deployer_destroy``: the CLI's plan of that name, then one applier exec."""
     state = host.state
     lp = None
-    if observe(host, transport, backups=kind == ROLLBACK):
+    if observe(host, transport, reads=Reads(backups=kind == ROLLBACK)):
         lp = prepare_target(state, kind, **options)
         if not check_mode and not lp.empty and not lp.errors:
             guard(state, lambda s: send_bundle(s, lp.params))

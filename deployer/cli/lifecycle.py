@@ -12,7 +12,7 @@ from deployer.cli.main import (Context, _count, _guard, _session, accept_new_opt
                                limit_option, parallel_option)
 from deployer.core.lifecycle import LifecyclePlan, history
 from deployer.engine.lifecycle import DESTROY, ROLLBACK, execute, prepare
-from deployer.engine.session import CHANGED, Session
+from deployer.engine.session import CHANGED, Reads, Session
 
 
 def _show(ctx: Context, session: Session, plans: dict[str, LifecyclePlan]) -> None:
@@ -87,7 +87,7 @@ def rollback(ctx: Context, env: str, limit: str | None, parallel: int, to: str |
 def _list(ctx: Context, env: str, limit: str | None, parallel: int) -> int:
     session = _session(ctx, env, limit, parallel)
     try:
-        session.observe(backups=True)
+        session.observe(Reads(backups=True))
     finally:
         session.close()
     rows = {s.name: history(s.facts) if s.facts else [] for s in session.states}

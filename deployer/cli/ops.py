@@ -22,7 +22,7 @@ from deployer.cli.main import (Context, _guard, _session, accept_new_option, cli
                                parallel_option)
 from deployer.core.health import ago, consecutive_failures, parse_time
 from deployer.core.timing import in_words, next_fire
-from deployer.engine.session import Session, TargetState
+from deployer.engine.session import Reads, Session, TargetState
 from deployer.errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, InvalidInput, Problem
 
 OUTCOME_STYLE = {"success": "green", "failure": "red", "timeout": "red", "crashed": "red", "skipped-locked": "yellow"}
@@ -145,35 +145,65 @@ def status(ctx: Context, env: str, job: str | None, limit: str | None, parallel:
 @click.argument("job")
 @click.option("--host", "-H", "host", metavar="HOST", help="Only this host (or group).")
 @click.option("-n", "--lines", "lines", type=click.IntRange(1, 100000), default=50, show_default=True)
+@click.option("--run", "run", metavar="RUN",
+              help="One run's own log instead: 'last', 'failed' (the last run that did not succeed) or a run id "
+                   "(its first characters will do). Needs retention.run_logs on the job.")
 @parallel_option
 @accept_new_option
 @json_option
 @click.pass_obj
-def logs(ctx: Context, env: str, job: str, host: str | None, lines: int, parallel: int) -> None:
+def logs(ctx: Context, env: str, job: str, host: str | None, lines: int, run: str | None, parallel: int) -> None:
     """The end of a job's log on each host, each line prefixed by its host."""
 
     def work() -> int:
         session = _session(ctx, env, host, parallel)
         _job_ids(session, job)
         try:
-            session.observe(log_tail=lines)
+            session.observe(Reads(log_tail=0 if run else lines,
+                                  run_log={"job": job, "run": run, "lines": lines} if run else None))
         finally:
             session.close()
-        result: dict[str, list[str]] = {}
-        for state in _reachable(ctx, session):
-            assert state.facts is not None
-            if job in state.facts.jobs:
-                result[state.name] = state.facts.jobs[job].get("log_tail", [])
+        unreachable = any(s.facts is None for s in session.states)
+        jobs = {state.name: state.facts.jobs[job] for state in _reachable(ctx, session)
+                if state.facts is not None and job in state.facts.jobs}
+        if run:
+            return _show_run_logs(ctx, job, run, {name: info.get("run_log") or {} for name, info in jobs.items()},
+                                  unreachable)
+        result = {name: info.get("log_tail", []) for name, info in jobs.items()}
         if ctx.output.json_mode:
             ctx.output.emit_json({"job": job, "hosts": result})
         else:
-            width = max((len(h) for h in result), default=0)
-            for name, tail in result.items():
-                for line in tail:
-                    ctx.output.print(f"{name:<{width}} | {line}")
-        return EXIT_UNREACHABLE if any(s.facts is None for s in session.states) else EXIT_OK
+            _print_prefixed(ctx, result)
+        return EXIT_UNREACHABLE if unreachable else EXIT_OK
 
     _guard(ctx, work)
+
+
+def _print_prefixed(ctx: Context, result: dict[str, list[str]]) -> None:
+    width = max((len(h) for h in result), default=0)
+    for name, tail in result.items():
+        for line in tail:
+            ctx.output.print(f"{name:<{width}} | {line}")
+
+
+def _show_run_logs(ctx: Context, job: str, selector: str, found: dict[str, dict[str, Any]], unreachable: bool) -> int:
+    """``logs --run``: the run's ledger line as a header, then its own log's last lines."""
+    if ctx.output.json_mode:
+        ctx.output.emit_json({"job": job, "run": selector, "hosts": found})
+    else:
+        for name, info in found.items():
+            record = info.get("run")
+            if record:
+                outcome = record.get("outcome") or "running"
+                took = f", {record['duration']:.1f}s" if isinstance(record.get("duration"), (int, float)) else ""
+                ctx.output.out.print(Text(f"── {name}: run {record.get('run_id')} of {job}, started {record.get('start')}, "
+                                          f"{outcome}{took} ({record.get('trigger', '?')})", style="bold"))
+            if info.get("error"):
+                ctx.output.err.print(Text(f"{name}: {info['error']}", style="red"))
+            _print_prefixed(ctx, {name: info.get("lines", [])})
+    if unreachable:
+        return EXIT_UNREACHABLE
+    return EXIT_OK if any(info.get("lines") is not None for info in found.values()) else EXIT_FAILED
 
 
 @cli.command(name="run")
@@ -243,7 +273,7 @@ def history(ctx: Context, env: str, export: str, limit: str | None, parallel: in
     def work() -> int:
         session = _session(ctx, env, limit, parallel)
         try:
-            session.observe(ledger_all=True)
+            session.observe(Reads(ledger_all=True))
         finally:
             session.close()
         db = sqlite3.connect(export)

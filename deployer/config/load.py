@@ -351,6 +351,7 @@ def _retention(declared: model.Retention | None) -> RetentionPolicy:
     return RetentionPolicy(
         runs=declared.runs or base.runs, days=declared.days or base.days,
         log_size=declared.log_size or base.log_size, log_files=declared.log_files or base.log_files,
+        run_logs=base.run_logs if declared.run_logs is None else declared.run_logs,
     )
 
 

@@ -124,6 +124,9 @@ class Retention(Strict):
     days: Annotated[int, Field(ge=1)] | None = None  # ledger lines younger than this kept
     log_size: Size | None = None  # the log is rotated past this size
     log_files: Annotated[int, Field(ge=1, le=100)] | None = None  # rotated logs kept
+    # Each run's output also in a file of its own, the last N kept (0: off, the default);
+    # `deployer logs ENV JOB --run last|failed|RUN_ID` shows one.
+    run_logs: Annotated[int, Field(ge=0, le=10000)] | None = None
 
 
 class Logs(Strict):

@@ -41,6 +41,7 @@ class RetentionPolicy:
     days: int = 400
     log_size: int = 10 * 1024 * 1024
     log_files: int = 5
+    run_logs: int = 0  # per-run log files kept; 0: none
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,10 @@ def env_file(job: JobSpec) -> bytes:
 
 
 def job_spec(job: JobSpec, project: str, env: str) -> bytes:
+    retention = {"runs": job.retention.runs, "days": job.retention.days, "log_size": job.retention.log_size,
+                 "log_files": job.retention.log_files}
+    if job.retention.run_logs:  # only when on: a job without them keeps its bytes, hence its revision
+        retention["run_logs"] = job.retention.run_logs
     spec = {
         "id": job.id,
         "project": project,
@@ -118,8 +122,7 @@ def job_spec(job: JobSpec, project: str, env: str) -> bytes:
         "concurrency": job.concurrency,
         "workdir": job.workdir,
         "env_file": f"env/{job.id}.env" if job.env else None,
-        "retention": {"runs": job.retention.runs, "days": job.retention.days, "log_size": job.retention.log_size,
-                      "log_files": job.retention.log_files},
+        "retention": retention,
     }
     return (json.dumps(spec, indent=2, sort_keys=True) + "\n").encode()
 

@@ -8,7 +8,7 @@ target that has something to do.
 from __future__ import annotations
 
 from deployer.core.lifecycle import LifecyclePlan, plan_destroy, plan_rollback
-from deployer.engine.session import CHANGED, FAILED, OK, Session, TargetState, send_bundle
+from deployer.engine.session import CHANGED, FAILED, OK, Reads, Session, TargetState, send_bundle
 from deployer.errors import EXIT_FAILED, EXIT_OK
 
 ROLLBACK, DESTROY = "rollback", "destroy"
@@ -16,7 +16,7 @@ ROLLBACK, DESTROY = "rollback", "destroy"
 
 def prepare(session: Session, kind: str, to: str | None = None, purge_logs: bool = False) -> dict[str, LifecyclePlan]:
     """Observe every target and plan the rollback or destroy of each; nothing is written."""
-    session.observe(backups=kind == ROLLBACK)
+    session.observe(Reads(backups=kind == ROLLBACK))
     plans: dict[str, LifecyclePlan] = {}
     for state in session.states:
         if state.facts is not None and state.release is not None:  # else unreachable: its outcome says why

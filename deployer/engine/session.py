@@ -40,6 +40,19 @@ from deployer.transport.base import Counters, Transport
 OK, CHANGED, FAILED, UNREACHABLE = "ok", "changed", "failed", "unreachable"
 
 
+@dataclass(frozen=True)
+class Reads:
+    """What a probe reads beyond what plan and verify need: more bytes, never another exec."""
+
+    log_tail: int = 0  # the last lines of each job's log (logs)
+    ledger_all: bool = False  # every ledger line (history --export)
+    backups: bool = False  # backups/*/index.json (rollback)
+    run_log: dict[str, Any] | None = None  # one run's own log: {"job", "run", "lines"} (logs --run)
+
+
+NOTHING_MORE = Reads()
+
+
 @dataclass
 class TargetState:
     """Everything known about one target during one command."""
@@ -115,12 +128,12 @@ class Session:
                 state.transport.close()
 
     # ------------------------------------------------------------------ phase 2
-    def observe(self, log_tail: int = 0, ledger_all: bool = False, backups: bool = False, adopt: bool = False) -> None:
+    def observe(self, reads: Reads = NOTHING_MORE, adopt: bool = False) -> None:
         """Connect to every target, probe it once, and plan."""
 
         def work(state: TargetState) -> None:
             state.transport = connect(state.target, self.connect_options)
-            observe_target(state, log_tail, ledger_all, backups, adopt)
+            observe_target(state, reads, adopt)
 
         self._each(work, phase="observed")
 
@@ -203,11 +216,10 @@ def guard(state: TargetState, work: Callable[[TargetState], None]) -> None:
         state.seconds += time.monotonic() - started
 
 
-def observe_target(state: TargetState, log_tail: int = 0, ledger_all: bool = False, backups: bool = False,
-                   adopt: bool = False) -> None:
+def observe_target(state: TargetState, reads: Reads = NOTHING_MORE, adopt: bool = False) -> None:
     """Probe a connected target once (``state.transport``) and plan it."""
     assert state.transport is not None
-    state.facts = probe(state.transport, state.desired, log_tail, ledger_all, backups)
+    state.facts = probe(state.transport, state.desired, reads)
     state.release = materialize(state.desired, state.facts.identity)
     state.plan = plan(state.release, state.facts, adopt)
     if state.plan.errors:
@@ -258,8 +270,7 @@ def _digest(text: str | None) -> str | None:
     return None if text is None else hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def probe(transport: Transport, desired: DesiredState, log_tail: int = 0, ledger_all: bool = False,
-          backups: bool = False) -> Facts:
+def probe(transport: Transport, desired: DesiredState, reads: Reads = NOTHING_MORE) -> Facts:
     """ONE exec: everything plan, verify and status need to know about the target."""
     users = sorted({j.run_as for j in desired.jobs if j.run_as} | {d.owner for d in desired.dirs if d.owner})
     paths = [desired.deploy_home, f"{desired.deploy_home}/releases", f"{desired.deploy_home}/state",
@@ -270,7 +281,8 @@ def probe(transport: Transport, desired: DesiredState, log_tail: int = 0, ledger
     jobs = [{"id": j.id, "state_dir": j.state_dir, "lock_file": j.lock_file, "log_file": j.log_file,
              "legacy_locks": list(j.legacy_locks)} for j in desired.jobs]
     params = {"deploy_home": desired.deploy_home, "users": users, "crontab_users": users, "paths": paths, "jobs": jobs,
-              "log_tail": log_tail, "ledger_all": ledger_all, "backups": backups,
+              "log_tail": reads.log_tail, "ledger_all": reads.ledger_all, "backups": reads.backups,
+              "run_log": reads.run_log,
               # Lock folders hold empty files, often on a small tmpfs (/run/lock): not a disk to watch.
               "space": sorted(({desired.deploy_home} | {d.path for d in desired.dirs})
                               - {posixpath.dirname(j.lock_file) for j in desired.jobs})}

@@ -236,7 +236,42 @@ def _legacy_lock(path):
     return info
 
 
-def _jobs_runtime(jobs, home, log_tail, ledger_all):
+NOT_SUCCESS = ("failure", "timeout", "crashed")
+
+
+def _run_log(state_dir, selector, count):
+    """One run's own log file (retention.run_logs): the run named by ``selector`` -- ``last``,
+    ``failed`` (the last run that did not succeed) or the start of a run id -- among the
+    ledger and the runs going on, with the last ``count`` lines of its file."""
+    runs = []
+    for line in _tail_lines(os.path.join(state_dir, "ledger.jsonl"), 10 ** 7, max_bytes=64 << 20):
+        try:
+            runs.append(json.loads(line))
+        except ValueError:
+            continue
+    runs += sorted((r for _n, r in _json_records(os.path.join(state_dir, "running"))), key=lambda r: r.get("start", ""))
+    runs = [r for r in runs if isinstance(r, dict) and r.get("log")]
+    if selector == "last":
+        found = runs[-1:]
+    elif selector == "failed":
+        found = [r for r in runs if r.get("outcome") in NOT_SUCCESS][-1:]
+    else:
+        found = [r for r in runs if str(r.get("run_id", "")).startswith(selector)]
+    if not found:
+        return {"error": "no kept run log matches '%s' (%d kept)" % (selector, len(runs))}
+    if len(found) > 1:
+        return {"error": "'%s' names %d runs; give more of the run id" % (selector, len(found))}
+    run = found[0]
+    folder, _, name = str(run["log"]).partition("/")
+    if folder != "runs" or not name or "/" in name or name.startswith("."):
+        return {"error": "run %s names an odd log file (%r); not read" % (run.get("run_id"), run["log"])}
+    path = os.path.join(state_dir, folder, name)
+    if not os.path.lexists(path):
+        return {"run": run, "error": "its log file is gone (%s): older than the run_logs kept" % path}
+    return {"run": run, "path": path, "lines": _tail_lines(path, count)}
+
+
+def _jobs_runtime(jobs, home, log_tail, ledger_all, run_log=None):
     out = {}
     for job in jobs:
         state = expand(job["state_dir"], home)
@@ -251,6 +286,8 @@ def _jobs_runtime(jobs, home, log_tail, ledger_all):
             info["log_tail"] = _tail_lines(expand(job["log_file"], home), log_tail)
         if ledger_all:
             info["ledger"] = _tail_lines(ledger, 10 ** 7, max_bytes=1 << 30)
+        if run_log and run_log.get("job") == job["id"]:
+            info["run_log"] = _run_log(state, run_log["run"], run_log.get("lines", 50))
         out[job["id"]] = info
     return out
 
@@ -342,7 +379,8 @@ def main(params):
         "now": time.time(),
         "timezone": _timezone(),
         "deployed_at": deployed_at,
-        "jobs": _jobs_runtime(params.get("jobs", []), home, params.get("log_tail", 0), params.get("ledger_all", False)),
+        "jobs": _jobs_runtime(params.get("jobs", []), home, params.get("log_tail", 0), params.get("ledger_all", False),
+                              params.get("run_log")),
         "space": _space([expand(p, home) for p in params.get("space", [])]),
         "rollback": _rollback_mark(deploy_home),
         "backups": _backups(deploy_home) if params.get("backups") else [],

@@ -11,6 +11,8 @@ Standard library only. For one run it:
   ``skipped-locked`` and exits 0;
 - runs the job in its own process group, its output appended to the job's log, and kills
   the whole group when the timeout passes;
+- with ``retention.run_logs: N``, also keeps each run's output in a file of its own
+  (``state/JOB_ID/runs/<start>-<run id>.log``, the last N kept), named in its ledger line;
 - appends one JSON line per run to the job's ledger (``state/JOB_ID/ledger.jsonl``).
 
 Exit code: the job's own (so ``deployer run`` and cron's mail see it), 124 on timeout.
@@ -33,6 +35,7 @@ OUTCOME_TIMEOUT = "timeout"
 OUTCOME_LOCKED = "skipped-locked"
 OUTCOME_CRASHED = "crashed"
 KILL_GRACE = 10  # seconds between SIGTERM and SIGKILL of a job that outlived its timeout
+RUN_LOGS = "runs"  # per-run logs, in the job's state folder
 
 
 def now_iso(t):
@@ -67,6 +70,7 @@ class Run:
         self.host = socket.gethostname()
         self.start = time.time()
         self.log_fd = None
+        self.run_log_fd = None  # this run's own log (retention.run_logs), or None
 
     def argv(self):
         spec = self.spec
@@ -84,8 +88,21 @@ class Run:
         return env
 
     def log(self, text):
-        if self.log_fd is not None:
-            os.write(self.log_fd, ("[%s] %s\n" % (now_iso(time.time()), text)).encode("utf-8", "replace"))
+        line = ("[%s] %s\n" % (now_iso(time.time()), text)).encode("utf-8", "replace")
+        for fd in (self.log_fd, self.run_log_fd):
+            if fd is not None:
+                os.write(fd, line)
+
+    def open_run_log(self):
+        """This run's own log file, new (O_EXCL: never an existing file or a planted link).
+        Returns its name relative to the state folder, for the ledger."""
+        folder = os.path.join(self.spec["state_dir"], RUN_LOGS)
+        os.makedirs(folder, mode=0o750, exist_ok=True)
+        # Names sort as the runs started (to the microsecond: runs can start within one second).
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.start)) + ".%06dZ" % int((self.start % 1) * 1e6)
+        name = "%s-%s.log" % (stamp, self.run_id)
+        self.run_log_fd = open_no_follow(os.path.join(folder, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        return RUN_LOGS + "/" + name
 
     def record(self, outcome, exit_code, pid, extra=None):
         end = time.time()
@@ -125,13 +142,13 @@ class Run:
             os.close(guard)
         return entry
 
-    def running_marker(self, pid):
+    def running_marker(self, pid, extra):
         folder = os.path.join(self.spec["state_dir"], "running")
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, self.run_id + ".json")
         with open(path, "w", encoding="utf-8") as f:
-            json.dump({"run_id": self.run_id, "start": now_iso(self.start), "pid": pid, "wrapper_pid": os.getpid(),
-                       "host": self.host, "revision": self.revision, "trigger": self.trigger}, f)
+            json.dump(dict(extra, run_id=self.run_id, start=now_iso(self.start), pid=pid, wrapper_pid=os.getpid(),
+                           host=self.host, revision=self.revision, trigger=self.trigger), f)
         return path
 
 
@@ -196,6 +213,20 @@ def rotate_log(path, retention):
     return "rotated the log at %d bytes" % st.st_size
 
 
+def prune_run_logs(state_dir, keep):
+    """Keep the newest ``keep`` per-run logs (their names start with the run's UTC start)."""
+    folder = os.path.join(state_dir, RUN_LOGS)
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".log"))
+    except OSError:
+        return
+    for name in names[:-keep] if keep > 0 else names:
+        try:
+            os.unlink(os.path.join(folder, name))  # unlink never follows a link
+        except OSError:
+            pass
+
+
 def _user():
     try:
         import pwd
@@ -245,30 +276,43 @@ def main(argv):
         run.log(rotated)
     os.makedirs(spec["state_dir"], exist_ok=True)  # apply makes it; a hand-cleaned target may not have it
     workdir = spec.get("workdir") or spec["state_dir"]
+    keep_run_logs = int((spec.get("retention") or {}).get("run_logs", 0))
+    extra = {}
+    if keep_run_logs:
+        extra["log"] = run.open_run_log()
     run.log("run %s start: job %s, revision %s, trigger %s" % (run.run_id, spec["id"], run.revision, trigger))
+    # Straight into the log file, unless the output must also go elsewhere (to `deployer run`,
+    # to the run's own log): then through a pipe that we copy. Through the pipe, a job that
+    # outlives a killed wrapper gets EPIPE on its next write instead of writing on unseen.
+    piped = tee or run.run_log_fd is not None
     try:
         # The child keeps the lock fd: if this wrapper dies, the lock lasts as long as the job.
-        out = subprocess.PIPE if tee else run.log_fd
+        out = subprocess.PIPE if piped else run.log_fd
         env = run.environment()
         if tee:
             env["PYTHONUNBUFFERED"] = "1"  # `deployer run` shows a Python task's lines as they are printed
         proc = subprocess.Popen(run.argv(), stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT if tee else run.log_fd,
+                                stderr=subprocess.STDOUT if piped else run.log_fd,
                                 cwd=workdir, env=env, start_new_session=True, pass_fds=(lock_fd,))
     except OSError as exc:
         run.log("run %s could not start: %s" % (run.run_id, exc))
-        run.record(OUTCOME_FAILURE, 127, None, {"error": str(exc)})
+        run.record(OUTCOME_FAILURE, 127, None, dict(extra, error=str(exc)))
+        if keep_run_logs:
+            prune_run_logs(spec["state_dir"], keep_run_logs)
         return 127
-    marker = run.running_marker(proc.pid)
+    marker = run.running_marker(proc.pid, extra)
     copier = None
-    if tee:
+    if piped:
         import threading
 
         def copy():
             for chunk in iter(lambda: proc.stdout.read1(65536), b""):
                 os.write(run.log_fd, chunk)
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
+                if run.run_log_fd is not None:
+                    os.write(run.run_log_fd, chunk)
+                if tee:
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.flush()
 
         copier = threading.Thread(target=copy, daemon=True)
         copier.start()
@@ -299,7 +343,6 @@ def main(argv):
     if copier is not None:
         copier.join(timeout=5)
 
-    extra = {}
     if timed_out:
         outcome, exit_code = OUTCOME_TIMEOUT, 124
     elif stopped_by:
@@ -312,6 +355,10 @@ def main(argv):
         outcome, exit_code = (OUTCOME_SUCCESS if code == 0 else OUTCOME_FAILURE), code
     entry = run.record(outcome, exit_code, proc.pid, extra)
     run.log("run %s end: %s (exit %s, %.1fs)" % (run.run_id, outcome, exit_code, entry["duration"]))
+    if keep_run_logs:
+        os.close(run.run_log_fd)
+        run.run_log_fd = None
+        prune_run_logs(spec["state_dir"], keep_run_logs)
     try:
         os.unlink(marker)
     except OSError:

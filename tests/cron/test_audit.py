@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import shutil
 import sqlite3
@@ -203,3 +204,41 @@ def test_run_now_streams_the_output_as_it_comes(project: Project, user_crontab: 
     stream_check([sys.executable, "-m", "deployer", "--no-color", "run", "dev", "stepped"], project.root, env, go.touch)
     assert "first line\nsecond line\n" in (HOME / "logs/stepped.log").read_text()
     shutil.rmtree(shared)
+
+
+def test_logs_run_shows_one_runs_own_log(project: Project, user_crontab: str) -> None:
+    """retention.run_logs on a real target: `deployer logs --run last|failed|RUN_ID` shows that
+    run's own output under its ledger line; a run whose file was pruned is named, not shown."""
+    project.write("tasks/counted.py", "import os, sys\nos.makedirs('seen', exist_ok=True)\ncount = len(os.listdir('seen'))\n"
+                  "open('seen/%d' % count, 'w').close()\nprint('run', count + 1, 'says hi')\n"
+                  "sys.exit(3 if count == 1 else 0)\n")
+    declare(project, "  counted:\n    script: tasks/counted.py\n    schedule: '0 3 * * *'\n    retention: {run_logs: 2}\n")
+    assert project.deployer("apply", "dev", "--yes").exit_code == 0
+    assert [project.deployer("run", "dev", "counted").exit_code for _ in range(3)] == [0, 3, 0]
+    ledger = [json.loads(line) for line in (HOME / "state" / "counted" / "ledger.jsonl").read_text().splitlines()]
+    first, failed, last = ledger
+
+    shown = project.deployer("logs", "dev", "counted", "--run", "last")
+    assert shown.exit_code == 0, shown
+    header, *lines = shown.stdout.splitlines()
+    assert header.startswith(f"── localhost: run {last['run_id']} of counted, started {last['start']}, success, ")
+    assert "localhost | run 3 says hi" in lines and not any("run 2" in line for line in lines)
+
+    shown = project.deployer("logs", "dev", "counted", "--run", "failed", "-n", "2")
+    assert shown.exit_code == 0, shown
+    header, *lines = shown.stdout.splitlines()
+    assert f"run {failed['run_id']} of counted" in header and "failure" in header
+    assert len(lines) == 2 and lines[-1].startswith("localhost | [") and "end: failure (exit 3" in lines[-1]
+
+    data = json.loads(project.deployer("logs", "dev", "counted", "--run", failed["run_id"][:6], "--json").stdout)
+    assert data["hosts"]["localhost"]["run"]["run_id"] == failed["run_id"]
+    assert any("run 2 says hi" in line for line in data["hosts"]["localhost"]["lines"])
+
+    gone = project.deployer("logs", "dev", "counted", "--run", first["run_id"])
+    assert gone.exit_code == 1, gone
+    assert "its log file is gone" in gone.stderr and "older than the run_logs kept" in gone.stderr
+    unknown = project.deployer("logs", "dev", "counted", "--run", "nosuchrun")
+    assert unknown.exit_code == 1 and "no kept run log matches 'nosuchrun' (3 kept)" in unknown.stderr, unknown
+    kept = sorted(p.name for p in (HOME / "state" / "counted" / "runs").iterdir())
+    assert len(kept) == 2 and all(p.stat().st_uid == pwd.getpwnam(TEST_USER).pw_uid
+                                  for p in (HOME / "state" / "counted" / "runs").iterdir())

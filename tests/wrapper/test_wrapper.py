@@ -164,3 +164,38 @@ def test_the_log_is_rotated_past_its_size(release: Release) -> None:
     assert logs == ["big.log", "big.log.1", "big.log.2"]
     assert all((release.root / "logs" / name).stat().st_size < 8000 for name in logs)
     assert "rotated the log at" in release.log("big")
+
+
+def test_each_run_keeps_its_own_log_the_last_n_kept(release: Release) -> None:
+    """retention.run_logs: each run's output (and the wrapper's start/end lines) in a file of
+    its own, named in its ledger line; the main log still gets everything; the oldest go."""
+    # The job counts its runs in its working folder (the state folder); the second one fails.
+    release.job("counted", "import os, sys\nos.makedirs('seen', exist_ok=True)\ncount = len(os.listdir('seen'))\n"
+                "open('seen/%d' % count, 'w').close()\n"
+                "print('run', count + 1, 'out')\nprint('run', count + 1, 'err', file=sys.stderr)\n"
+                "sys.exit(3 if count == 1 else 0)\n",
+                retention={"runs": 10000, "days": 400, "log_size": 10485760, "log_files": 5, "run_logs": 2})
+    codes = [release.run("counted").returncode for _ in range(3)]
+    assert codes == [0, 3, 0]
+    entries = release.ledger("counted")
+    assert [e["outcome"] for e in entries] == ["success", "failure", "success"]
+    folder = release.root / "state" / "counted" / "runs"
+    kept = sorted(p.name for p in folder.iterdir())
+    assert kept == sorted(str(e["log"]).split("/", 1)[1] for e in entries[1:])  # the first run's file is gone
+    assert all(str(e["log"]).startswith("runs/") and e["run_id"] in str(e["log"]) for e in entries)
+    for entry in entries[1:]:
+        text = (release.root / "state" / "counted" / str(entry["log"])).read_text()
+        n = entries.index(entry) + 1
+        assert f"run {n} out\n" in text and f"run {n} err\n" in text  # stdout and stderr, this run's only
+        assert text.count("run ") == 2 + 2  # its two output lines and the wrapper's start and end lines
+        assert f"run {entry['run_id']} start" in text and f"run {entry['run_id']} end: {entry['outcome']}" in text
+        assert oct((folder / str(entry["log"]).split("/", 1)[1]).stat().st_mode & 0o777) == "0o640"
+    main = release.log("counted")
+    assert all(f"run {n} out" in main for n in (1, 2, 3))  # the job's log keeps every run
+
+
+def test_without_run_logs_no_run_folder_is_made(release: Release) -> None:
+    release.job("plain", "print('x')\n")
+    assert release.run("plain").returncode == 0
+    assert not (release.root / "state" / "plain" / "runs").exists()
+    assert "log" not in release.ledger("plain")[0]
