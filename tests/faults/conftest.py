@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -273,6 +274,28 @@ def big_file(p: FleetProject, megabytes: int = 2) -> str:
     body = os.urandom(megabytes * 1024 * 1024 // 2).hex()
     p.write("tasks/blob.py", f'BLOB = "{body}"\n')
     return "tasks/blob.py"
+
+
+def wait_for_prompt(controller: Controller) -> bytes:
+    """Read the controller's stdout until its confirmation prompt shows (``apply`` without
+    --yes on a terminal); what it printed so far."""
+    seen = b""
+
+    def prompt() -> bool:
+        nonlocal seen
+        # click writes the prompt to stdout, which is our pipe; read what is there so far.
+        assert controller.proc.stdout is not None
+        fd = controller.proc.stdout.fileno()
+        while select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return True
+            seen += chunk
+        return b"Apply these changes" in seen
+
+    wait_for(prompt, "the confirmation prompt")
+    assert controller.proc.poll() is None, seen
+    return seen
 
 
 # ----------------------------------------------------------------------------- any transport

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import pty
-import select
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ import pytest
 from tests.fleet.conftest import FleetProject
 from tests.faults.conftest import (PAUSE_ENV, Controller, converges, declare_v2, deploy_v1, fast_link, pause_marker,
                                    paused_pid, pid_alive, release_pause, slow_link, start_deployer,
-                                   stdin_pythons, target_state, wait_for, whole_revision)
+                                   stdin_pythons, target_state, wait_for, wait_for_prompt, whole_revision)
 
 pytestmark = pytest.mark.fleet
 
@@ -46,22 +45,7 @@ def prompting_apply(p: FleetProject) -> tuple[Controller, int]:
     master, slave = pty.openpty()
     controller = start_deployer(p, "apply", "dev", stdin=slave)
     os.close(slave)
-    seen = b""
-
-    def prompt() -> bool:
-        nonlocal seen
-        # click writes the prompt to stdout, which is our pipe; read what is there so far.
-        assert controller.proc.stdout is not None
-        fd = controller.proc.stdout.fileno()
-        while select.select([fd], [], [], 0)[0]:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return True
-            seen += chunk
-        return b"Apply these changes" in seen
-
-    wait_for(prompt, "the confirmation prompt")
-    assert controller.proc.poll() is None, seen
+    wait_for_prompt(controller)
     assert stdin_pythons(p.th) == [], "the probe is over: nothing of ours runs on the target"
     return controller, master
 

@@ -67,7 +67,7 @@ class IncusError(RuntimeError):
 # --------------------------------------------------------------------------- small helpers
 
 
-def _starttime(pid: int) -> str | None:
+def starttime(pid: int) -> str | None:
     """The start time of a process (field 22 of /proc/PID/stat), None if it is gone (or a zombie)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -77,13 +77,13 @@ def _starttime(pid: int) -> str | None:
     return None if fields[0] in ("Z", "X") else fields[19]
 
 
-def _alive(pid: int, starttime: str | None) -> bool:
-    return pid > 0 and starttime is not None and _starttime(pid) == starttime
+def _alive(pid: int, started: str | None) -> bool:
+    return pid > 0 and started is not None and starttime(pid) == started
 
 
 def owner_tag(pid: int | None = None) -> str:
     pid = pid or os.getpid()
-    return f"{pid}:{_starttime(pid)}"
+    return f"{pid}:{starttime(pid)}"
 
 
 def _tag_alive(tag: str) -> bool:
@@ -251,7 +251,7 @@ class IncusDaemon:
                 proc = subprocess.Popen([INCUSD, "--group", "incus-admin", "--logfile", "/var/log/incus/incus.log"],
                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
             self.pid, self.started_here = proc.pid, True
-            self._save(proc.pid, str(_starttime(proc.pid)), str(log_path))
+            self._save(proc.pid, str(starttime(proc.pid)), str(log_path))
             try:
                 self._wait_ready(proc)
             except BaseException:
@@ -278,21 +278,21 @@ class IncusDaemon:
         if not self.started_here or not self.pid:
             return False
         state = self._read_state()
-        starttime = state.get("starttime") if int(state.get("pid", 0) or 0) == self.pid else _starttime(self.pid)
-        if _alive(self.pid, starttime) and any(_tag_alive(t) and t != owner_tag() for t in _owner_tags()):
+        started = state.get("starttime") if int(state.get("pid", 0) or 0) == self.pid else starttime(self.pid)
+        if _alive(self.pid, started) and any(_tag_alive(t) and t != owner_tag() for t in _owner_tags()):
             return False  # another live test session still has containers on it; it will adopt the daemon
-        if _alive(self.pid, starttime):
+        if _alive(self.pid, started):
             # Stops the instances cleanly, then the daemon exits.
             _run(["incus", "admin", "shutdown", f"--timeout={int(timeout)}"], check=False, timeout=timeout + 10)
             deadline = time.monotonic() + timeout
-            while _alive(self.pid, starttime) and time.monotonic() < deadline:
+            while _alive(self.pid, started) and time.monotonic() < deadline:
                 time.sleep(0.1)
             for sig in (signal.SIGTERM, signal.SIGKILL):
-                if not _alive(self.pid, starttime):
+                if not _alive(self.pid, started):
                     break
                 os.kill(self.pid, sig)
                 end = time.monotonic() + 10
-                while _alive(self.pid, starttime) and time.monotonic() < end:
+                while _alive(self.pid, started) and time.monotonic() < end:
                     time.sleep(0.1)
         # Our child (unless adopted): reap it. Its threads may still be exiting after the
         # leader shows as a zombie, so waitpid can say "not yet" for a moment.

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import pty
-import select
 import signal
 import subprocess
 import sys
@@ -38,8 +37,8 @@ import pytest
 
 from tests.faults.conftest import (FOREIGN, PAUSE_ENV, TASK, Controller, converges_through, declaration,
                                    paused_pid_through, pid_alive_through, release_pause_through, state_through,
-                                   stdin_pythons_through, wait_for, whole_revision)
-from tests.harness.incus import Incus
+                                   stdin_pythons_through, wait_for, wait_for_prompt, whole_revision)
+from tests.harness.incus import Incus, starttime
 from tests.incus.conftest import IncusProject
 
 pytestmark = pytest.mark.incus
@@ -105,16 +104,6 @@ def start_deployer(t: Target, *args: str, env: dict[str, str] | None = None,
     return Controller(proc)
 
 
-def starttime(pid: int) -> str | None:
-    """Field 22 of /proc/PID/stat; None once the process is gone (or a zombie)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return None if fields[0] in ("Z", "X") else fields[19]
-
-
 @dataclass(frozen=True)
 class Proc:
     """A process of this machine, named by pid and start time (a reused pid is another one)."""
@@ -175,6 +164,16 @@ def paused_apply(t: Target, stage: str) -> tuple[Controller, int, Proc]:
     assert len(clients) == 1, f"the controller should have one incus exec running (the applier's): {clients}"
     assert clients[0].argv()[2:5] == ["-T", f"local:{t.container}", "--"], clients[0].argv()
     return controller, int(pid), clients[0]
+
+
+def old_or_new_then_converges(t: Target, stage: str, old: str, new: str) -> None:
+    """The applier died at ``stage``: before the switch the old revision, whole; after it the
+    new one, ``current`` lagging. Then the next apply converges."""
+    if stage == "release-written":
+        assert whole_revision(t.state()) == old
+    else:
+        applier_killed_after_the_switch(t, old, new)
+    converges(t, new)
 
 
 def applier_killed_after_the_switch(t: Target, old: str, new: str) -> None:
@@ -240,11 +239,7 @@ def test_controller_killed_with_its_incus_exec(target: Target, stage: str) -> No
              timeout=120, every=0.2)
     assert paused_pid_through(t.run, stage) == pid, "the applier left its pause: it was let go, not killed"
     release_pause_through(t.run, stage)
-    if stage == "release-written":
-        assert whole_revision(t.state()) == old
-    else:
-        applier_killed_after_the_switch(t, old, new)
-    converges(t, new)
+    old_or_new_then_converges(t, stage, old, new)
 
 
 # ----------------------------------------------------------------------------- the applier killed
@@ -265,11 +260,7 @@ def test_applier_killed_mid_apply(target: Target, stage: str) -> None:
     assert "applier failed on the target" in out + err, (out, err)
     assert not client.alive()
     release_pause_through(t.run, stage)
-    if stage == "release-written":
-        assert whole_revision(t.state()) == old
-    else:
-        applier_killed_after_the_switch(t, old, new)
-    converges(t, new)
+    old_or_new_then_converges(t, stage, old, new)
 
 
 # ----------------------------------------------------------------------------- before the bundle
@@ -281,21 +272,7 @@ def prompting_apply(t: Target) -> tuple[Controller, int]:
     master, slave = pty.openpty()
     controller = start_deployer(t, "apply", "dev", stdin=slave)
     os.close(slave)
-    seen = b""
-
-    def prompt() -> bool:
-        nonlocal seen
-        assert controller.proc.stdout is not None
-        fd = controller.proc.stdout.fileno()
-        while select.select([fd], [], [], 0)[0]:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return True
-            seen += chunk
-        return b"Apply these changes" in seen
-
-    wait_for(prompt, "the confirmation prompt")
-    assert controller.proc.poll() is None, seen
+    wait_for_prompt(controller)
     assert incus_clients(controller) == [], "the probe's incus exec is over"
     assert stdin_pythons_through(t.run) == [], "the probe is over: nothing of ours runs in the container"
     return controller, master
