@@ -172,25 +172,27 @@ def _tail_lines(path, count, max_bytes=4 << 20):
     return lines[-count:] if count else []
 
 
-def _ledger(path, count):
-    """(last ``count`` runs, last success, runs since the last success) from a ledger."""
-    entries = []
-    for line in _tail_lines(path, count):
+def _json_lines(lines):
+    """The records of ledger lines; a line cut by a full disk is skipped, the rest kept."""
+    records = []
+    for line in lines:
         try:
-            entries.append(json.loads(line))
+            records.append(json.loads(line))
         except ValueError:
-            continue  # a line cut by a full disk: skip it, keep the rest
+            continue
+    return records
+
+
+def _ledger(path, count):
+    """(last ``count`` runs, last success) from a ledger."""
+    entries = _json_lines(_tail_lines(path, count))
     last_success = None
     for entry in reversed(entries):
         if entry.get("outcome") == "success":
             last_success = entry
             break
     if last_success is None and len(entries) >= count:
-        for line in reversed(_tail_lines(path, 20000)):
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
+        for entry in reversed(_json_lines(_tail_lines(path, 20000))):
             if entry.get("outcome") == "success":
                 last_success = entry
                 break
@@ -243,12 +245,7 @@ def _run_log(state_dir, selector, count):
     """One run's own log file (retention.run_logs): the run named by ``selector`` -- ``last``,
     ``failed`` (the last run that did not succeed) or the start of a run id -- among the
     ledger and the runs going on, with the last ``count`` lines of its file."""
-    runs = []
-    for line in _tail_lines(os.path.join(state_dir, "ledger.jsonl"), 10 ** 7, max_bytes=64 << 20):
-        try:
-            runs.append(json.loads(line))
-        except ValueError:
-            continue
+    runs = _json_lines(_tail_lines(os.path.join(state_dir, "ledger.jsonl"), 10 ** 7, max_bytes=64 << 20))
     runs += sorted((r for _n, r in _json_records(os.path.join(state_dir, "running"))), key=lambda r: r.get("start", ""))
     runs = [r for r in runs if isinstance(r, dict) and r.get("log")]
     if selector == "last":

@@ -104,6 +104,12 @@ class Run:
         self.run_log_fd = open_no_follow(os.path.join(folder, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         return RUN_LOGS + "/" + name
 
+    def close_run_log(self, keep):
+        """Done with this run's own log: close it, and keep only the newest ``keep``."""
+        os.close(self.run_log_fd)
+        self.run_log_fd = None
+        prune_run_logs(self.spec["state_dir"], keep)
+
     def record(self, outcome, exit_code, pid, extra=None):
         end = time.time()
         entry = {
@@ -220,7 +226,7 @@ def prune_run_logs(state_dir, keep):
         names = sorted(n for n in os.listdir(folder) if n.endswith(".log"))
     except OSError:
         return
-    for name in names[:-keep] if keep > 0 else names:
+    for name in names[:len(names) - keep]:
         try:
             os.unlink(os.path.join(folder, name))  # unlink never follows a link
         except OSError:
@@ -298,7 +304,7 @@ def main(argv):
         run.log("run %s could not start: %s" % (run.run_id, exc))
         run.record(OUTCOME_FAILURE, 127, None, dict(extra, error=str(exc)))
         if keep_run_logs:
-            prune_run_logs(spec["state_dir"], keep_run_logs)
+            run.close_run_log(keep_run_logs)
         return 127
     marker = run.running_marker(proc.pid, extra)
     copier = None
@@ -356,9 +362,7 @@ def main(argv):
     entry = run.record(outcome, exit_code, proc.pid, extra)
     run.log("run %s end: %s (exit %s, %.1fs)" % (run.run_id, outcome, exit_code, entry["duration"]))
     if keep_run_logs:
-        os.close(run.run_log_fd)
-        run.run_log_fd = None
-        prune_run_logs(spec["state_dir"], keep_run_logs)
+        run.close_run_log(keep_run_logs)
     try:
         os.unlink(marker)
     except OSError:
