@@ -6,6 +6,7 @@ for a dedicated user and needs root; ``e2e`` waits for the real cron daemon to f
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -17,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,7 +78,31 @@ class ProjectFiles:
 
 
 class RemoteProjectFiles(ProjectFiles):
-    """A project of the remote tiers (fleet, incus): project demo, env dev, given jobs."""
+    """A project of the remote tiers (fleet, incus): project demo, env dev, given jobs; the
+    CLI run in a subprocess with its own HOME (fields of the tiers' dataclasses)."""
+
+    home: Path
+    extra_env: dict[str, str]
+
+    def deployer(self, *args: str, timeout: float = 180) -> CliResult:
+        raise NotImplementedError  # each tier runs the CLI its own way (inside ctl, or not)
+
+    def env(self) -> dict[str, str]:
+        """This machine's environment without the caller's deployer settings and SSH agent."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOYER_", "SSH_AUTH_SOCK"))}
+        env.update(HOME=str(self.home), COLUMNS="250", **self.tier_env())
+        env.update(self.extra_env)
+        return env
+
+    def tier_env(self) -> dict[str, str]:
+        return {}
+
+    def deployer_json(self, *args: str, **kwargs: Any) -> tuple[CliResult, dict[str, Any]]:
+        result = self.deployer(*args, "--json", **kwargs)
+        try:
+            return result, json.loads(result.stdout)
+        except ValueError:
+            raise AssertionError(f"not JSON:\n{result}") from None
 
     def declare(self, jobs: str = JOBS, defaults: str = "  timeout: 1m\n") -> None:
         self.write("deployer.yml", f"project: demo\ndefaults:\n{defaults}jobs:\n{jobs}\n"

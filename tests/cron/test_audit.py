@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -179,11 +180,11 @@ sys.exit(3)
 """
 
 
-def stream_check(argv: list[str], cwd: Path, env: dict[str, str], release: "callable[[], None]") -> None:
+def stream_check(argv: list[str], cwd: Path, env: dict[str, str], release: Callable[[], None]) -> None:
     """`deployer run` must show the first line while the job still runs: the job only goes on
     once the test has read that line (no clock involved; a buffered run would end in exit 3)."""
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
+    assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()
     assert first == "first line\n", (first, proc.stderr.read() if proc.poll() is not None else "")
     assert proc.poll() is None  # the job is still waiting for us

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import select
 import signal
@@ -276,9 +277,13 @@ def big_file(p: FleetProject, megabytes: int = 2) -> str:
     return "tasks/blob.py"
 
 
-def wait_for_prompt(controller: Controller) -> bytes:
-    """Read the controller's stdout until its confirmation prompt shows (``apply`` without
-    --yes on a terminal); what it printed so far."""
+def at_the_prompt(start: Callable[[int], Controller]) -> tuple[Controller, int]:
+    """``start(tty)`` an ``apply`` without --yes whose stdin is a terminal, and wait until it
+    shows its confirmation prompt: it has probed, the bundle is not sent. A real pause point,
+    no test hook. Returns the controller and the terminal's master end (close it when done)."""
+    master, slave = pty.openpty()
+    controller = start(slave)
+    os.close(slave)
     seen = b""
 
     def prompt() -> bool:
@@ -295,7 +300,7 @@ def wait_for_prompt(controller: Controller) -> bytes:
 
     wait_for(prompt, "the confirmation prompt")
     assert controller.proc.poll() is None, seen
-    return seen
+    return controller, master
 
 
 # ----------------------------------------------------------------------------- any transport

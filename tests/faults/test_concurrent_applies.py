@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from tests.fleet.conftest import FleetProject
-from tests.faults.conftest import (PAUSE_ENV, declaration, paused_pid, pid_alive, release_pause, start_deployer,
+from tests.faults.conftest import (PAUSE_ENV, Controller, declaration, paused_pid, pid_alive, release_pause, start_deployer,
                                    stdin_pythons, target_state, wait_for, whole_revision, converges, deploy_v1)
 
 pytestmark = pytest.mark.fleet
@@ -25,13 +25,20 @@ def second_project(p: FleetProject, version: str) -> FleetProject:
     return other
 
 
-def test_second_apply_waits_then_is_refused_by_compare_and_swap(one_host: FleetProject) -> None:
-    p = one_host
+def first_holds_the_lock(p: FleetProject) -> tuple[str, FleetProject, Controller, int]:
+    """v1 deployed; an apply of v2 holds the deploy lock (paused there); another checkout
+    declares v3. Returns v1's revision, that checkout, the first apply and its applier's pid."""
     old = deploy_v1(p)
     p.write("deployer.yml", declaration("v2"))
     b = second_project(p, "v3")
     first = start_deployer(p, "apply", "dev", "--yes", env={PAUSE_ENV: "locked"})
     holder = wait_for(lambda: paused_pid(p.th, "locked"), "the first apply to hold the deploy lock")
+    return old, b, first, holder
+
+
+def test_second_apply_waits_then_is_refused_by_compare_and_swap(one_host: FleetProject) -> None:
+    p = one_host
+    old, b, first, holder = first_holds_the_lock(p)
 
     second = start_deployer(b, "apply", "dev", "--yes")
     # The second applier is on the target, waiting for the lock: a `python3 -` other than the
@@ -62,11 +69,7 @@ def test_second_apply_waits_then_is_refused_by_compare_and_swap(one_host: FleetP
 
 def test_second_apply_gives_up_after_its_bound_naming_the_holder(one_host: FleetProject) -> None:
     p = one_host
-    old = deploy_v1(p)
-    p.write("deployer.yml", declaration("v2"))
-    b = second_project(p, "v3")
-    first = start_deployer(p, "apply", "dev", "--yes", env={PAUSE_ENV: "locked"})
-    holder = wait_for(lambda: paused_pid(p.th, "locked"), "the first apply to hold the deploy lock")
+    old, b, first, holder = first_holds_the_lock(p)
     try:
         code, out, err = start_deployer(b, "apply", "dev", "--yes").finish()  # waits its bound (30 s), then fails
         assert code == 1, (code, out, err)

@@ -15,7 +15,6 @@ Stages on the target are reached with the applier's test-only pause (see conftes
 from __future__ import annotations
 
 import os
-import pty
 from typing import Any
 
 import pytest
@@ -23,7 +22,7 @@ import pytest
 from tests.fleet.conftest import FleetProject
 from tests.faults.conftest import (PAUSE_ENV, Controller, converges, declare_v2, deploy_v1, fast_link, pause_marker,
                                    paused_pid, pid_alive, release_pause, slow_link, start_deployer,
-                                   stdin_pythons, target_state, wait_for, wait_for_prompt, whole_revision)
+                                   stdin_pythons, target_state, at_the_prompt, wait_for, whole_revision)
 
 pytestmark = pytest.mark.fleet
 
@@ -40,12 +39,8 @@ def paused_apply(p: FleetProject, stage: str) -> tuple[Controller, int]:
 
 
 def prompting_apply(p: FleetProject) -> tuple[Controller, int]:
-    """``apply`` without --yes on a terminal: it has probed the host and waits at its prompt,
-    the SSH connection open, the bundle not sent. A real pause point, no test hook."""
-    master, slave = pty.openpty()
-    controller = start_deployer(p, "apply", "dev", stdin=slave)
-    os.close(slave)
-    wait_for_prompt(controller)
+    """``apply`` at its prompt (``at_the_prompt``), the SSH connection open."""
+    controller, master = at_the_prompt(lambda tty: start_deployer(p, "apply", "dev", stdin=tty))
     assert stdin_pythons(p.th) == [], "the probe is over: nothing of ours runs on the target"
     return controller, master
 

@@ -11,8 +11,6 @@ read or written.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
 import sys
@@ -53,11 +51,8 @@ class FleetProject(RemoteProjectFiles):
             data["all"]["children"] = {g: {"hosts": {n: None for n in names}} for g, names in groups.items()}
         self.write("inventories/dev/hosts.yml", yaml.safe_dump(data, sort_keys=False))
 
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOYER_", "SSH_AUTH_SOCK"))}
-        env.update(HOME=str(self.home), COLUMNS="250", DEPLOYER_KNOWN_HOSTS=str(self.known_hosts))
-        env.update(self.extra_env)
-        return env
+    def tier_env(self) -> dict[str, str]:
+        return {"DEPLOYER_KNOWN_HOSTS": str(self.known_hosts)}
 
     def deployer(self, *args: str, ctl: bool = True, timeout: float = 180) -> CliResult:
         """The real CLI in a subprocess: inside ctl (default) or in the machine's namespace."""
@@ -67,13 +62,6 @@ class FleetProject(RemoteProjectFiles):
         proc = subprocess.run(argv, cwd=self.root, env=self.env(), capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
         return CliResult(proc.returncode, proc.stdout, proc.stderr)
-
-    def deployer_json(self, *args: str, **kwargs: Any) -> tuple[CliResult, dict[str, Any]]:
-        result = self.deployer(*args, "--json", **kwargs)
-        try:
-            return result, json.loads(result.stdout)
-        except ValueError:
-            raise AssertionError(f"not JSON:\n{result}") from None
 
     def crontab(self, host: str, user: str = "root") -> str:
         proc = self.th.exec_on(host, ["crontab", "-l", "-u", user])

@@ -82,23 +82,10 @@ class IncusProject(RemoteProjectFiles):
                                   for name, v in hosts.items()}}}
         self.write("inventories/dev/hosts.yml", yaml.safe_dump(data, sort_keys=False))
 
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOYER_", "SSH_AUTH_SOCK"))}
-        env.update(HOME=str(self.home), COLUMNS="250")
-        env.update(self.extra_env)
-        return env
-
     def deployer(self, *args: str, timeout: float = 180) -> CliResult:
         proc = subprocess.run([sys.executable, "-m", "deployer", "--no-color", *args], cwd=self.root, env=self.env(),
                               capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         return CliResult(proc.returncode, proc.stdout, proc.stderr)
-
-    def deployer_json(self, *args: str, **kwargs: Any) -> tuple[CliResult, dict[str, Any]]:
-        result = self.deployer(*args, "--json", **kwargs)
-        try:
-            return result, json.loads(result.stdout)
-        except ValueError:
-            raise AssertionError(f"not JSON:\n{result}") from None
 
     def exec(self, container: str, *argv: str) -> subprocess.CompletedProcess[str]:
         return self.incus.exec(container, list(argv))

@@ -24,7 +24,6 @@ Stages on the target are reached with the applier's test-only pause (tests/fault
 from __future__ import annotations
 
 import os
-import pty
 import signal
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import pytest
 
 from tests.faults.conftest import (FOREIGN, PAUSE_ENV, TASK, Controller, converges_through, declaration,
                                    paused_pid_through, pid_alive_through, release_pause_through, state_through,
-                                   stdin_pythons_through, wait_for, wait_for_prompt, whole_revision)
+                                   stdin_pythons_through, at_the_prompt, wait_for, whole_revision)
 from tests.harness.incus import Incus, starttime
 from tests.incus.conftest import IncusProject
 
@@ -267,12 +266,8 @@ def test_applier_killed_mid_apply(target: Target, stage: str) -> None:
 
 
 def prompting_apply(t: Target) -> tuple[Controller, int]:
-    """``apply`` without --yes on a terminal: it has probed the container and waits at its
-    prompt, the bundle not sent. A real pause point, no test hook."""
-    master, slave = pty.openpty()
-    controller = start_deployer(t, "apply", "dev", stdin=slave)
-    os.close(slave)
-    wait_for_prompt(controller)
+    """``apply`` at its prompt (``at_the_prompt``) in front of a container."""
+    controller, master = at_the_prompt(lambda tty: start_deployer(t, "apply", "dev", stdin=tty))
     assert incus_clients(controller) == [], "the probe's incus exec is over"
     assert stdin_pythons_through(t.run) == [], "the probe is over: nothing of ours runs in the container"
     return controller, master
