@@ -96,6 +96,7 @@ apt_missing() {  # prints the packages of "$@" that dpkg does not have installed
   done
 }
 
+apt_updated=0
 apt_install() {  # apt_install WHY PACKAGE... (only the missing ones; root or sudo without a password)
   local why=$1
   shift
@@ -110,8 +111,11 @@ apt_install() {  # apt_install WHY PACKAGE... (only the missing ones; root or su
     fail "$why needs the Debian packages: $missing (root is needed to install them)" \
          "ask an administrator to run: apt-get install $missing; or run ./install.sh as root"
   fi
-  step "apt-get update" "check this machine's apt sources (/etc/apt/sources.list.d/) and that it reaches its Debian mirror" \
-    "${SUDO[@]}" apt-get update -q
+  if [ "$apt_updated" = 0 ]; then
+    step "apt-get update" "check this machine's apt sources (/etc/apt/sources.list.d/) and that it reaches its Debian mirror" \
+      "${SUDO[@]}" apt-get update -q
+    apt_updated=1
+  fi
   step "apt-get install $missing" "see apt's message above; 'apt-get install $missing' by hand shows the whole story" \
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
 }

@@ -1,7 +1,11 @@
 #!/bin/sh
-# Build (once) the shared Debian bookworm rootfs used by tests/harness/hosts.py.
+# Build (once) the shared Debian bookworm rootfs used by tests/harness/hosts.py, or a pristine
+# Debian system for the `fresh` tier (tests/harness/pristine.py).
 #
 # Usage: build_rootfs.sh [DIR]        (default DIR: /var/cache/deployer-tests/rootfs-bookworm)
+#        DEPLOYER_TEST_PRISTINE=1 DEPLOYER_TEST_SUITE=trixie build_rootfs.sh DIR
+#            a stock system: minbase with python3 and nothing else, apt sources in deb822 form
+#            only (/etc/apt/sources.list.d/debian.sources, as Debian's own images have them)
 #
 # Idempotent: if DIR/.complete exists nothing is done.  Otherwise debootstrap runs into
 # DIR.tmp (a leftover DIR.tmp from an interrupted run is removed first), and only a finished
@@ -13,7 +17,8 @@ set -eu
 
 DIR=${1:-/var/cache/deployer-tests/rootfs-bookworm}
 SUITE=${DEPLOYER_TEST_SUITE:-bookworm}
-INCLUDE=cron,openssh-server,iproute2,python3,sudo
+PRISTINE=${DEPLOYER_TEST_PRISTINE:-}
+if [ -n "$PRISTINE" ]; then INCLUDE=python3; else INCLUDE=cron,openssh-server,iproute2,python3,sudo; fi
 
 if [ -e "$DIR/.complete" ]; then
     exit 0
@@ -63,7 +68,9 @@ find_mirror() {
     } | grep -v -- '-security' | head -n 1
 }
 
+# The mirror apt uses for this suite; else the one it uses for bookworm (it serves them all).
 MIRROR=${DEPLOYER_TEST_MIRROR:-$(find_mirror || true)}
+[ -n "$MIRROR" ] || MIRROR=$(SUITE=bookworm find_mirror || true)
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 
 if ! command -v debootstrap >/dev/null 2>&1; then
@@ -105,6 +112,12 @@ debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$TMP" "$MIRROR"
 # Keep the rootfs small and free of per-machine state; hosts.py generates its own keys.
 rm -f "$TMP"/etc/ssh/ssh_host_*
 rm -rf "$TMP"/var/cache/apt/archives/*.deb "$TMP"/var/lib/apt/lists/*
+if [ -n "$PRISTINE" ]; then
+    rm -f "$TMP"/etc/apt/sources.list
+    printf 'Types: deb\nURIs: %s\nSuites: %s %s-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb\nURIs: %s\nSuites: %s-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        "$MIRROR" "$SUITE" "$SUITE" "${DEPLOYER_TEST_SECURITY_MIRROR:-http://deb.debian.org/debian-security}" "$SUITE" \
+        > "$TMP"/etc/apt/sources.list.d/debian.sources
+fi
 mv "$TMP" "$DIR"
 touch "$DIR/.complete"
 echo "build_rootfs.sh: done in $(( $(date +%s) - start )) s: $DIR" >&2
