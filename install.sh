@@ -196,9 +196,9 @@ if [ "$found" != "$LINK" ]; then
   if [ -z "$found" ]; then
     # Debian's ~/.profile puts ~/.local/bin on the PATH of login shells once it exists.
     echo "install.sh: $BIN_DIR is not on this shell's PATH yet (a new login shell has it on Debian)." >&2
-    echo "--- what to do: run   export PATH=\"$BIN_DIR:\$PATH\"   then deployer works here too." >&2
   else
-    echo "install.sh: note: 'deployer' on this PATH is $found, not $LINK; run $LINK, or put $BIN_DIR first on your PATH." >&2
+    echo "install.sh: 'deployer' on this shell's PATH is $found, not the one just installed ($LINK)." >&2
   fi
+  echo "--- what to do: run   export PATH=\"$BIN_DIR:\$PATH\"   then deployer is this one here too." >&2
   exit 3
 fi

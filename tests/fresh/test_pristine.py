@@ -20,6 +20,8 @@ pytestmark = pytest.mark.fresh
 FIRST = "./install.sh && deployer apply dev --yes"  # the README's first command
 CLONE = "/root/deployer"
 USER = "alice"
+# Debian's cron, started in the system unless it runs already (minbase has no pgrep).
+START_CRON = "[ -s /run/crond.pid ] && kill -0 \"$(cat /run/crond.pid)\" 2>/dev/null || cron"
 
 
 def readme_commands() -> list[str]:
@@ -72,7 +74,7 @@ def test_first_command_as_root_installs_and_applies(system: PristineSystem) -> N
     assert found["cron-daemon"].startswith("fail"), found
 
     # cron started inside the system: it is this system's daemon, and the audit passes whole.
-    started = system.sh("cron")
+    started = system.sh(START_CRON)
     assert started.exit_code == 0, started
     found = checks(system)
     assert failing(found) == {}, found
@@ -81,20 +83,28 @@ def test_first_command_as_root_installs_and_applies(system: PristineSystem) -> N
     assert again.exit_code == 0, again
     assert "nothing to change" in again.output, again
 
+    # From CI: the venv's ansible-playbook finds deployer's plugins and Python (README, From CI).
+    check = system.sh(f"cd {CLONE} && /opt/deployer/bin/ansible-playbook -i inventories/dev playbooks/apply.yml --check")
+    assert check.exit_code == 0 and re.search(r"localhost\s+: ok=\d+\s+changed=0 .*failed=0", check.output), check
+    audit = system.sh(f"cd {CLONE} && /opt/deployer/bin/ansible-playbook -i inventories/dev playbooks/verify.yml")
+    assert audit.exit_code == 0, audit
+
 
 def test_first_command_as_an_ordinary_user(system: PristineSystem) -> None:
     """After root's install (which brought cron and python3-venv), a user runs the same command
     in a clone of their own; state goes under their home."""
     assert system.sh(f"useradd -m -s /bin/bash {USER} && cp -a {CLONE} /home/{USER}/deployer && "
                      f"chown -R {USER}: /home/{USER}/deployer").exit_code == 0
-    if system.sh("pgrep -x cron").exit_code != 0:
-        assert system.sh("cron").exit_code == 0
+    started = system.sh(START_CRON)
+    assert started.exit_code == 0, started
 
     # A brand-new account: ~/.local/bin is not on its PATH until its next login (Debian's
-    # ~/.profile adds it when it exists). install.sh says so and how, and stops the `&&`.
+    # ~/.profile adds it when it exists), and root's /usr/local/bin/deployer is. install.sh
+    # says which deployer this shell would run and how to get the new one, and stops the `&&`.
     first = system.sh(f"cd ~/deployer && {FIRST}", user=USER)
     assert first.exit_code == 3, first
-    assert f"/home/{USER}/.local/bin is not on this shell's PATH yet" in first.output, first
+    assert (f"'deployer' on this shell's PATH is /usr/local/bin/deployer, not the one just installed "
+            f"(/home/{USER}/.local/bin/deployer)") in first.output, first
     assert f'export PATH="/home/{USER}/.local/bin:$PATH"' in first.output, first
 
     # The next login shell has it: the command as written works.
@@ -119,6 +129,12 @@ def test_a_broken_install_names_the_step(system: PristineSystem) -> None:
     assert "what to do: check that this machine reaches the Python package index" in broken.output, broken
     assert "Traceback" not in broken.output, broken
     assert not system.path("/tmp/broken-bin/deployer").exists()
+
+    # A bin folder that is not on the PATH: said, with the line that fixes it, exit 3.
+    off_path = system.sh(f"cd {CLONE} && PATH=/usr/bin:/bin DEPLOYER_BIN_DIR=/tmp/off-path ./install.sh")
+    assert off_path.exit_code == 3, off_path
+    assert "install.sh: /tmp/off-path is not on this shell's PATH yet" in off_path.output, off_path
+    assert 'what to do: run   export PATH="/tmp/off-path:$PATH"' in off_path.output, off_path
 
     as_user = system.sh("cd ~/deployer && tests/run", user=USER)
     assert as_user.exit_code == 1, as_user

@@ -116,11 +116,13 @@ class PristineSystem:
         """``command`` in a login shell of ``user`` inside the system (its own PATH from
         /etc/profile and ~/.profile, as a person who logs in gets it)."""
         home = "/root" if user == "root" else f"/home/{user}"
-        extra = " ".join(f"{k}={_quote(v)}" for k, v in {**self.env(home), **(env or {})}.items())
+        # su -l resets the environment: carry the network's variables through, but not PATH,
+        # HOME or LANG, which the user's login shell sets itself (/etc/profile, ~/.profile).
+        extra = " ".join(f"{k}={_quote(v)}" for k, v in {**self.env(home), **(env or {})}.items()
+                         if k not in ("PATH", "HOME", "LANG", "TERM"))
         if user == "root":
             inner = ["/bin/bash", "-lc", command]
         else:
-            # su -l resets the environment: carry the network's variables through explicitly.
             inner = ["su", "-l", user, "-c", f"export {extra}; {command}" if extra else command]
         argv = ["nsenter", "-t", str(self.ns_pid), "-m", "-p", "--", "chroot", str(self.root), "env", "-i", *self._env_argv(home, env), *inner]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
