@@ -22,6 +22,7 @@ from deployer.cli.main import (Context, _guard, _session, accept_new_option, cli
                                parallel_option)
 from deployer.core.health import ago, consecutive_failures, parse_time
 from deployer.core.timing import in_words, next_fire
+from deployer.engine.remote import isolated
 from deployer.engine.session import Reads, Session, TargetState
 from deployer.errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, InvalidInput, Problem
 
@@ -239,8 +240,11 @@ def run_now(ctx: Context, env: str, job: str, host: str | None) -> None:
                 user = spec.run_as or who.user
                 home = (state.facts.users.get(user) or {}).get("home") or who.home
                 # The environment cron gives a job, not ours: what runs by hand is what cron runs.
+                # The wrapper isolated (-I: nothing of the job user's Python site runs in it); no
+                # terminal reaches it: the transport gives it none, its output comes through a pipe.
                 argv = ["env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", f"LOGNAME={user}", f"USER={user}", "SHELL=/bin/sh",
-                        state.desired.python, f"{state.facts.deploy_home}/releases/{current}/run", job, "--trigger", "manual", "--tee"]
+                        *isolated(state.desired.python, f"{state.facts.deploy_home}/releases/{current}/run", job,
+                                  "--trigger", "manual", "--tee")]
                 if user != who.user:
                     argv = ["runuser", "-u", user, "--", *argv]
                 if len(session.states) > 1:
