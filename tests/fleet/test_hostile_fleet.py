@@ -71,5 +71,5 @@ def test_a_module_planted_in_the_login_home_never_runs_as_root_over_ssh(fleet_fa
     for command in (("plan", "dev"), ("apply", "dev", "--yes"), ("verify", "dev")):
         result = p.deployer(*command)
         assert "Traceback" not in result.stderr and result.exit_code in (0, 1), result
+        assert th.exec_on("h1", ["test", "-e", "/tmp/planted-ran"]).returncode == 1, f"{command}: alice's base64.py ran as root"
     assert th.exec_on("h1", ["crontab", "-l"]).stdout.count("# BEGIN deployer demo/dev") == 1
-    assert th.exec_on("h1", ["test", "-e", "/tmp/planted-ran"]).returncode == 1, "alice's base64.py ran as root"
