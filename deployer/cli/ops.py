@@ -71,6 +71,15 @@ def _reachable(ctx: Context, session: Session, job: str | None = None) -> list[T
     return [s for s in session.states if s.facts is not None]
 
 
+def _unanswered(session: Session) -> int:
+    """The exit code the hosts without facts make: 4 when one could not be reached, 1 when
+    it was reached but its probe failed there (never "unreachable" for a host that answered)."""
+    codes = {s.exit_code for s in session.states if s.facts is None}
+    if EXIT_UNREACHABLE in codes:
+        return EXIT_UNREACHABLE
+    return EXIT_FAILED if codes else EXIT_OK
+
+
 def _job_ids(session: Session, job: str | None) -> None:
     declared = {j.id for s in session.states for j in s.desired.jobs}
     if job is not None and job not in declared:
@@ -147,7 +156,7 @@ def status(ctx: Context, env: str, job: str | None, limit: str | None, parallel:
                 table.add_row(r["host"], r["job"], f"{r['schedule']} ({r['schedule_words']})", last_text,
                               r["last_success_ago"], next_text, fails, running)
             ctx.output.out.print(table)
-        return EXIT_UNREACHABLE if any(s.facts is None for s in session.states) else EXIT_OK
+        return _unanswered(session)
 
     _guard(ctx, work)
 
@@ -175,18 +184,18 @@ def logs(ctx: Context, env: str, job: str, host: str | None, lines: int, run: st
                                   run_log={"job": job, "run": run, "lines": lines} if run else None))
         finally:
             session.close()
-        unreachable = any(s.facts is None for s in session.states)
+        unanswered = _unanswered(session)
         jobs = {state.name: state.facts.jobs[job] for state in _reachable(ctx, session, job)
                 if state.facts is not None and job in state.facts.jobs}
         if run:
             return _show_run_logs(ctx, job, run, {name: info.get("run_log") or {} for name, info in jobs.items()},
-                                  unreachable)
+                                  unanswered)
         result = {name: info.get("log_tail", []) for name, info in jobs.items()}
         if ctx.output.json_mode:
             ctx.output.emit_json({"job": job, "hosts": result})
         else:
             _print_prefixed(ctx, result)
-        return EXIT_UNREACHABLE if unreachable else EXIT_OK
+        return unanswered
 
     _guard(ctx, work)
 
@@ -198,7 +207,7 @@ def _print_prefixed(ctx: Context, result: dict[str, list[str]]) -> None:
             ctx.output.print(f"{name:<{width}} | {line}")
 
 
-def _show_run_logs(ctx: Context, job: str, selector: str, found: dict[str, dict[str, Any]], unreachable: bool) -> int:
+def _show_run_logs(ctx: Context, job: str, selector: str, found: dict[str, dict[str, Any]], unanswered: int) -> int:
     """``logs --run``: the run's ledger line as a header, then its own log's last lines."""
     if ctx.output.json_mode:
         ctx.output.emit_json({"job": job, "run": selector, "hosts": found})
@@ -214,8 +223,8 @@ def _show_run_logs(ctx: Context, job: str, selector: str, found: dict[str, dict[
             if info.get("error"):
                 ctx.output.err.print(Text(ctx.output.safe(f"{name}: {info['error']}"), style="red"))
             _print_prefixed(ctx, {name: info.get("lines", [])})
-    if unreachable:
-        return EXIT_UNREACHABLE
+    if unanswered:
+        return unanswered
     return EXIT_OK if any(info.get("lines") is not None for info in found.values()) else EXIT_FAILED
 
 
@@ -269,9 +278,7 @@ def run_now(ctx: Context, env: str, job: str, host: str | None) -> None:
                 code = result.exit_code if code == EXIT_OK else code
         finally:
             session.close()
-        if any(s.facts is None for s in session.states):
-            return EXIT_UNREACHABLE
-        return code
+        return _unanswered(session) or code
 
     _guard(ctx, work)
 
@@ -310,6 +317,6 @@ def history(ctx: Context, env: str, export: str, limit: str | None, parallel: in
                         count += 1
         db.close()
         ctx.output.print(f"{count} runs from {len(_reachable(ctx, session))} hosts written to {Path(export)}")
-        return EXIT_UNREACHABLE if any(s.facts is None for s in session.states) else EXIT_OK
+        return _unanswered(session)
 
     _guard(ctx, work)

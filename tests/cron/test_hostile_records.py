@@ -213,3 +213,19 @@ def test_a_multi_line_secret_is_redacted_on_every_line(deployed: Project) -> Non
     assert "localhost | ********" in logs.stdout.splitlines()
     assert "key:" in ran.stdout and "end" in ran.stdout
 
+
+
+def test_a_host_that_answers_is_never_called_unreachable(project: Project, user_crontab: str) -> None:
+    # the host is there, but the probe fails on it: sudo refuses the become user
+    project.write("tasks/quick.py", "print('never run')\n")
+    declare(project, JOBS)
+    project.write("inventories/dev/hosts.yml", """\
+        all:
+          hosts:
+            localhost: {ansible_connection: local, ansible_become: true, ansible_become_user: no-such-user}
+        """)
+    for command in (("status", "dev"), ("logs", "dev", "quick"), ("verify", "dev")):
+        result = project.deployer(*command, env=SECRET)
+        assert "Traceback" not in result.stdout + result.stderr, result
+        assert result.exit_code == 1, result  # failed there, not 4: it was reached
+        assert "unknown user no-such-user" in result.stdout + result.stderr, result
