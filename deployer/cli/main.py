@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -274,7 +275,7 @@ def verify(ctx: Context, env: str, limit: str | None, parallel: int, strict: boo
         finally:
             session.close()
         if junit_file:
-            Path(junit_file).write_text(ctx.output.redact(junit_xml(session)))
+            Path(junit_file).write_text(junit_xml(session, lambda text: ctx.output.safe(text, newlines=True)), encoding="utf-8")
         if ctx.output.json_mode:
             ctx.output.emit_json(ctx.output.checks_json(session))
         else:
@@ -285,8 +286,11 @@ def verify(ctx: Context, env: str, limit: str | None, parallel: int, strict: boo
     _guard(ctx, work)
 
 
-def junit_xml(session: Session) -> str:
-    """One testsuite per host, one testcase per check; fail is a failure, warn a skipped-with-message."""
+def junit_xml(session: Session, clean: Callable[[str], str] = str) -> str:
+    """One testsuite per host, one testcase per check; fail is a failure, warn a skipped-with-message.
+
+    ``clean`` redacts each text and escapes control characters (XML 1.0 cannot hold most of
+    them: one in a check's detail would make the whole file unreadable to CI)."""
     from xml.etree import ElementTree as ET
 
     suites = ET.Element("testsuites", name=f"deployer verify {session.project.name}/{session.env.name}")
@@ -296,16 +300,17 @@ def junit_xml(session: Session) -> str:
                               time=f"{state.seconds:.3f}")
         if not state.checks:
             case = ET.SubElement(suite, "testcase", classname=state.name, name="reach")
-            ET.SubElement(case, "error", message=state.error or "no result").text = state.error or ""
+            ET.SubElement(case, "error", message=clean(state.error or "no result")).text = clean(state.error or "")
             suite.set("errors", "1")
             continue
         for check in state.checks:
             name = f"{check.name} {check.job}" if check.job else check.name
             case = ET.SubElement(suite, "testcase", classname=state.name, name=name)
+            detail = clean(check.detail)
             if check.status == "fail":
-                ET.SubElement(case, "failure", message=check.detail).text = check.detail
+                ET.SubElement(case, "failure", message=detail).text = detail
             elif check.status == "warn":
-                ET.SubElement(case, "system-out").text = f"warning: {check.detail}"
+                ET.SubElement(case, "system-out").text = f"warning: {detail}"
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 

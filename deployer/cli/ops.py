@@ -6,7 +6,6 @@ run wrapper records on the target: the ledger, the running markers, the lock, th
 
 from __future__ import annotations
 
-import json
 import shlex
 import sqlite3
 import sys
@@ -20,8 +19,10 @@ from rich.text import Text
 
 from deployer.cli.main import (Context, _guard, _session, accept_new_option, cli, env_argument, json_option, limit_option,
                                parallel_option)
+from deployer.cli.output import shown
 from deployer.core.health import ago, consecutive_failures, parse_time
 from deployer.core.timing import in_words, next_fire
+from deployer.engine.remote import isolated
 from deployer.engine.session import Reads, Session, TargetState
 from deployer.errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, InvalidInput, Problem
 
@@ -35,6 +36,7 @@ class LineStream:
     def __init__(self, redact: Any) -> None:
         self.redact = redact
         self.pending = b""
+        self.terminal = sys.stdout.isatty()  # escape sequences are shown escaped there, not obeyed
 
     def feed(self, chunk: bytes) -> None:
         self.pending += chunk
@@ -48,15 +50,34 @@ class LineStream:
             self.pending = b""
 
     def _write(self, data: bytes) -> None:
-        sys.stdout.write(self.redact(data.decode("utf-8", "replace")))
+        text = self.redact(data.decode("utf-8", "replace"))
+        sys.stdout.write(shown(text, newlines=True) if self.terminal else text)
         sys.stdout.flush()
 
 
-def _reachable(ctx: Context, session: Session) -> list[TargetState]:
+def _reachable(ctx: Context, session: Session, job: str | None = None) -> list[TargetState]:
+    """The hosts that answered; for the others, why not. Files of the answering hosts that
+    could not be read (or lines that are not run records) are said once, as warnings."""
     for state in session.states:
         if state.facts is None:
-            ctx.output.err.print(Text(f"{state.name}: {state.error}", style="red"))
+            ctx.output.err.print(Text(ctx.output.safe(f"{state.name}: {state.error}"), style="red"))
+            continue
+        problems = list(state.facts.problems)
+        for job_id, info in state.facts.jobs.items():
+            if job is None or job_id == job:
+                problems += info.get("problems") or []
+        for problem in problems:
+            ctx.output.err.print(Text(ctx.output.safe(f"{state.name}: warning: {problem}"), style="yellow"))
     return [s for s in session.states if s.facts is not None]
+
+
+def _unanswered(session: Session) -> int:
+    """The exit code the hosts without facts make: 4 when one could not be reached, 1 when
+    it was reached but its probe failed there (never "unreachable" for a host that answered)."""
+    codes = {s.exit_code for s in session.states if s.facts is None}
+    if EXIT_UNREACHABLE in codes:
+        return EXIT_UNREACHABLE
+    return EXIT_FAILED if codes else EXIT_OK
 
 
 def _job_ids(session: Session, job: str | None) -> None:
@@ -112,7 +133,7 @@ def status(ctx: Context, env: str, job: str | None, limit: str | None, parallel:
             session.observe()
         finally:
             session.close()
-        rows = [r for s in _reachable(ctx, session) for r in _status_rows(s) if job is None or r["job"] == job]
+        rows = [r for s in _reachable(ctx, session, job) for r in _status_rows(s) if job is None or r["job"] == job]
         if ctx.output.json_mode:
             ctx.output.emit_json({"project": session.project.name, "env": session.env.name, "jobs": rows})
         else:
@@ -135,7 +156,7 @@ def status(ctx: Context, env: str, job: str | None, limit: str | None, parallel:
                 table.add_row(r["host"], r["job"], f"{r['schedule']} ({r['schedule_words']})", last_text,
                               r["last_success_ago"], next_text, fails, running)
             ctx.output.out.print(table)
-        return EXIT_UNREACHABLE if any(s.facts is None for s in session.states) else EXIT_OK
+        return _unanswered(session)
 
     _guard(ctx, work)
 
@@ -163,18 +184,18 @@ def logs(ctx: Context, env: str, job: str, host: str | None, lines: int, run: st
                                   run_log={"job": job, "run": run, "lines": lines} if run else None))
         finally:
             session.close()
-        unreachable = any(s.facts is None for s in session.states)
-        jobs = {state.name: state.facts.jobs[job] for state in _reachable(ctx, session)
+        unanswered = _unanswered(session)
+        jobs = {state.name: state.facts.jobs[job] for state in _reachable(ctx, session, job)
                 if state.facts is not None and job in state.facts.jobs}
         if run:
             return _show_run_logs(ctx, job, run, {name: info.get("run_log") or {} for name, info in jobs.items()},
-                                  unreachable)
+                                  unanswered)
         result = {name: info.get("log_tail", []) for name, info in jobs.items()}
         if ctx.output.json_mode:
             ctx.output.emit_json({"job": job, "hosts": result})
         else:
             _print_prefixed(ctx, result)
-        return EXIT_UNREACHABLE if unreachable else EXIT_OK
+        return unanswered
 
     _guard(ctx, work)
 
@@ -186,7 +207,7 @@ def _print_prefixed(ctx: Context, result: dict[str, list[str]]) -> None:
             ctx.output.print(f"{name:<{width}} | {line}")
 
 
-def _show_run_logs(ctx: Context, job: str, selector: str, found: dict[str, dict[str, Any]], unreachable: bool) -> int:
+def _show_run_logs(ctx: Context, job: str, selector: str, found: dict[str, dict[str, Any]], unanswered: int) -> int:
     """``logs --run``: the run's ledger line as a header, then its own log's last lines."""
     if ctx.output.json_mode:
         ctx.output.emit_json({"job": job, "run": selector, "hosts": found})
@@ -196,13 +217,14 @@ def _show_run_logs(ctx: Context, job: str, selector: str, found: dict[str, dict[
             if record:
                 outcome = record.get("outcome") or "running"
                 took = f", {record['duration']:.1f}s" if isinstance(record.get("duration"), (int, float)) else ""
-                ctx.output.out.print(Text(f"── {name}: run {record.get('run_id')} of {job}, started {record.get('start')}, "
-                                          f"{outcome}{took} ({record.get('trigger', '?')})", style="bold"))
+                ctx.output.out.print(Text(ctx.output.safe(f"── {name}: run {record.get('run_id')} of {job}, started "
+                                                          f"{record.get('start')}, {outcome}{took} ({record.get('trigger', '?')})"),
+                                          style="bold"))
             if info.get("error"):
-                ctx.output.err.print(Text(f"{name}: {info['error']}", style="red"))
+                ctx.output.err.print(Text(ctx.output.safe(f"{name}: {info['error']}"), style="red"))
             _print_prefixed(ctx, {name: info.get("lines", [])})
-    if unreachable:
-        return EXIT_UNREACHABLE
+    if unanswered:
+        return unanswered
     return EXIT_OK if any(info.get("lines") is not None for info in found.values()) else EXIT_FAILED
 
 
@@ -239,8 +261,11 @@ def run_now(ctx: Context, env: str, job: str, host: str | None) -> None:
                 user = spec.run_as or who.user
                 home = (state.facts.users.get(user) or {}).get("home") or who.home
                 # The environment cron gives a job, not ours: what runs by hand is what cron runs.
+                # The wrapper isolated (-I: nothing of the job user's Python site runs in it); no
+                # terminal reaches it: the transport gives it none, its output comes through a pipe.
                 argv = ["env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", f"LOGNAME={user}", f"USER={user}", "SHELL=/bin/sh",
-                        state.desired.python, f"{state.facts.deploy_home}/releases/{current}/run", job, "--trigger", "manual", "--tee"]
+                        *isolated(state.desired.python, f"{state.facts.deploy_home}/releases/{current}/run", job,
+                                  "--trigger", "manual", "--tee")]
                 if user != who.user:
                     argv = ["runuser", "-u", user, "--", *argv]
                 if len(session.states) > 1:
@@ -249,13 +274,11 @@ def run_now(ctx: Context, env: str, job: str, host: str | None) -> None:
                 result = state.transport.run(argv, timeout=spec.timeout + 60, on_stdout=shown.feed)
                 shown.close()
                 if result.stderr:
-                    ctx.output.err.print(ctx.output.redact(result.stderr.decode("utf-8", "replace").rstrip()))
+                    ctx.output.err.print(Text(ctx.output.safe(result.stderr.decode("utf-8", "replace").rstrip(), newlines=True)))
                 code = result.exit_code if code == EXIT_OK else code
         finally:
             session.close()
-        if any(s.facts is None for s in session.states):
-            return EXIT_UNREACHABLE
-        return code
+        return _unanswered(session) or code
 
     _guard(ctx, work)
 
@@ -286,11 +309,7 @@ def history(ctx: Context, env: str, export: str, limit: str | None, parallel: in
             for state in _reachable(ctx, session):
                 assert state.facts is not None
                 for info in state.facts.jobs.values():
-                    for line in info.get("ledger", []):
-                        try:
-                            e = json.loads(line)
-                        except ValueError:
-                            continue
+                    for e in info.get("ledger", []):  # run records, their fields typed by the probe
                         db.execute("insert or ignore into runs values (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
                             state.name, e.get("project"), e.get("env"), e.get("job"), e.get("run_id"), e.get("start"),
                             e.get("end"), e.get("duration"), e.get("exit_code"), e.get("outcome"), e.get("pid"),
@@ -298,6 +317,6 @@ def history(ctx: Context, env: str, export: str, limit: str | None, parallel: in
                         count += 1
         db.close()
         ctx.output.print(f"{count} runs from {len(_reachable(ctx, session))} hosts written to {Path(export)}")
-        return EXIT_UNREACHABLE if any(s.facts is None for s in session.states) else EXIT_OK
+        return _unanswered(session)
 
     _guard(ctx, work)

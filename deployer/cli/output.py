@@ -19,6 +19,44 @@ from deployer.errors import InvalidInput
 STATUS_STYLE = {OK: "green", CHANGED: "yellow", FAILED: "red", UNREACHABLE: "magenta"}
 CHECK_STYLE = {PASS: "green", WARN: "yellow", FAIL: "red"}
 REDACTED = "********"
+SECRET_LINE_MIN = 4  # lines of a multi-line secret at least this long are redacted on their own
+
+
+def shown(text: str, newlines: bool = False) -> str:
+    """Text that came from a target (a job's log, a ledger field, a crontab line) as a
+    terminal or an XML file may carry it: escape sequences (ESC, CSI, OSC) and every other
+    control or invisible character shown escaped (``\x1b``), so the text can neither drive
+    the terminal nor pass for a line of ours. Tabs stay; newlines too if ``newlines``."""
+    if text.isprintable():
+        return text
+    keep = " \t\n" if newlines else " \t"
+    return "".join(c if c.isprintable() or c in keep else repr(c)[1:-1] for c in text)
+
+
+def secret_patterns(secrets: set[str]) -> list[str]:
+    """What redaction replaces: each secret, and each line of a multi-line one (a PEM key),
+    since output is shown, and streamed, a line at a time; longest first."""
+    patterns = set()
+    for secret in secrets:
+        if not secret:
+            continue
+        patterns.add(secret)
+        if "\n" in secret or "\r" in secret:
+            patterns.update(line.strip() for line in secret.replace("\r", "\n").split("\n")
+                            if len(line.strip()) >= SECRET_LINE_MIN)
+    return sorted(patterns, key=len, reverse=True)
+
+
+def redact_data(data: Any, redact: Any) -> Any:
+    """Every string of a JSON-able value redacted (before encoding: JSON escapes would hide
+    a secret holding a quote, a backslash or a non-ASCII character from the text's redaction)."""
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, dict):
+        return {redact_data(k, redact): redact_data(v, redact) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [redact_data(v, redact) for v in data]
+    return data
 
 
 class Output:
@@ -30,18 +68,21 @@ class Output:
 
     # ------------------------------------------------------------------ safety
     def redact(self, text: str) -> str:
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            if len(secret) >= 1:
-                text = text.replace(secret, REDACTED)
+        for secret in secret_patterns(self.secrets):
+            text = text.replace(secret, REDACTED)
         return text
+
+    def safe(self, text: str, newlines: bool = False) -> str:
+        """Redacted, then made safe for a terminal (see ``shown``)."""
+        return shown(self.redact(text), newlines)
 
     def print(self, text: str | Text = "", style: str | None = None) -> None:
         if isinstance(text, str):
-            text = Text(self.redact(text), style=style or "")
+            text = Text(self.safe(text, newlines=True), style=style or "")
         self.out.print(text)
 
     def emit_json(self, data: Any) -> None:
-        sys.stdout.write(self.redact(json.dumps(data, indent=2, sort_keys=False)) + "\n")
+        sys.stdout.write(self.redact(json.dumps(redact_data(data, self.redact), indent=2, sort_keys=False)) + "\n")
 
     def invalid(self, exc: InvalidInput) -> None:
         if self.json_mode:
@@ -49,7 +90,7 @@ class Output:
                 {"file": p.file, "line": p.line, "key_path": p.key_path, "message": p.message} for p in exc.problems]})
             return
         for problem in exc.problems:
-            self.err.print(Text("error: ", style="bold red") + Text(self.redact(str(problem))))
+            self.err.print(Text("error: ", style="bold red") + Text(self.safe(str(problem))))
         count = len(exc.problems)
         self.err.print(Text(f"{count} problem{'s' if count != 1 else ''} found; nothing was changed on any target.", style="red"))
 
@@ -58,11 +99,14 @@ class Output:
         mark = {OK: "✓", CHANGED: "~", FAILED: "✗", UNREACHABLE: "✗"}[state.status]
         detail = f": {state.error}" if state.error and state.status in (FAILED, UNREACHABLE) else ""
         self.err.print(Text(f"{mark} {state.name} {phase} in {state.seconds:.2f}s", style=STATUS_STYLE[state.status])
-                       + Text(self.redact(detail)))
+                       + Text(self.safe(detail)))
 
     # ------------------------------------------------------------------ plans
     def diff(self, text: str) -> None:
-        for line in self.redact(text).splitlines():
+        lines = self.redact(text).split("\n")  # a crontab's lines as cron splits them: on newlines only
+        if lines and lines[-1] == "":
+            lines.pop()
+        for line in map(shown, lines):
             style = ""
             if line.startswith("+++") or line.startswith("---"):
                 style = "bold"
@@ -136,7 +180,7 @@ class Output:
                 result, detail = "ok", "in sync" if verb == "verify" else "nothing to change"
             else:
                 result, detail = s.status, s.error or ""
-            table.add_row(s.name, Text(result, style=STATUS_STYLE.get(s.status, "")), self.redact(detail))
+            table.add_row(s.name, Text(result, style=STATUS_STYLE.get(s.status, "")), Text(self.safe(detail)))
         self.out.print(table)
 
     def checks(self, session: Session) -> None:
@@ -146,7 +190,7 @@ class Output:
                 self.print(f"   {state.error}", style="red")
             for c in state.checks:
                 subject = f"{c.name} {c.job}" if c.job else c.name
-                self.out.print(Text(f"   {c.status:4} ", style=CHECK_STYLE[c.status]) + Text(f"{subject:12} {self.redact(c.detail)}"))
+                self.out.print(Text(f"   {c.status:4} ", style=CHECK_STYLE[c.status]) + Text(f"{subject:12} {self.safe(c.detail)}"))
 
     def checks_json(self, session: Session) -> dict[str, Any]:
         return {

@@ -120,4 +120,9 @@ def _runtime_checks(plan: Plan, job_ids: set[str]) -> list[Check]:
     for job in release.jobs:
         if job.id in job_ids:
             out.extend(job_checks(job, facts))
+    # What the probe could not read or parse (written by the job's user, or damaged): said, skipped.
+    out.extend(Check("records", WARN, problem) for problem in facts.problems)
+    for job in release.jobs:
+        if job.id in job_ids:
+            out.extend(Check("records", WARN, str(p), job.id) for p in facts.jobs.get(job.id, {}).get("problems") or [])
     return out

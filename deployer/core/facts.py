@@ -49,6 +49,8 @@ class Facts:
     rollback: dict[str, Any] | None = None  # rollback.json: held at an older revision on purpose
     backups: list[dict[str, Any]] = field(default_factory=list)  # backups/*/index.json, oldest first
     current_link: str | None = None  # what the `current` link names (may lag the crontab: see live_revision)
+    # target files that could not be read or parsed (a FIFO, a link, a bad line): verify warns
+    problems: list[str] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -98,5 +100,6 @@ def parse_facts(data: dict[str, Any], project: str, env: str) -> Facts:
         drift={rev: r.get("drift") or {} for rev, r in data.get("releases", {}).items()},
         rollback=data.get("rollback"),
         backups=list(data.get("backups") or []),
+        problems=[str(p) for p in data.get("problems") or []],
         raw=data,
     )

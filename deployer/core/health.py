@@ -32,9 +32,12 @@ def parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (ValueError, TypeError):
         return None
+    # the wrapper writes UTC; a time without a zone (not the wrapper's) is read as UTC too,
+    # never compared naive against aware
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def ago(then: datetime | None, now: datetime) -> str:

@@ -1,7 +1,12 @@
 """Send a piece of target-side code (probe, applier) over a transport and read its answer.
 
-The code goes over stdin to ``python3 -``: one exec, no file left behind, nothing to
+The code goes over stdin to ``python3 -I -``: one exec, no file left behind, nothing to
 install on the target. Its parameters travel inside the script, base64-encoded JSON.
+
+Isolated (``-I``), because it often runs as root in a folder someone else owns: no current
+folder on ``sys.path`` (a ``base64.py`` where the operator stands would be imported as root),
+no user site, no ``PYTHON*`` variables. It then works from ``/``, whatever folder the
+transport started it in.
 """
 
 from __future__ import annotations
@@ -34,7 +39,12 @@ def script_source(name: str) -> str:
 
 def build_script(name: str, params: dict[str, Any]) -> bytes:
     encoded = base64.b64encode(json.dumps(params).encode()).decode()
-    return (script_source(name) + f"\n\nmain(decode_params({encoded!r}))\n").encode()
+    return (script_source(name) + f"\n\nos.chdir('/')\nmain(decode_params({encoded!r}))\n").encode()
+
+
+def isolated(python: str, *args: str) -> list[str]:
+    """The argv that runs target-side Python: isolated from its caller's folder and environment."""
+    return [python, "-I", *args] if args else [python, "-I", "-"]
 
 
 def call(transport: Transport, name: str, params: dict[str, Any], python: str = "python3",
@@ -44,7 +54,7 @@ def call(transport: Transport, name: str, params: dict[str, Any], python: str = 
         # TEST-ONLY (tests/faults/): the applier stops at this named stage until the test
         # releases it; see _stage in deployer/remote/applier.py. Never set it in production.
         params = {**params, "pause_at": os.environ[TEST_PAUSE_ENV]}
-    result = transport.run([python, "-"], build_script(name, params), timeout=timeout)
+    result = transport.run(isolated(python), build_script(name, params), timeout=timeout)
     if result.exit_code == 127 or (b"not found" in result.stderr and b"python" in result.stderr and not result.stdout):
         raise Unreachable(f"{python} is not installed on the target", hint="deployer needs python3 and cron on every target")
     last = result.stdout.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]

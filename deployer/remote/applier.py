@@ -264,13 +264,27 @@ def _backup_dir(params):
     return params["_backup_dir"]
 
 
+KEEP_LIMIT = 1 << 20  # bytes of a hand-edited file kept in the backup; a bigger one is not ours to keep
+
+
 def _keep_drifted(params, rel, path, done):
-    """A file of the release changed by hand is kept in the backup before it is restored."""
-    if not os.path.isfile(path) or os.path.islink(path):
+    """A file of the release changed by hand is kept in the backup before it is restored.
+
+    At most KEEP_LIMIT bytes: an env file belongs to the job's user, who could make it a
+    sparse 5 GB file (nothing on disk) that a copy would write out in full, as root."""
+    try:
+        fd = open_regular(path)
+    except OSError:
+        return  # gone, a link, a FIFO...: nothing of ours to keep
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        data = f.read(KEEP_LIMIT + 1) if size <= KEEP_LIMIT else b""
+    if size > KEEP_LIMIT or len(data) > KEEP_LIMIT:
+        done.append("did not keep the hand-edited %s: %d bytes, more than the %d kept" % (path, max(size, len(data)), KEEP_LIMIT))
         return
     keep = os.path.join(_backup_dir(params), "drift", params["revision"], rel)
     _makedirs(os.path.dirname(keep))
-    shutil.copy2(path, keep, follow_symlinks=False)
+    _write_file(keep, data, 0o600)
     done.append("kept the hand-edited %s in %s" % (path, keep))
 
 

@@ -34,7 +34,7 @@ def _releases(deploy_home):
                 info = describe_path(full)
                 if info and info["type"] == "file":
                     try:
-                        info["sha256"] = sha256_file(full)
+                        info["sha256"] = sha256_file(full, HASH_LIMIT)
                     except OSError as exc:
                         info["error"] = exc.strerror
                 files[rel] = info
@@ -42,15 +42,17 @@ def _releases(deploy_home):
     return releases
 
 
+# A release file bigger than this is not one deployer wrote (an env file its user made a
+# sparse 5 GB file): said to differ without reading it all.
+HASH_LIMIT = 64 << 20
 DRIFT_SHOWN = 64 * 1024  # a hand-edited file up to this size travels back, for plan's diff
 
 
 def _drift(base, files):
     """Files of a release that differ from the release's own manifest (edited by hand)."""
-    try:
-        with open(os.path.join(base, "manifest.json")) as f:
-            manifest = json.load(f).get("files", {})
-    except (OSError, ValueError):
+    manifest, _problem = read_json_file(os.path.join(base, "manifest.json"))
+    manifest = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict) or not all(isinstance(w, dict) for w in manifest.values()):
         return {"manifest.json": {"why": "the manifest is missing or unreadable"}}
     out = {}
     for rel, want in sorted(manifest.items()):
@@ -63,13 +65,13 @@ def _drift(base, files):
             # env files hold secrets: their content never leaves the target
             if not rel.startswith("env/"):
                 try:
-                    if os.lstat(path).st_size > DRIFT_SHOWN:
-                        continue
-                    with open(path, "rb") as f:
-                        out[rel]["content"] = base64.b64encode(f.read(DRIFT_SHOWN)).decode()
+                    with os.fdopen(open_regular(path), "rb") as f:
+                        content = f.read(DRIFT_SHOWN + 1)
+                    if len(content) <= DRIFT_SHOWN:
+                        out[rel]["content"] = base64.b64encode(content).decode()
                 except OSError:
                     pass
-        elif want.get("mode") and "%04o" % seen.get("mode", 0) != want["mode"]:
+        elif isinstance(want.get("mode"), str) and "%04o" % seen.get("mode", 0) != want["mode"]:
             out[rel] = {"why": "mode %04o, not %s" % (seen.get("mode", 0), want["mode"])}
     for rel in files:
         if rel not in manifest and rel != "manifest.json":
@@ -77,37 +79,38 @@ def _drift(base, files):
     return out
 
 
-def _backups(deploy_home):
+def _backups(deploy_home, problems):
     """What each apply kept (``backups/*/index.json``), oldest first: rollback's history."""
     # A backup without an index is an older one, or one holding only hand-edited files.
     out = []
-    for name, record in _json_records(os.path.join(deploy_home, "backups"), "index.json"):
-        record["name"] = name
-        out.append(record)
+    for name, record in _json_records(os.path.join(deploy_home, "backups"), problems, "index.json"):
+        if isinstance(record, dict):
+            record["name"] = name
+            out.append(record)
     return out
 
 
-def _json_records(folder, inside=""):
+def _json_records(folder, problems, inside=""):
     """(name, parsed JSON) of each entry of ``folder`` (of ``entry/inside`` when given), in
-    name order; entries that are missing or not JSON are skipped."""
+    name order; entries that are missing are skipped, those that cannot be read said in
+    ``problems``."""
     try:
         names = sorted(os.listdir(folder))
     except OSError:
         return
     for name in names:
-        try:
-            with open(os.path.join(folder, name, inside) if inside else os.path.join(folder, name)) as f:
-                yield name, json.load(f)
-        except (OSError, ValueError):
-            continue
+        data, problem = read_json_file(os.path.join(folder, name, inside) if inside else os.path.join(folder, name))
+        if problem:
+            problems.append(problem)
+        elif data is not None:
+            yield name, data
 
 
-def _rollback_mark(deploy_home):
-    try:
-        with open(os.path.join(deploy_home, "rollback.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+def _rollback_mark(deploy_home, problems):
+    data, problem = read_json_file(os.path.join(deploy_home, "rollback.json"))
+    if problem:
+        problems.append(problem)
+    return data if isinstance(data, dict) else None
 
 
 def _current(deploy_home):
@@ -153,46 +156,37 @@ def _cron_daemon():
     return {"running": False, "process": None, "pid": None}
 
 
-def _tail_lines(path, count, max_bytes=4 << 20):
-    """The last ``count`` lines of a file, reading at most ``max_bytes`` from its end."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return []
-    with os.fdopen(fd, "rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        block = 65536
-        data = b""
-        while size > 0 and data.count(b"\n") <= count and len(data) < max_bytes:
-            step = min(block, size)
-            size -= step
-            f.seek(size)
-            data = f.read(step) + data
-    lines = data.decode("utf-8", "replace").splitlines()
-    return lines[-count:] if count else []
+def _text_lines(path, count, problems, max_bytes=4 << 20):
+    """The last ``count`` lines of a text file (a log), undecodable bytes replaced."""
+    lines, problem = tail_lines(path, count, max_bytes)
+    if problem:
+        problems.append(problem)
+    return [line.decode("utf-8", "replace") for line in lines]
 
 
-def _json_lines(lines):
-    """The records of ledger lines; a line cut by a full disk is skipped, the rest kept."""
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
+def _run_lines(path, count, problems, max_bytes=4 << 20):
+    """The runs among the last ``count`` lines of a ledger: lines that are not run records
+    (cut by a full disk, or written by someone else) are skipped and said once."""
+    lines, problem = tail_lines(path, count, max_bytes)
+    if problem:
+        problems.append(problem)
+    records, bad = parse_run_lines(lines)
+    if bad:
+        problems.append("%s: %d of its last %d lines %s not run records, skipped (the first: %r, %s)"
+                        % (path, bad[0], len(lines), "is" if bad[0] == 1 else "are", bad[1], bad[2]))
     return records
 
 
-def _ledger(path, count):
+def _ledger(path, count, problems):
     """(last ``count`` runs, last success) from a ledger."""
-    entries = _json_lines(_tail_lines(path, count))
+    entries = _run_lines(path, count, problems)
     last_success = None
     for entry in reversed(entries):
         if entry.get("outcome") == "success":
             last_success = entry
             break
     if last_success is None and len(entries) >= count:
-        for entry in reversed(_json_lines(_tail_lines(path, 20000))):
+        for entry in reversed(_run_lines(path, 20000, [])):  # bad lines were said once, above
             if entry.get("outcome") == "success":
                 last_success = entry
                 break
@@ -217,10 +211,16 @@ def _alive(pid):
         return False
 
 
-def _running(state_dir):
+def _running(state_dir, problems):
+    """The running markers of a job's runs that started and have not ended."""
     runs = []
-    for _name, run in _json_records(os.path.join(state_dir, "running")):
-        run["alive"] = _alive(int(run.get("pid") or 0)) if run.get("pid") else False
+    folder = os.path.join(state_dir, "running")
+    for name, data in _json_records(folder, problems):
+        run, why = run_record(data, ledger=False)
+        if run is None:
+            problems.append("%s: not a running marker (%s): skipped" % (os.path.join(folder, name), why))
+            continue
+        run["alive"] = _alive(run["pid"]) if run.get("pid") else False
         runs.append(run)
     return runs
 
@@ -234,7 +234,10 @@ def _legacy_lock(path):
     info["pid"] = pid
     info["alive"] = _alive(pid) if pid else False
     info["held"] = bool(_flock_holders(path))
-    info["age"] = time.time() - os.lstat(path).st_mtime
+    try:
+        info["age"] = time.time() - os.lstat(path).st_mtime
+    except OSError:
+        return None  # gone since we looked: nothing to report
     return info
 
 
@@ -245,9 +248,10 @@ def _run_log(state_dir, selector, count):
     """One run's own log file (retention.run_logs): the run named by ``selector`` -- ``last``,
     ``failed`` (the last run that did not succeed) or the start of a run id -- among the
     ledger and the runs going on, with the last ``count`` lines of its file."""
-    runs = _json_lines(_tail_lines(os.path.join(state_dir, "ledger.jsonl"), 10 ** 7, max_bytes=64 << 20))
-    runs += sorted((r for _n, r in _json_records(os.path.join(state_dir, "running"))), key=lambda r: r.get("start", ""))
-    runs = [r for r in runs if isinstance(r, dict) and r.get("log")]
+    problems = []  # said by the job's own reads already
+    runs = _run_lines(os.path.join(state_dir, "ledger.jsonl"), 10 ** 7, problems, max_bytes=64 << 20)
+    runs += sorted(_running(state_dir, problems), key=lambda r: r["start"])
+    runs = [r for r in runs if r.get("log")]
     if selector == "last":
         found = runs[-1:]
     elif selector == "failed":
@@ -265,27 +269,38 @@ def _run_log(state_dir, selector, count):
     path = os.path.join(state_dir, folder, name)
     if not os.path.lexists(path):
         return {"run": run, "error": "its log file is gone (%s): older than the run_logs kept" % path}
-    return {"run": run, "path": path, "lines": _tail_lines(path, count)}
+    return {"run": run, "path": path, "lines": _text_lines(path, count, [])}
+
+
+def _job_runtime(job, home, log_tail, ledger_all, run_log, problems):
+    state = expand(job["state_dir"], home)
+    ledger = os.path.join(state, "ledger.jsonl")
+    entries, last_success = _ledger(ledger, 50, problems)
+    lock = expand(job["lock_file"], home)
+    info = {"runs": entries, "last_success": last_success, "running": _running(state, problems),
+            "lock": {"holders": [p for p in _flock_holders(lock) if p != os.getpid()],
+                     "content": "".join(_text_lines(lock, 1, problems, max_bytes=4096))},
+            "problems": problems}
+    info["legacy_locks"] = {expand(p, home): _legacy_lock(expand(p, home)) for p in job.get("legacy_locks", [])}
+    if log_tail:
+        info["log_tail"] = _text_lines(expand(job["log_file"], home), log_tail, problems)
+    if ledger_all:
+        info["ledger"] = _run_lines(ledger, 10 ** 7, [], max_bytes=1 << 30)
+    if run_log and run_log.get("job") == job["id"]:
+        info["run_log"] = _run_log(state, run_log["run"], run_log.get("lines", 50))
+    return info
 
 
 def _jobs_runtime(jobs, home, log_tail, ledger_all, run_log=None):
     out = {}
     for job in jobs:
-        state = expand(job["state_dir"], home)
-        ledger = os.path.join(state, "ledger.jsonl")
-        entries, last_success = _ledger(ledger, 50)
-        lock = expand(job["lock_file"], home)
-        info = {"runs": entries, "last_success": last_success, "running": _running(state),
-                "lock": {"holders": [p for p in _flock_holders(lock) if p != os.getpid()],
-                         "content": "".join(_tail_lines(lock, 1))}}
-        info["legacy_locks"] = {expand(p, home): _legacy_lock(expand(p, home)) for p in job.get("legacy_locks", [])}
-        if log_tail:
-            info["log_tail"] = _tail_lines(expand(job["log_file"], home), log_tail)
-        if ledger_all:
-            info["ledger"] = _tail_lines(ledger, 10 ** 7, max_bytes=1 << 30)
-        if run_log and run_log.get("job") == job["id"]:
-            info["run_log"] = _run_log(state, run_log["run"], run_log.get("lines", 50))
-        out[job["id"]] = info
+        problems = []
+        try:
+            out[job["id"]] = _job_runtime(job, home, log_tail, ledger_all, run_log, problems)
+        except Exception as exc:  # noqa: BLE001 - what a user wrote never fails the probe: said, not raised
+            problems.append("reading the runs of %s failed: %s: %s" % (job["id"], type(exc).__name__, exc))
+            out[job["id"]] = {"runs": [], "last_success": None, "running": [], "lock": {"holders": [], "content": ""},
+                              "legacy_locks": {}, "problems": problems}
     return out
 
 
@@ -337,12 +352,12 @@ def main(params):
     me = user_name(os.getuid())
     current = _current(deploy_home)
     crontab_users = set(params.get("crontab_users", [])) | {me}
+    problems = []  # files of the target that could not be read: said by verify
     if current:
-        try:
-            with open(os.path.join(deploy_home, "releases", current, "manifest.json")) as f:
-                crontab_users |= set(json.load(f).get("crontab_users", []))
-        except (OSError, ValueError):
-            pass
+        manifest, _problem = read_json_file(os.path.join(deploy_home, "releases", current, "manifest.json"))
+        listed = manifest.get("crontab_users") if isinstance(manifest, dict) else None
+        if isinstance(listed, list):
+            crontab_users |= {u for u in listed if isinstance(u, str)}
     crontabs = {}
     for user in sorted(crontab_users):
         if user != me and users.get(user, True) is None:
@@ -379,6 +394,7 @@ def main(params):
         "jobs": _jobs_runtime(params.get("jobs", []), home, params.get("log_tail", 0), params.get("ledger_all", False),
                               params.get("run_log")),
         "space": _space([expand(p, home) for p in params.get("space", [])]),
-        "rollback": _rollback_mark(deploy_home),
-        "backups": _backups(deploy_home) if params.get("backups") else [],
+        "rollback": _rollback_mark(deploy_home, problems),
+        "backups": _backups(deploy_home, problems) if params.get("backups") else [],
+        "problems": problems,
     })

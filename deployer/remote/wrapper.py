@@ -168,11 +168,8 @@ def trim_ledger(path, retention, now):
             first = f.readline()
     except OSError:
         return
-    try:
-        oldest = json.loads(first.decode("utf-8", "replace")).get("start", "")
-        too_old = oldest and oldest < now_iso(now - keep_days * 86400)
-    except ValueError:
-        too_old = True  # a damaged first line: rewrite without it
+    oldest = _start_of(first)
+    too_old = oldest is None or oldest < now_iso(now - keep_days * 86400)  # a damaged first line: rewrite without it
     if not too_old and size < keep_runs * 200:  # far fewer lines than allowed: nothing to count
         return
     with open(path, "rb") as f:
@@ -180,11 +177,9 @@ def trim_ledger(path, retention, now):
     cutoff = now_iso(now - keep_days * 86400)
     kept = []
     for line in lines[-keep_runs:]:
-        try:
-            if json.loads(line.decode("utf-8", "replace")).get("start", "") >= cutoff:
-                kept.append(line)
-        except ValueError:
-            continue
+        start = _start_of(line)
+        if start is not None and start >= cutoff:
+            kept.append(line)
     if len(kept) == len(lines):
         return
     tmp = path + ".tmp-%d" % os.getpid()
@@ -194,6 +189,17 @@ def trim_ledger(path, retention, now):
         f.flush()
         os.fsync(f.fileno())
     os.rename(tmp, path)
+
+
+def _start_of(line):
+    """The start of a ledger line's run; None for a line that is not a run record (cut by a
+    full disk, or written by someone else: ``1``, ``[]``, ``{"start": 5}`` never stop a run)."""
+    try:
+        entry = json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    start = entry.get("start") if isinstance(entry, dict) else None
+    return start if isinstance(start, str) else None
 
 
 def rotate_log(path, retention):

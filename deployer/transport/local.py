@@ -1,15 +1,27 @@
-"""The local machine as a target: subprocess, no connection at all."""
+"""The local machine as a target: subprocess, no connection at all.
+
+Every command starts in a session of its own (``setsid``: no controlling terminal) from
+``/``: run from an operator's root shell, a job or anything a job's user planted in its
+Python could otherwise open ``/dev/tty`` and type into that shell (TIOCSTI). Over SSH and
+``incus exec -T`` no terminal is given either.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from deployer.errors import Unreachable
 from deployer.transport.base import Become, Counters, Result
+
+
+# No controlling terminal, not the operator's folder.
+DETACHED: dict[str, Any] = {"start_new_session": True, "cwd": "/"}
 
 
 class LocalTransport:
@@ -27,7 +39,7 @@ class LocalTransport:
             if on_stdout is not None:
                 proc = _streamed(full, stdin, timeout, on_stdout)
             else:
-                proc = subprocess.run(full, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+                proc = _collected(full, stdin, timeout)
         except FileNotFoundError:
             raise Unreachable(f"'{full[0]}' is not installed on this machine") from None
         except subprocess.TimeoutExpired:
@@ -43,10 +55,36 @@ class LocalTransport:
         pass
 
 
+def _collected(full: list[str], stdin: bytes, timeout: float | None) -> subprocess.CompletedProcess[bytes]:
+    """subprocess.run, detached from our terminal."""
+    proc = subprocess.Popen(full, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **DETACHED)
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    except KeyboardInterrupt:
+        _pass_interrupt(proc)
+        raise
+    return subprocess.CompletedProcess(full, proc.returncode, out, err)
+
+
+def _pass_interrupt(proc: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C reached only us (the command has no terminal): give it to the command's group,
+    as the terminal would have, and let it stop (the run wrapper records the run as crashed)."""
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=15)
+    except (OSError, subprocess.TimeoutExpired):
+        proc.kill()
+
+
 def _streamed(full: list[str], stdin: bytes, timeout: float | None,
               on_stdout: Callable[[bytes], None]) -> subprocess.CompletedProcess[bytes]:
     """subprocess.run, but stdout goes to ``on_stdout`` chunk by chunk as it is written."""
-    proc = subprocess.Popen(full, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(full, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, **DETACHED)
     err: list[bytes] = []
     reader = threading.Thread(target=lambda: err.append(proc.stderr.read() if proc.stderr else b""), daemon=True)
     reader.start()
@@ -61,15 +99,20 @@ def _streamed(full: list[str], stdin: bytes, timeout: float | None,
         timer.start()
     out: list[bytes] = []
     try:
-        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdout is not None
+        if proc.stdin is not None:
+            try:
+                proc.stdin.write(stdin)
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass  # the command did not read its input; its exit code says why
         try:
-            proc.stdin.write(stdin)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass  # the command did not read its input; its exit code says why
-        while chunk := proc.stdout.read1(65536):
-            out.append(chunk)
-            on_stdout(chunk)
+            while chunk := proc.stdout.read1(65536):
+                out.append(chunk)
+                on_stdout(chunk)
+        except KeyboardInterrupt:
+            _pass_interrupt(proc)
+            raise
         proc.wait()
         reader.join()
     finally:

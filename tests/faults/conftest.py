@@ -225,7 +225,7 @@ for pid in os.listdir("/proc"):
             io = dict(line.split(": ") for line in f.read().splitlines())
     except OSError:
         continue
-    if argv and os.path.basename(argv[0]).startswith(b"python3") and argv[1:] == [b"-"]:
+    if argv and os.path.basename(argv[0]).startswith(b"python3") and argv[1:] == [b"-I", b"-"]:
         try:
             fds = [os.readlink("/proc/%s/fd/%s" % (pid, fd)) for fd in os.listdir("/proc/%s/fd" % pid)]
         except OSError:
