@@ -150,5 +150,5 @@ def test_second_command_installs_and_runs_the_unit_tier(system: PristineSystem) 
     tail = "\n".join(done.output.splitlines()[-15:])
     print(tail)
     assert done.exit_code == 0, done
-    last = done.output.splitlines()[-1]
-    assert re.search(r"\b\d+ passed\b", last) and "failed" not in last and "error" not in last, tail
+    summary = re.findall(r"^=* ?(\d+ passed[^=]*?) in [\d.]+s", done.output, re.M)  # pytest's closing line
+    assert summary and "failed" not in summary[-1] and "error" not in summary[-1], tail
