@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from deployer.config.chars import LINE_BREAKS, control_character
 from deployer.config.schedule import ScheduleError, normalize
 
 # A job id appears in file names, crontab lines and log prefixes: keep it to a safe slug.
@@ -57,23 +58,6 @@ def parse_mode(value: Any) -> int:
             raise ValueError(f"'{value}' is not a file mode")
         return mode
     raise ValueError(f"'{value}' is not a file mode: write it as a quoted octal string such as '0750'")
-
-
-# Control characters (C0, DEL, C1), line and paragraph separators, lone surrogates: none of
-# them belongs in a file name, a user name, a program or a crontab line, and several split
-# or fake lines (cron splits on "\n" only, Python's splitlines on \x1c, \x85, \u2028...).
-_CONTROL_CATEGORIES = {"Cc", "Zl", "Zp", "Cs"}
-
-
-def control_character(value: str) -> str | None:
-    """The first control character of ``value`` as U+XXXX, or None."""
-    for char in value:
-        if unicodedata.category(char) in _CONTROL_CATEGORIES:
-            return f"U+{ord(char):04X}"
-    return None
-
-
-_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # str.splitlines() splits on each
 
 
 def _one_line(value: str) -> str:
@@ -247,7 +231,7 @@ class JobFields(Strict):
         # that any reader of the crontab (cron, Python's splitlines, a terminal) takes for more.
         if value is None:
             return value
-        if any(c in _LINE_BREAKS for c in value):
+        if any(c in LINE_BREAKS for c in value):
             raise ValueError("must be a single line (it becomes a comment in the crontab)")
         found = control_character(value)
         if found:
