@@ -378,11 +378,11 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
     settings = Settings(
         home=pick("home", DEFAULT_HOME),
         log_dir=pick_sub("logs", "dir", DEFAULT_LOG_DIR),
-        log_mode=pick_sub("logs", "mode", 0o750),
+        log_mode=pick_sub("logs", "mode", None),
         log_owner=pick_sub("logs", "owner", None),
         log_group=pick_sub("logs", "group", None),
         lock_dir=pick_sub("locks", "dir", DEFAULT_LOCK_DIR),
-        lock_mode=pick_sub("locks", "mode", 0o755),
+        lock_mode=pick_sub("locks", "mode", None),
         keep_releases=pick("keep_releases", DEFAULT_KEEP_RELEASES),
         python=pick("python", "python3"),
     )

@@ -18,7 +18,7 @@ import jinja2
 
 from deployer.config.inventory import Target
 from deployer.config.chars import control_character
-from deployer.config.project import EnvironmentConfig, Job, Project
+from deployer.config.project import DEFAULT_LOCK_MODE, DEFAULT_LOG_MODE, EnvironmentConfig, Job, Project
 from deployer.config.sandbox import BoundedEnvironment
 from deployer.config.secrets import resolve_env
 from deployer.config.yamlsource import KeyPath
@@ -132,7 +132,14 @@ def render(project: Project, env: EnvironmentConfig, target: Target, all_targets
     script_names: set[str] = set()
     for relative in project.files:
         files[Path(relative).name] = (project.root / relative).read_bytes()
-    dirs: dict[str, DirSpec] = {lock_dir: DirSpec(lock_dir, settings.lock_mode)}
+    def enforce(directory: str, mode: int | None, owner: str | None = None, group: str | None = None) -> tuple[str, ...]:
+        # Inside deploy_home every folder is deployer's own; elsewhere only what is declared.
+        if directory == deploy_home or directory.startswith(deploy_home.rstrip("/") + "/"):
+            return ("mode", "owner", "group")
+        return tuple(name for name, value in (("mode", mode), ("owner", owner), ("group", group)) if value is not None)
+
+    lock_mode = DEFAULT_LOCK_MODE if settings.lock_mode is None else settings.lock_mode
+    dirs: dict[str, DirSpec] = {lock_dir: DirSpec(lock_dir, lock_mode, enforce=enforce(lock_dir, settings.lock_mode))}
     log_dir_users: dict[str, set[str | None]] = {}
 
     for job in env.jobs:
@@ -185,7 +192,9 @@ def render(project: Project, env: EnvironmentConfig, target: Target, all_targets
         # A log folder shared by jobs of different users belongs to the connecting user;
         # each job's log file is created for its own user, so every job can still write.
         owner = settings.log_owner or (next(iter(users)) if len(users) == 1 else None)
-        dirs[directory] = DirSpec(directory, settings.log_mode, owner, settings.log_group)
+        log_mode = DEFAULT_LOG_MODE if settings.log_mode is None else settings.log_mode
+        dirs[directory] = DirSpec(directory, log_mode, owner, settings.log_group,
+                                  enforce(directory, settings.log_mode, settings.log_owner, settings.log_group))
     if r.problems:
         raise InvalidInput(r.problems)
     return DesiredState(
