@@ -36,7 +36,7 @@ def _suggest(word: str, choices: list[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-_TAGS = {"plain-value", "secret-ref"}
+_TAGS = {"plain-value", "secret-ref", "var-text", "var-boolean"}
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> KeyPath:
@@ -197,7 +197,7 @@ def _check_names(raw: dict[str, Any], src: SourceMap) -> list[Problem]:
     jobs = raw.get("jobs")
     if isinstance(jobs, dict):
         for job_id, job in jobs.items():
-            if not model.JOB_ID.match(job_id):
+            if not model.JOB_ID.fullmatch(job_id):
                 problems.append(src.problem(("jobs", job_id), (
                     f"'{job_id}' is not a valid job id: use lowercase letters, digits, '-' and '_' "
                     "(it names files and crontab entries, so no '/', spaces or shell characters)")))
@@ -209,7 +209,7 @@ def _check_names(raw: dict[str, Any], src: SourceMap) -> list[Problem]:
     envs = raw.get("environments")
     if isinstance(envs, dict):
         for name, env in envs.items():
-            if not model.ENVIRONMENT_NAME.match(name):
+            if not model.ENVIRONMENT_NAME.fullmatch(name):
                 problems.append(src.problem(("environments", name), f"'{name}' is not a valid environment name (lowercase letters, digits, '-' and '_')"))
             if not isinstance(env, dict):
                 continue
@@ -242,7 +242,7 @@ def _check_var_names(raw: dict[str, Any], src: SourceMap) -> list[Problem]:
         for name in variables:
             if name in RESERVED_VARS:
                 problems.append(src.problem(path + (name,), f"'{name}' is set by deployer itself; choose another variable name"))
-            elif not model.ENV_NAME.match(name):
+            elif not model.ENV_NAME.fullmatch(name):
                 problems.append(src.problem(path + (name,), f"'{name}' is not a valid variable name (letters, digits and '_')"))
     return problems
 
@@ -253,7 +253,7 @@ def _check_env_names(env: Any, path: KeyPath, src: SourceMap) -> list[Problem]:
     return [
         src.problem(path + (name,), f"'{name}' is not a valid environment variable name (letters, digits and '_', not starting with a digit)")
         for name in env
-        if not model.ENV_NAME.match(name)
+        if not model.ENV_NAME.fullmatch(name)
     ]
 
 
@@ -378,11 +378,11 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
     settings = Settings(
         home=pick("home", DEFAULT_HOME),
         log_dir=pick_sub("logs", "dir", DEFAULT_LOG_DIR),
-        log_mode=pick_sub("logs", "mode", 0o750),
+        log_mode=pick_sub("logs", "mode", None),
         log_owner=pick_sub("logs", "owner", None),
         log_group=pick_sub("logs", "group", None),
         lock_dir=pick_sub("locks", "dir", DEFAULT_LOCK_DIR),
-        lock_mode=pick_sub("locks", "mode", 0o755),
+        lock_mode=pick_sub("locks", "mode", None),
         keep_releases=pick("keep_releases", DEFAULT_KEEP_RELEASES),
         python=pick("python", "python3"),
     )
@@ -430,6 +430,10 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
             if command.strip() != command or any(c.isspace() for c in command):
                 problems.append(src.problem(origin["command"],
                                             f"'{command}' looks like a shell line; 'command' is one program (path or name), put its arguments in 'args' as a list"))
+                continue
+            found = model.control_character(command)
+            if found:
+                problems.append(src.problem(origin["command"], f"contains the control character {found}; 'command' is one program (path or name)"))
                 continue
         env_items: list[tuple[str, str | Secret]] = []
         for var, value in sorted(values.get("env", {}).items()):

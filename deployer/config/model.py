@@ -8,18 +8,24 @@ scripts and secrets happens in ``load``. Every model forbids unknown keys: a typ
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from deployer.config.chars import LINE_BREAKS, control_character
 from deployer.config.schedule import ScheduleError, normalize
 
 # A job id appears in file names, crontab lines and log prefixes: keep it to a safe slug.
-JOB_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-ENVIRONMENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-USER_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}\$?$")
-_DURATION = re.compile(r"^(?P<n>\d+)\s*(?P<unit>s|sec|m|min|h|d)?$")
+# Every pattern is used with fullmatch: Python's `$` also matches before a final newline,
+# and "report\n" must not pass for "report".
+JOB_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ENVIRONMENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}\$?")
+# The interpreter starts every crontab line of ours: one program, a path or a name.
+PROGRAM = re.compile(r"[A-Za-z0-9_.+/-]+")
+_DURATION = re.compile(r"(?P<n>[0-9]+)\s*(?P<unit>s|sec|m|min|h|d)?")
 _UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
 
@@ -33,7 +39,7 @@ def parse_duration(value: Any) -> int:
         raise ValueError("must be a duration such as 30s, 5m, 2h or a number of seconds")
     if isinstance(value, int):
         seconds = value
-    elif isinstance(value, str) and (match := _DURATION.match(value.strip())):
+    elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
         seconds = int(match.group("n")) * _UNITS[match.group("unit")]
     else:
         raise ValueError(f"'{value}' is not a duration (use e.g. 30s, 5m, 2h, 1d or a number of seconds)")
@@ -54,6 +60,23 @@ def parse_mode(value: Any) -> int:
     raise ValueError(f"'{value}' is not a file mode: write it as a quoted octal string such as '0750'")
 
 
+def _one_line(value: str) -> str:
+    found = control_character(value)
+    if found:
+        raise ValueError(f"contains the control character {found}; a name, a path or a program cannot hold one")
+    return value
+
+
+def _no_nul(value: str) -> str:
+    # Values that become argv or environment values may hold any character but NUL (which
+    # no argv or environment can carry) and lone surrogates (which no UTF-8 can encode).
+    if "\x00" in value:
+        raise ValueError("cannot contain a NUL byte")
+    if any(unicodedata.category(c) == "Cs" for c in value):
+        raise ValueError("contains a lone surrogate (an invalid \\u escape), which is not text")
+    return value
+
+
 def _stringish(value: Any) -> Any:
     # YAML turns `- 50` into an int; an argument is a string, and saying so in every
     # declaration would be noise. Booleans stay an error: `yes` meaning True is a trap.
@@ -65,14 +88,18 @@ def _stringish(value: Any) -> Any:
 Duration = Annotated[int, BeforeValidator(parse_duration)]
 Mode = Annotated[int, BeforeValidator(parse_mode)]
 Arg = Annotated[str, BeforeValidator(_stringish)]
+# A string that names something (path, user, program, host): one line, no control character.
+Line = Annotated[str, AfterValidator(_one_line)]
+# A value that becomes an argv word or an environment value: anything but NUL.
+Value = Annotated[str, BeforeValidator(_stringish), AfterValidator(_no_nul)]
 
 
 class SecretSource(Strict):
     """Where a secret comes from, read on the controller at deploy time."""
 
-    env: str | None = Field(default=None, description="name of an environment variable on the controller")
-    file: str | None = Field(default=None, description="file holding the value, or a YAML/KEY=VALUE file with `key`")
-    key: str | None = None
+    env: Line | None = Field(default=None, description="name of an environment variable on the controller")
+    file: Line | None = Field(default=None, description="file holding the value, or a YAML/KEY=VALUE file with `key`")
+    key: Line | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> "SecretSource":
@@ -94,19 +121,19 @@ def _env_value_kind(value: Any) -> str:
 # A tagged union, so that a wrong value gets one error from the branch it was meant for
 # (the tags contain '-', which no variable name can, so error paths can drop them).
 EnvValue = Annotated[
-    Annotated[Annotated[str, BeforeValidator(_stringish)], Tag("plain-value")] | Annotated[SecretRef, Tag("secret-ref")],
+    Annotated[Value, Tag("plain-value")] | Annotated[SecretRef, Tag("secret-ref")],
     Discriminator(_env_value_kind),
 ]
 
 
-_SIZE = re.compile(r"^(?P<n>\d+)\s*(?P<unit>[KMG]i?B?|B)?$", re.IGNORECASE)
+_SIZE = re.compile(r"(?P<n>[0-9]+)\s*(?P<unit>[KMG]i?B?|B)?", re.IGNORECASE)
 
 
 def parse_size(value: Any) -> int:
     """``1048576`` / ``"512K"`` / ``"10M"`` / ``"1G"`` -> bytes (> 0)."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
-    if isinstance(value, str) and (match := _SIZE.match(value.strip())):
+    if isinstance(value, str) and (match := _SIZE.fullmatch(value.strip())):
         unit = (match.group("unit") or "B").upper()[0]
         size = int(match.group("n")) * {"B": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}[unit]
         if size > 0:
@@ -130,14 +157,21 @@ class Retention(Strict):
 
 
 class Logs(Strict):
-    dir: str | None = None
+    dir: Line | None = None
     mode: Mode | None = None
-    owner: str | None = None
-    group: str | None = None
+    owner: Line | None = None
+    group: Line | None = None
+
+    @field_validator("owner", "group")
+    @classmethod
+    def _account(cls, value: str | None) -> str | None:
+        if value is not None and not USER_NAME.fullmatch(value):
+            raise ValueError(f"'{value}' is not a valid user or group name")
+        return value
 
 
 class Locks(Strict):
-    dir: str | None = None
+    dir: Line | None = None
     mode: Mode | None = None
 
 
@@ -145,31 +179,31 @@ class JobFields(Strict):
     """Fields of a job; every one optional so that environments can override any of them."""
 
     description: str | None = None
-    script: str | None = None
-    command: str | None = None
+    script: Line | None = None
+    command: str | None = None  # load.py says what a command must be (one program, no shell line)
     args: list[Arg] | None = None
-    schedule: str | None = None
-    run_as: str | None = None
-    log_file: str | None = None
+    schedule: str | None = None  # normalized: the canonical text is what reaches the crontab
+    run_as: Line | None = None
+    log_file: Line | None = None
     timeout: Duration | None = None
     concurrency: Literal["forbid", "allow"] | None = None
     env: dict[str, EnvValue] | None = None
     enabled: bool | None = None
-    environments: list[str] | None = None
-    hosts: list[str] | None = None
-    workdir: str | None = None
+    environments: list[Line] | None = None
+    hosts: list[Line] | None = None
+    workdir: Line | None = None
     # Lock files of the hand-made setup this job replaces (e.g. /tmp/email_queue.lock):
     # verify reports them when stale, apply removes them when their process is gone.
-    legacy_locks: list[str] | None = None
+    legacy_locks: list[Line] | None = None
     # Ids this job had before a rename: its run history and log move to the new id.
-    previous_ids: list[str] | None = None
+    previous_ids: list[Line] | None = None
     retention: Retention | None = None
 
     @field_validator("previous_ids")
     @classmethod
     def _previous_ids(cls, value: list[str] | None) -> list[str] | None:
         for old in value or []:
-            if not JOB_ID.match(old):
+            if not JOB_ID.fullmatch(old):
                 raise ValueError(f"'{old}' is not a valid job id (lowercase letters, digits, '-' and '_')")
         return value
 
@@ -186,16 +220,22 @@ class JobFields(Strict):
     @field_validator("run_as")
     @classmethod
     def _run_as(cls, value: str | None) -> str | None:
-        if value is not None and not USER_NAME.match(value):
+        if value is not None and not USER_NAME.fullmatch(value):
             raise ValueError(f"'{value}' is not a valid user name")
         return value
 
     @field_validator("description")
     @classmethod
     def _description(cls, value: str | None) -> str | None:
-        # The description becomes a comment line in the crontab: one line only.
-        if value is not None and ("\n" in value or "\r" in value):
+        # The description becomes a comment line in the crontab: one line only, and nothing
+        # that any reader of the crontab (cron, Python's splitlines, a terminal) takes for more.
+        if value is None:
+            return value
+        if any(c in LINE_BREAKS for c in value):
             raise ValueError("must be a single line (it becomes a comment in the crontab)")
+        found = control_character(value)
+        if found:
+            raise ValueError(f"contains the control character {found}; it becomes a comment in the crontab: write plain text")
         return value
 
     @field_validator("args")
@@ -204,29 +244,52 @@ class JobFields(Strict):
         for arg in value or []:
             if "\x00" in arg:
                 raise ValueError("an argument cannot contain a NUL byte")
+            _no_nul(arg)
         return value
 
 
 class Defaults(Strict):
     """Values every job and target starts from."""
 
-    home: str | None = None
-    run_as: str | None = None
+    home: Line | None = None
+    run_as: Line | None = None
     timeout: Duration | None = None
     concurrency: Literal["forbid", "allow"] | None = None
     env: dict[str, EnvValue] | None = None
     logs: Logs | None = None
     locks: Locks | None = None
     keep_releases: Annotated[int, Field(ge=1, le=100)] | None = None
-    python: str | None = None
+    python: Line | None = None
     retention: Retention | None = None
 
+    @field_validator("run_as")
+    @classmethod
+    def _run_as(cls, value: str | None) -> str | None:
+        if value is not None and not USER_NAME.fullmatch(value):
+            raise ValueError(f"'{value}' is not a valid user name")
+        return value
 
-VarValue = Annotated[str, BeforeValidator(_stringish)] | bool
+    @field_validator("python")
+    @classmethod
+    def _python(cls, value: str | None) -> str | None:
+        # It starts every crontab line of ours, as written: anything but one program would
+        # be crontab text outside any job (a newline and a schedule, a second command...).
+        if value is not None and not PROGRAM.fullmatch(value):
+            raise ValueError(f"'{value}' is not one program: write the interpreter's name or path "
+                             "(python3, /usr/bin/python3.11), without arguments or spaces")
+        return value
+
+
+def _var_value_kind(value: Any) -> str:
+    return "var-boolean" if isinstance(value, bool) else "var-text"
+
+
+# Tagged like EnvValue, so a bad value gets the one error of the branch it was meant for.
+VarValue = Annotated[Annotated[Value, Tag("var-text")] | Annotated[bool, Tag("var-boolean")], Discriminator(_var_value_kind)]
 
 
 class Environment(Strict):
-    inventory: str
+    inventory: Line
     vars: dict[str, VarValue] | None = None
     defaults: Defaults | None = None
     jobs: dict[str, JobFields] | None = None
@@ -238,14 +301,14 @@ class Declaration(Strict):
     project: str
     vars: dict[str, VarValue] = {}
     defaults: Defaults = Defaults()
-    files: list[str] = []
+    files: list[Line] = []
     jobs: dict[str, JobFields]
     environments: dict[str, Environment]
 
     @field_validator("project")
     @classmethod
     def _project(cls, value: str) -> str:
-        if not ENVIRONMENT_NAME.match(value):
+        if not ENVIRONMENT_NAME.fullmatch(value):
             raise ValueError(f"'{value}' is not a valid project name (lowercase letters, digits, - and _)")
         return value
 

@@ -15,6 +15,8 @@ from deployer.errors import InvalidInput, Problem
 DEFAULT_HOME = "{{ data_root }}/deployer/{{ project }}-{{ env }}"
 DEFAULT_LOG_DIR = "{{ deploy_home }}/logs"
 DEFAULT_LOCK_DIR = "{{ deploy_home }}/locks"
+DEFAULT_LOG_MODE = 0o750
+DEFAULT_LOCK_MODE = 0o755
 DEFAULT_TIMEOUT = 3600
 DEFAULT_KEEP_RELEASES = 5
 
@@ -75,11 +77,11 @@ class Settings:
 
     home: str = DEFAULT_HOME
     log_dir: str = DEFAULT_LOG_DIR
-    log_mode: int = 0o750
+    log_mode: int | None = None  # None: not declared (DEFAULT_LOG_MODE for a folder deployer creates)
     log_owner: str | None = None
     log_group: str | None = None
     lock_dir: str = DEFAULT_LOCK_DIR
-    lock_mode: int = 0o755
+    lock_mode: int | None = None  # None: not declared (DEFAULT_LOCK_MODE)
     keep_releases: int = DEFAULT_KEEP_RELEASES
     python: str = "python3"
 

@@ -55,7 +55,7 @@ def _value(text: str, field: Field, spec: str) -> int:
     lowered = text.lower()
     if field.names and lowered in field.names:
         return field.names.index(lowered) + field.names_base
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # cron reads ASCII digits only, not '٣' or '³'
         allowed = f"{field.low}-{field.high}"
         if field.names:
             allowed += f" or {field.names[0]}-{field.names[-1]}"

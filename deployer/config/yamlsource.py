@@ -4,6 +4,11 @@ PyYAML's composer keeps the position of every node; we build plain Python data f
 node tree and, beside it, a map from key path to line so that every validation error can
 name the file, the key path and the line. Duplicate keys, which PyYAML silently accepts,
 are reported (a duplicated job id would otherwise hide a job).
+
+A declaration is untrusted input: nesting is bounded while PyYAML composes (its composer
+recurses, so a deep `[[[[...` would end in RecursionError), and so is the number of values
+built, aliases included (a 400-byte "billion laughs" document names 10^9 values). Both end
+in a located error at once, never a long wait, a traceback or gigabytes of memory.
 """
 
 from __future__ import annotations
@@ -17,6 +22,32 @@ import yaml
 from deployer.errors import InvalidInput, Problem
 
 KeyPath = tuple[str | int, ...]
+
+MAX_DEPTH = 64  # mappings and lists inside each other; a declaration needs about 8
+MAX_VALUES = 50_000  # values once every alias is expanded; a large declaration has a few thousand
+
+
+class _TooBig(Exception):
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.message, self.line = message, line
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader whose composer refuses nesting deeper than MAX_DEPTH."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _TooBig(f"values are nested more than {MAX_DEPTH} levels deep; a declaration needs far fewer "
+                              "(an unclosed '[' or '{'?)", mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def format_key_path(path: KeyPath) -> str:
@@ -56,7 +87,16 @@ def _scalar(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
     return loader.construct_object(node, deep=True)
 
 
-def _build(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, src: SourceMap, problems: list[Problem]) -> Any:
+def _build(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, src: SourceMap, problems: list[Problem],
+           budget: list[int]) -> Any:
+    # An alias is the node it names, built again each time it is used: count every value built.
+    budget[0] -= 1
+    if len(path) > MAX_DEPTH:
+        raise _TooBig(f"values are nested more than {MAX_DEPTH} levels deep once aliases are expanded "
+                      "(an alias used inside the value it names?)", node.start_mark.line + 1)
+    if budget[0] < 0:
+        raise _TooBig(f"the document expands to more than {MAX_VALUES} values once its aliases are expanded "
+                      "(aliases of aliases: a 'billion laughs' document?); write the values out", node.start_mark.line + 1)
     src.lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)  # resolves YAML merge keys (<<)
@@ -82,10 +122,10 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, src: SourceM
                 )
                 continue
             src.lines[child] = key_node.start_mark.line + 1
-            result[key] = _build(loader, value_node, child, src, problems)
+            result[key] = _build(loader, value_node, child, src, problems, budget)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_build(loader, item, path + (i,), src, problems) for i, item in enumerate(node.value)]
+        return [_build(loader, item, path + (i,), src, problems, budget) for i, item in enumerate(node.value)]
     value = _scalar(loader, node)  # type: ignore[arg-type]
     if isinstance(value, bool):
         src.booleans[path] = str(node.value)
@@ -115,11 +155,13 @@ def _syntax_message(exc: yaml.MarkedYAMLError) -> tuple[str, int | None]:
 def load_yaml(text: str, file: str) -> tuple[Any, SourceMap]:
     """Parse one YAML document; raise InvalidInput with file and line on any syntax error."""
     src = SourceMap(file)
-    loader = yaml.SafeLoader(text)
+    loader = _BoundedLoader(text)
     problems: list[Problem] = []
     try:
         node = loader.get_single_node()
-        data = None if node is None else _build(loader, node, (), src, problems)
+        data = None if node is None else _build(loader, node, (), src, problems, [MAX_VALUES])
+    except _TooBig as exc:
+        raise InvalidInput([Problem(f"YAML error: {exc.message}", file=file, line=exc.line)]) from None
     except yaml.MarkedYAMLError as exc:
         what, line = _syntax_message(exc)
         raise InvalidInput([Problem(f"YAML syntax error: {what}", file=file, line=line)]) from None

@@ -63,6 +63,10 @@ class DirSpec:
     mode: int
     owner: str | None = None  # None: leave as created by the connecting user
     group: str | None = None
+    # What apply sets on the folder when it already exists. A folder deployer did not create
+    # (a shared /var/log, another app's folder) keeps its owner, mode and sticky bit unless
+    # the declaration says otherwise: only the declared attributes are in here.
+    enforce: tuple[str, ...] = ("mode", "owner", "group")
 
 
 @dataclass(frozen=True)

@@ -151,7 +151,8 @@ def plan_destroy(release: Release, facts: Facts, purge_logs: bool = False) -> Li
         if facts.paths.get(path) is not None:  # rotated logs are not probed: removed if there, not listed
             p.changes.append(Change("file", path, "remove"))
     if purge_logs and facts.paths.get(home) is not None:
-        p.changes.append(Change("dir", home, "remove, with the run history and backups (--purge-logs)"))
+        p.changes.append(Change("dir", home, "remove the run history, backups and what else deployer put there "
+                                             "(--purge-logs); the folder too, if nothing else is in it"))
     if p.empty:
         return p
     p.params = _base_bundle(release, facts, "destroy") | {

@@ -90,7 +90,8 @@ class Plan:
             "previous_revision": self.facts.current,
             "keep_releases": self.release.keep_releases,
             "release": release,
-            "dirs": [{"path": d.path, "mode": d.mode, "owner": d.owner, "group": d.group} for d in self.dirs],
+            "dirs": [{"path": d.path, "mode": d.mode, "owner": d.owner, "group": d.group, "enforce": list(d.enforce)}
+                     for d in self.dirs],
             "files": [{"path": f.path, "mode": f.mode, "owner": f.owner} for f in self.job_files],
             "crontabs": crontab_params(self.crontab_changes),
             "set_current": self.set_current,
@@ -174,12 +175,12 @@ def _dir_change(d: EnsureDir, seen: PathFact | None) -> str | None:
         return f"create folder ({_mode(d.mode)}{owner})"
     if seen.type != "dir":
         return f"is a {seen.type}, not a folder"
-    wrong = []
-    if seen.mode != d.mode:
+    wrong = []  # of an existing folder, only what deployer enforces (see DirSpec.enforce)
+    if "mode" in d.enforce and seen.mode != d.mode:
         wrong.append(f"mode {_mode(seen.mode)} -> {_mode(d.mode)}")
-    if d.owner and seen.owner != d.owner:
+    if "owner" in d.enforce and d.owner and seen.owner != d.owner:
         wrong.append(f"owner {seen.owner} -> {d.owner}")
-    if d.group and seen.group != d.group:
+    if "group" in d.enforce and d.group and seen.group != d.group:
         wrong.append(f"group {seen.group} -> {d.group}")
     return ", ".join(wrong) or None
 

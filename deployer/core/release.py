@@ -58,6 +58,7 @@ class EnsureDir:
     mode: int
     owner: str | None = None
     group: str | None = None
+    enforce: tuple[str, ...] = ("mode", "owner", "group")  # set on an existing folder (see DirSpec.enforce)
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ def materialize(desired: DesiredState, who: Identity) -> Release:
 
     dirs = [EnsureDir(deploy_home, 0o755), EnsureDir(f"{deploy_home}/releases", 0o755),
             EnsureDir(f"{deploy_home}/state", 0o755), EnsureDir(f"{deploy_home}/backups", 0o700)]
-    dirs += [EnsureDir(expand_home(d.path, home, who.uid), d.mode, owner_of(d.owner), d.group) for d in desired.dirs]
+    dirs += [EnsureDir(expand_home(d.path, home, who.uid), d.mode, owner_of(d.owner), d.group, d.enforce) for d in desired.dirs]
     job_files: list[EnsureFile] = []
     for job in jobs:
         dirs.append(EnsureDir(job.state_dir, 0o750, owner_of(job.run_as)))

@@ -15,17 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import jinja2.sandbox
 
 from deployer.config.inventory import Target
-from deployer.config.project import EnvironmentConfig, Job, Project
+from deployer.config.chars import control_character
+from deployer.config.project import DEFAULT_LOCK_MODE, DEFAULT_LOG_MODE, EnvironmentConfig, Job, Project
+from deployer.config.sandbox import BoundedEnvironment
 from deployer.config.secrets import resolve_env
 from deployer.config.yamlsource import KeyPath
 from deployer.core.desired import DATA, HOME, DesiredState, DirSpec, JobSpec
 from deployer.errors import InvalidInput, Problem
 
 _CR = "\x00cr\x00"
-_JINJA = jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_JINJA = BoundedEnvironment()  # sandboxed, no loops or macros, every value and the output size-bounded
 
 
 class _Renderer:
@@ -56,11 +57,15 @@ class _Renderer:
             if any(mark in template for mark in ("{{", "{%", "{#")):
                 # Jinja turns every line ending into "\n": a "\r" the operator wrote must reach
                 # the job as written (NUL cannot appear in a declared value, so the mark is free).
-                value = _JINJA.from_string(template.replace("\r", _CR)).render(self.context).replace(_CR, "\r")
+                value = _JINJA.render(template.replace("\r", _CR), self.context).replace(_CR, "\r")
             else:
                 value = template
         except jinja2.TemplateError as exc:
             self.problems.append(self.project.source.problem(where, f"{what} '{template}' on host {self.target.name}: {exc}"))
+            return template
+        except Exception as exc:  # noqa: BLE001 - Python's own errors while computing (OverflowError, ZeroDivisionError...)
+            self.problems.append(self.project.source.problem(
+                where, f"{what} '{template}' on host {self.target.name} cannot be computed: {type(exc).__name__}: {exc}"))
             return template
         if "\x00" in value.replace(HOME, "").replace(DATA, ""):
             self.problems.append(self.project.source.problem(where, f"{what} renders to a value with a NUL byte on host {self.target.name}"))
@@ -68,6 +73,11 @@ class _Renderer:
 
     def path(self, template: str, where: KeyPath, what: str) -> str:
         value = self.text(template, where, what)
+        found = control_character(value.replace(HOME, "").replace(DATA, ""))
+        if found:  # a path names files on the target: an inventory variable cannot smuggle a newline into it
+            self.problems.append(self.project.source.problem(
+                where, f"{what} renders to a value with the control character {found} on host {self.target.name}"))
+            return value
         if value == "~" or value.startswith("~/"):
             value = HOME + value[1:]
         if not (value.startswith("/") or value.startswith(HOME) or value.startswith(DATA)):
@@ -122,7 +132,14 @@ def render(project: Project, env: EnvironmentConfig, target: Target, all_targets
     script_names: set[str] = set()
     for relative in project.files:
         files[Path(relative).name] = (project.root / relative).read_bytes()
-    dirs: dict[str, DirSpec] = {lock_dir: DirSpec(lock_dir, settings.lock_mode)}
+    def enforce(directory: str, mode: int | None, owner: str | None = None, group: str | None = None) -> tuple[str, ...]:
+        # Inside deploy_home every folder is deployer's own; elsewhere only what is declared.
+        if directory == deploy_home or directory.startswith(deploy_home.rstrip("/") + "/"):
+            return ("mode", "owner", "group")
+        return tuple(name for name, value in (("mode", mode), ("owner", owner), ("group", group)) if value is not None)
+
+    lock_mode = DEFAULT_LOCK_MODE if settings.lock_mode is None else settings.lock_mode
+    dirs: dict[str, DirSpec] = {lock_dir: DirSpec(lock_dir, lock_mode, enforce=enforce(lock_dir, settings.lock_mode))}
     log_dir_users: dict[str, set[str | None]] = {}
 
     for job in env.jobs:
@@ -175,7 +192,9 @@ def render(project: Project, env: EnvironmentConfig, target: Target, all_targets
         # A log folder shared by jobs of different users belongs to the connecting user;
         # each job's log file is created for its own user, so every job can still write.
         owner = settings.log_owner or (next(iter(users)) if len(users) == 1 else None)
-        dirs[directory] = DirSpec(directory, settings.log_mode, owner, settings.log_group)
+        log_mode = DEFAULT_LOG_MODE if settings.log_mode is None else settings.log_mode
+        dirs[directory] = DirSpec(directory, log_mode, owner, settings.log_group,
+                                  enforce(directory, settings.log_mode, settings.log_owner, settings.log_group))
     if r.problems:
         raise InvalidInput(r.problems)
     return DesiredState(

@@ -129,15 +129,19 @@ def _ensure_dir(spec, done):
     path = spec["path"]
     if os.path.islink(path):
         raise Refused("path", "%s is a symlink; deployer will not follow it (remove it and apply again)" % path)
+    # A folder that was already there gets only what the declaration says of it (a shared
+    # /var/log keeps its owner, mode and sticky bit); one created now gets everything.
+    enforce = spec.get("enforce", ("mode", "owner", "group"))
     if not os.path.isdir(path):
         _makedirs(path)
         done.append("created folder %s" % path)
-    uid, gid = _ids(spec.get("owner"), spec.get("group"))
+        enforce = ("mode", "owner", "group")
+    uid, gid = _ids(spec.get("owner") if "owner" in enforce else None, spec.get("group") if "group" in enforce else None)
     st = os.lstat(path)
     if (uid != -1 and st.st_uid != uid) or (gid != -1 and st.st_gid != gid):
         os.lchown(path, uid, gid)
         done.append("chown %s" % path)
-    if stat.S_IMODE(st.st_mode) != spec["mode"]:
+    if "mode" in enforce and stat.S_IMODE(st.st_mode) != spec["mode"]:
         os.chmod(path, spec["mode"])
         done.append("chmod %04o %s" % (spec["mode"], path))
 
@@ -346,8 +350,40 @@ def _destroy(params, done):
         shutil.rmtree(releases)
         done.append("removed %s" % releases)
     if spec.get("purge"):
-        shutil.rmtree(home, ignore_errors=False)
-        done.append("removed %s" % home)
+        _purge_home(home, done)
+
+
+# What deployer puts in its home: its trees, its files, and the default log and lock folders.
+HOME_TREES = ("state", "backups")
+HOME_FILES = (".deploy.lock",)
+HOME_FOLDERS = ("logs", "locks")
+
+
+def _purge_home(home, done):
+    """--purge-logs: remove what deployer put in its home, then the home if nothing else is in
+    it. A home that was already there (an operator's folder declared as home) keeps the rest."""
+    for name in HOME_TREES:
+        path = os.path.join(home, name)
+        if os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+            os.unlink(path)
+        elif os.path.isdir(path):
+            shutil.rmtree(path)
+            done.append("removed %s" % path)
+    for name in HOME_FILES:
+        path = os.path.join(home, name)
+        if os.path.lexists(path) and not os.path.isdir(path):
+            os.unlink(path)
+    for name in HOME_FOLDERS + ("",):
+        path = os.path.join(home, name) if name else home
+        try:
+            os.rmdir(path)  # only when empty: what else is in it is not ours
+            done.append("removed %s" % path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+            done.append("kept %s: it holds files deployer did not put there" % path)
 
 
 def _set_current(params, done):

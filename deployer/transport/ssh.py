@@ -31,8 +31,10 @@ import getpass
 import hashlib
 import logging
 import os
+import re
 import shlex
 import socket
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -185,8 +187,10 @@ class Hop:
     proxy_command: str | None = None
     host_key_alias: str | None = None
     timeout: float = DEFAULT_TIMEOUT
-    user_known_hosts: list[str] = field(default_factory=list)
+    user_known_hosts: list[str] = field(default_factory=list)  # the operator's (~/.ssh/config)
     accept_new: bool = False
+    inventory_known_hosts: list[str] = field(default_factory=list)  # UserKnownHostsFile in ansible_ssh_*_args
+    ignored_strict: bool = False  # the inventory's ssh args asked for StrictHostKeyChecking no/accept-new
 
     @property
     def address(self) -> str:
@@ -243,12 +247,18 @@ def resolve_target(target: Target, options: ConnectOptions) -> Hop:
         proxy_command = proxy_command.replace("%h", hostname).replace("%p", str(port)).replace("%r", user)
     timeout = _timeout(target.vars.get("ansible_timeout") or target.vars.get("ansible_ssh_timeout")
                        or args.get("connecttimeout") or config.get("connecttimeout"))
-    strict = str(args.get("stricthostkeychecking") or config.get("stricthostkeychecking") or "").lower()
-    known = [os.path.expanduser(p) for p in
-             str(args.get("userknownhostsfile") or config.get("userknownhostsfile") or "").split()]
+    # Host-key checking is the operator's: ~/.ssh/config and the command line. The inventory
+    # may add known_hosts files (trust for hosts the operator's files do not know), never
+    # replace the operator's or turn checking off (StrictHostKeyChecking=no in its ssh args
+    # is ignored: with it, a changed key would look new, and be accepted).
+    strict = str(config.get("stricthostkeychecking") or "").lower()
+    known = [os.path.expanduser(p) for p in str(config.get("userknownhostsfile") or "").split()]
+    from_inventory = [os.path.expanduser(p) for p in str(args.get("userknownhostsfile") or "").split()]
+    ignored = str(args.get("stricthostkeychecking") or "").lower() in ("accept-new", "no", "off")
     return Hop(label=target.name, hostname=hostname, port=port, user=user, key_files=keys, jumps=jumps,
                proxy_command=proxy_command, host_key_alias=config.get("hostkeyalias"), timeout=timeout,
-               user_known_hosts=known, accept_new=strict in ("accept-new", "no", "off"))
+               user_known_hosts=known, accept_new=strict in ("accept-new", "no", "off"),
+               inventory_known_hosts=from_inventory, ignored_strict=ignored)
 
 
 def resolve_jump(spec: str, fallback_keys: list[str], timeout: float) -> Hop:
@@ -276,9 +286,9 @@ def resolve_jump(spec: str, fallback_keys: list[str], timeout: float) -> Hop:
 
 
 class UnknownHostKey(paramiko.SSHException):  # type: ignore[misc]
-    def __init__(self, name: str, key: paramiko.PKey) -> None:
+    def __init__(self, name: str, key: paramiko.PKey, authorities: list["KnownLine"] | None = None) -> None:
         super().__init__(f"unknown host key for {name}")
-        self.name, self.key = name, key
+        self.name, self.key, self.authorities = name, key, authorities or []
 
 
 class ChangedHostKey(paramiko.SSHException):  # type: ignore[misc]
@@ -287,53 +297,119 @@ class ChangedHostKey(paramiko.SSHException):  # type: ignore[misc]
         self.name, self.key = name, key
 
 
+class RevokedHostKey(paramiko.SSHException):  # type: ignore[misc]
+    def __init__(self, name: str, key: paramiko.PKey, line: "KnownLine") -> None:
+        super().__init__(f"revoked host key for {name}")
+        self.name, self.key, self.line = name, key, line
+
+
 @dataclass(frozen=True)
 class KnownLine:
     path: str
     line: int
     key_type: str
     fingerprint: str
+    blob: str = ""  # the key, base64 as written
+    marker: str = ""  # "", "@revoked" or "@cert-authority"
+    operator: bool = True  # from the operator's files, not from an inventory variable
+
+
+def _blob_fingerprint(blob: str) -> str | None:
+    try:
+        raw = base64.b64decode(blob, validate=True)
+    except (ValueError, TypeError):
+        return None
+    return "SHA256:" + base64.b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    # OpenSSH's patterns: '*' and '?' are wildcards, everything else literal ('[' included,
+    # as in "[host]:2222"), matched without regard to case.
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), re.IGNORECASE)
+
+
+def _name_matches(patterns: str, name: str) -> bool:
+    """``name`` against a known_hosts host field: comma-separated patterns, '!' negates, or a hashed name."""
+    if patterns.startswith("|1|"):
+        try:
+            return bool(paramiko.HostKeys.hash_host(name, patterns) == patterns)
+        except Exception:  # noqa: BLE001 - a malformed hashed entry matches nothing
+            return False
+    matched = False
+    for pattern in patterns.split(","):
+        negated = pattern.startswith("!")
+        if _pattern_regex(pattern[1:] if negated else pattern).fullmatch(name):
+            if negated:
+                return False
+            matched = True
+    return matched
 
 
 _record_lock = threading.Lock()
+MAX_KNOWN_HOSTS = 16 * 1024 * 1024  # a known_hosts file bigger than this is not one
 
 
 class KnownHosts:
-    """The known_hosts files in use: read from all, new keys written to the first."""
+    """The known_hosts files in use: read from all, new keys written to the first.
 
-    def __init__(self, files: list[str]) -> None:
-        self.files = list(dict.fromkeys(files))
+    ``inventory`` files (``deployer_known_hosts``, ``UserKnownHostsFile`` in
+    ``ansible_ssh_common_args``) add trust for hosts; they never replace or override the
+    operator's files ($DEPLOYER_KNOWN_HOSTS, ~/.ssh/known_hosts or ~/.ssh/config's
+    UserKnownHostsFile, /etc/ssh/ssh_known_hosts): where an operator's file knows a key of a
+    type for a host, a key of that type from an inventory file is not trusted for it.
+    """
+
+    def __init__(self, files: list[str], inventory: list[str] | None = None) -> None:
+        self.inventory = list(dict.fromkeys(inventory or []))
+        self.files = list(dict.fromkeys(self.inventory + files))
         self.write_to = self.files[0]
 
-    def load_into(self, client: paramiko.SSHClient) -> None:
-        for path in self.files:
-            if os.path.isfile(path):
-                try:
-                    client.load_system_host_keys(path)
-                except (OSError, UnicodeDecodeError) as exc:
-                    raise Unreachable(f"cannot read the known_hosts file {path}: {exc}") from None
-
-    def lines_for(self, name: str) -> list[KnownLine]:
-        """Every line of every file that holds a key for ``name`` (plain or hashed)."""
-        found: list[KnownLine] = []
+    def entries(self) -> list[tuple[KnownLine, str]]:
+        """Every readable line of every file, with its host field (a bad line is skipped, never an error)."""
+        found_lines: list[tuple[KnownLine, str]] = []
         for path in self.files:
             try:
-                text = Path(path).read_text(encoding="utf-8", errors="replace")
-            except OSError:
+                # Not blocking on a FIFO; /dev/null (a common "no file") and any other non-file read as empty.
+                with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+                    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                        continue
+                    text = f.read(MAX_KNOWN_HOSTS).decode("utf-8", errors="replace")
+            except (FileNotFoundError, NotADirectoryError):
                 continue
-            for number, raw in enumerate(text.splitlines(), 1):
-                line = raw.strip()
-                if not line or line.startswith("#") or line.startswith("@"):
+            except OSError as exc:
+                raise Unreachable(f"cannot read the known_hosts file {path}: {exc.strerror or exc}") from None
+            for number, raw in enumerate(text.split("\n"), 1):
+                words = raw.split()
+                if not words or words[0].startswith("#"):
                     continue
-                try:
-                    entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
-                except paramiko.SSHException:
+                marker = words.pop(0) if words[0].startswith("@") else ""
+                if len(words) < 3:
                     continue
-                if entry is None or entry.key is None:
+                hosts, key_type, blob = words[0], words[1], words[2]
+                digest = _blob_fingerprint(blob)
+                if digest is None:
                     continue
-                if any(_name_matches(pattern, name) for pattern in entry.hostnames):
-                    found.append(KnownLine(path, number, entry.key.get_name(), fingerprint(entry.key)))
-        return found
+                line = KnownLine(path, number, key_type, digest, blob, marker, operator=path not in self.inventory)
+                found_lines.append((line, hosts))
+        return found_lines
+
+    def lines_for(self, name: str, marker: str = "") -> list[KnownLine]:
+        """Every line of every file that holds a key for ``name`` (plain, wildcard or hashed)."""
+        return [line for line, hosts in self.entries() if line.marker == marker and _name_matches(hosts, name)]
+
+    def revoked(self, key: paramiko.PKey) -> KnownLine | None:
+        """A ``@revoked`` line for this key, in any file, for any host: a revoked key is never accepted."""
+        blob = key.get_base64()
+        return next((line for line, _ in self.entries() if line.marker == "@revoked" and line.blob == blob), None)
+
+    def trusted(self, name: str) -> list[KnownLine]:
+        """The keys ``name`` may present: the operator's lines, and the inventory's for key types
+        the operator's files know nothing of; never a revoked key."""
+        lines = self.lines_for(name)
+        revoked = {line.blob for line, _ in self.entries() if line.marker == "@revoked"}
+        operator_types = {line.key_type for line in lines if line.operator}
+        return [line for line in lines if line.blob not in revoked
+                and (line.operator or line.key_type not in operator_types)]
 
     def record(self, name: str, key: paramiko.PKey) -> None:
         """Append ``name key`` to the file in use (accept-new), unless a key got there meanwhile."""
@@ -358,21 +434,22 @@ class KnownHosts:
             finally:
                 os.close(fd)
 
-
-def _name_matches(pattern: str, name: str) -> bool:
-    if pattern.startswith("|1|"):
-        try:
-            return bool(paramiko.HostKeys.hash_host(name, pattern) == pattern)
-        except Exception:  # noqa: BLE001 - a malformed hashed entry matches nothing
-            return False
-    return pattern == name
+    def load_into(self, client: paramiko.SSHClient, name: str) -> None:
+        """The keys ``name`` may present, given to paramiko: it prefers their types when
+        negotiating, accepts them, and refuses another key of one of their types (changed)."""
+        for line in self.trusted(name):
+            try:
+                key = paramiko.PKey.from_type_string(line.key_type, base64.b64decode(line.blob))
+            except Exception:  # noqa: BLE001 - a key type paramiko cannot read: it cannot be presented to us either
+                continue
+            client.get_host_keys().add(name, line.key_type, key)
 
 
 class HostKeyPolicy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
-    """An unknown host: refused (strict), or recorded with --accept-new-host-keys.
+    """A key paramiko was not given (see KnownHosts.load_into): revoked, unknown or new.
 
-    paramiko calls this only for a host with no key at all in the files loaded; a host
-    whose key differs never gets here (SSHClient raises BadHostKeyException first).
+    paramiko calls this only for a key none of whose type it was given; a different key of
+    a type it was given never gets here (SSHClient raises BadHostKeyException first).
     """
 
     def __init__(self, known: KnownHosts, accept_new: bool) -> None:
@@ -380,8 +457,17 @@ class HostKeyPolicy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
         self.accept_new = accept_new
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        if not self.accept_new:
-            raise UnknownHostKey(hostname, key)
+        revoked = self.known.revoked(key)
+        if revoked is not None:
+            raise RevokedHostKey(hostname, key, revoked)
+        same_type = [k for k in self.known.lines_for(hostname) if k.key_type == key.get_name()]
+        if same_type:  # known, but only from an inventory file the operator's files contradict
+            raise ChangedHostKey(hostname, key)
+        authorities = self.known.lines_for(hostname, "@cert-authority")
+        if authorities or not self.accept_new:
+            # deployer (paramiko) cannot check host certificates: a host vouched for by a
+            # certificate authority gets a clear refusal, never a key accepted as new instead.
+            raise UnknownHostKey(hostname, key, authorities)
         self.known.record(hostname, key)
 
 
@@ -423,11 +509,14 @@ class SSHTransport:
         except ValueError as exc:  # e.g. ansible_port: "ssh"
             raise Unreachable(f"{target.name}: cannot tell how to connect ({exc})",
                               hint="check ansible_port and Port in ~/.ssh/config") from None
-        extra = target.vars.get("deployer_known_hosts") or self.options.known_hosts
-        files = [os.path.expanduser(str(extra))] if extra else []
+        # The operator's files ($DEPLOYER_KNOWN_HOSTS, ~/.ssh/known_hosts or UserKnownHostsFile,
+        # the system's), and the inventory's, which only add (see KnownHosts).
+        files = [os.path.expanduser(self.options.known_hosts)] if self.options.known_hosts else []
         files += self.hop.user_known_hosts or [os.path.expanduser("~/.ssh/known_hosts")]
         files.append(GLOBAL_KNOWN_HOSTS)
-        self.known = KnownHosts(files)
+        declared = target.vars.get("deployer_known_hosts")
+        inventory = ([os.path.expanduser(str(declared))] if declared else []) + self.hop.inventory_known_hosts
+        self.known = KnownHosts(files, inventory)
         self._clients: list[paramiko.SSHClient] = []  # jump hosts first, the target last
         self._client: paramiko.SSHClient | None = None
         self._agent: paramiko.Agent | None = None
@@ -500,7 +589,7 @@ class SSHTransport:
             raise self._fail(hop, f"no usable private key for {hop.user}: {detail}")
 
         client = paramiko.SSHClient()
-        self.known.load_into(client)
+        self.known.load_into(client, hop.key_name)
         client.set_missing_host_key_policy(HostKeyPolicy(self.known, self.options.accept_new_host_keys or hop.accept_new))
         key_host, key_port = (hop.host_key_alias, 22) if hop.host_key_alias else (hop.hostname, hop.port)
         sock = self._socket(hop, via)
@@ -523,7 +612,12 @@ class SSHTransport:
 
     def _connect_error(self, hop: Hop, exc: BaseException, loaded: list[tuple[str, paramiko.PKey]], agent: bool,
                        problems: list[str]) -> Unreachable:
+        if isinstance(exc, RevokedHostKey) or (isinstance(exc, paramiko.BadHostKeyException)
+                                                   and self.known.revoked(exc.key) is not None):
+            return self._revoked_key(hop, exc.key)
         if isinstance(exc, UnknownHostKey):
+            if exc.authorities:
+                return self._certified_only(hop, exc.key, exc.authorities)
             return self._unknown_key(hop, exc.key)
         if isinstance(exc, (paramiko.BadHostKeyException, ChangedHostKey)):
             return self._changed_key(hop, exc.key)
@@ -560,10 +654,30 @@ class SSHTransport:
             scan = f"'{scan}'"
         return self._fail(
             hop, f"host key not known: {hop.key_name} presents {key.get_name()} {fingerprint(key)}, "
-                 f"which is in no known_hosts file ({', '.join(_shown(f) for f in self.known.files)})",
+                 f"which is in no known_hosts file ({', '.join(_shown(f) for f in self.known.files)})"
+                 + ("; the inventory's StrictHostKeyChecking is not honoured: an inventory cannot turn host-key "
+                    "checking down, only the operator can (--accept-new-host-keys)" if hop.ignored_strict else ""),
             hint=f"check that fingerprint with the host's administrator ('ssh-keygen -lf "
                  f"/etc/ssh/ssh_host_{key.get_name().removeprefix('ssh-').split('-')[0]}_key.pub' on the host shows it), "
                  f"then trust it with {scan}, or rerun with --accept-new-host-keys")
+
+    def _revoked_key(self, hop: Hop, key: paramiko.PKey) -> Unreachable:
+        line = self.known.revoked(key)
+        where = f" ({_shown(line.path)} line {line.line})" if line else ""
+        return self._fail(
+            hop, f"HOST KEY REVOKED: {hop.key_name} presents {key.get_name()} {fingerprint(key)}, which a @revoked "
+                 f"line{where} says must never be accepted. Refusing to connect",
+            hint="the host still uses a key its administrators revoked (stolen, or retired): have its key replaced, "
+                 "then trust the new one")
+
+    def _certified_only(self, hop: Hop, key: paramiko.PKey, authorities: list[KnownLine]) -> Unreachable:
+        lines = ", ".join(f"{_shown(k.path)} line {k.line}" for k in authorities)
+        return self._fail(
+            hop, f"host key not known: {hop.key_name} presents {key.get_name()} {fingerprint(key)}; known_hosts vouches "
+                 f"for it only through a certificate authority (@cert-authority, {lines}), and deployer cannot "
+                 "check host certificates. Refusing to connect (--accept-new-host-keys does not apply to it either)",
+            hint=f"add the host's own key to a known_hosts file after checking its fingerprint "
+                 f"('ssh-keyscan -p {hop.port} {hop.hostname} >> {_shown(self.known.write_to)}')")
 
     def _changed_key(self, hop: Hop, key: paramiko.PKey) -> Unreachable:
         old = self.known.lines_for(hop.key_name)

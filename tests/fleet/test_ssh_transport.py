@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -185,3 +186,104 @@ def test_accept_new_creates_the_users_known_hosts(host: TestHosts, tmp_path: Pat
     strict = SSHTransport(plain)
     assert strict.run(["true"]).exit_code == 0
     strict.close()
+
+
+# ----------------------------------------------------------------------------- host keys (issue 12, class 7)
+
+
+def _other_key(tmp_path: Path, name: str) -> str:
+    """``ssh-ed25519 AAAA...`` of a freshly made key: one the host does not have."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)], check=True)
+    return " ".join((tmp_path / f"{name}.pub").read_text().split()[:2])
+
+
+def _refusal(transport: SSHTransport) -> str:
+    with pytest.raises(Unreachable) as caught:
+        transport.run(["true"])
+    transport.close()
+    return str(caught.value)
+
+
+def test_a_revoked_host_key_is_refused(host: TestHosts, tmp_path: Path) -> None:
+    """The host's key is known (the inventory's file) and revoked (a @revoked line in the
+    operator's file, or in the same file): refused, with --accept-new-host-keys too, and never
+    a traceback (paramiko's own reader raises on marker lines)."""
+    key = host.hosts[0].host_key
+    revocations = tmp_path / "operator_known_hosts"
+    revocations.write_text(f"@revoked * {key}\n")
+    for options in (ConnectOptions(known_hosts=str(revocations)),
+                    ConnectOptions(known_hosts=str(revocations), accept_new_host_keys=True)):
+        error = _refusal(SSHTransport(target(host), options=options))
+        assert re.search(rf"HOST KEY REVOKED: \[127\.0\.0\.1\]:\d+ presents ssh-ed25519 SHA256:\S+, which a @revoked "
+                         rf"line \(~/operator_known_hosts line 1\) says must never be accepted", error), error
+    # In the very file that lists it as known, after its ordinary line.
+    both = tmp_path / "known_hosts"
+    both.write_text(host.known_hosts_path.read_text() + f"@revoked * {key}\n")
+    error = _refusal(SSHTransport(target(host, deployer_known_hosts=str(both))))
+    assert "HOST KEY REVOKED" in error, error
+    # Another key revoked: the host's own is still accepted.
+    revocations.write_text(f"@revoked * {_other_key(tmp_path, 'old')}\n")
+    fine = SSHTransport(target(host), options=ConnectOptions(known_hosts=str(revocations)))
+    assert fine.run(["true"]).exit_code == 0
+    fine.close()
+
+
+def test_cert_authority_lines_are_read_and_refused_clearly(host: TestHosts, tmp_path: Path) -> None:
+    authority = _other_key(tmp_path, "ca")
+    known = tmp_path / "known_hosts"
+    # Beside the host's own key, a CA line is ignored (and is no traceback).
+    known.write_text(f"@cert-authority *.example.org {authority}\n" + host.known_hosts_path.read_text())
+    fine = SSHTransport(target(host, deployer_known_hosts=str(known)))
+    assert fine.run(["true"]).exit_code == 0
+    fine.close()
+    # Vouched for only by a CA: a clear refusal, and --accept-new-host-keys records nothing.
+    known.write_text(f"@cert-authority * {authority}\n")
+    for accept_new in (False, True):
+        error = _refusal(SSHTransport(target(host, deployer_known_hosts=str(known)),
+                                      options=ConnectOptions(accept_new_host_keys=accept_new)))
+        assert ("known_hosts vouches for it only through a certificate authority (@cert-authority, ~/known_hosts line 1), "
+                "and deployer cannot check host certificates. Refusing to connect") in error, error
+    assert known.read_text() == f"@cert-authority * {authority}\n"
+    assert not (tmp_path / ".ssh").exists()
+
+
+def test_known_hosts_patterns_wildcards_and_negation(host: TestHosts, tmp_path: Path) -> None:
+    key = host.hosts[0].host_key
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.?]:*,!other {key}\n")
+    fine = SSHTransport(target(host, deployer_known_hosts=str(known)))
+    assert fine.run(["true"]).exit_code == 0
+    fine.close()
+    address, port = host.loopback_address("h1")
+    known.write_text(f"[127.0.0.*]:*,![{address}]:{port} {key}\n")  # negated: not this host
+    assert "host key not known" in _refusal(SSHTransport(target(host, deployer_known_hosts=str(known))))
+
+
+def test_no_inventory_variable_weakens_host_key_checking(host: TestHosts, tmp_path: Path) -> None:
+    """The operator's known_hosts has another key for the host (what a man in the middle looks
+    like). A hostile inventory turns checking off, points known_hosts at /dev/null and vouches
+    for the presented key in a file of its own: still refused as a changed key, with or without
+    --accept-new-host-keys, and no file of the operator's is written."""
+    address, port = host.loopback_address("h1")
+    operator = tmp_path / "operator_known_hosts"
+    operator.write_text(f"[{address}]:{port} {_other_key(tmp_path, 'before')}\n")
+    vouching = tmp_path / "inventory_known_hosts"
+    vouching.write_text(host.known_hosts_path.read_text())
+    hostile = {"ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+               "ansible_ssh_extra_args": "-o StrictHostKeyChecking=accept-new", "deployer_known_hosts": str(vouching)}
+    for accept_new in (False, True):
+        options = ConnectOptions(known_hosts=str(operator), accept_new_host_keys=accept_new)
+        error = _refusal(SSHTransport(target(host, **hostile), options=options))
+        assert f"HOST KEY CHANGED for [{address}]:{port}" in error, error
+    assert operator.read_text().count("\n") == 1
+
+    # A host no file knows, with the inventory's StrictHostKeyChecking=no: refused, nothing recorded, and said why.
+    unknown = {"ansible_ssh_common_args": "-o StrictHostKeyChecking=no", "deployer_known_hosts": str(tmp_path / "none")}
+    error = _refusal(SSHTransport(target(host, **unknown)))
+    assert "host key not known" in error and "the inventory's StrictHostKeyChecking is not honoured" in error, error
+    assert not (tmp_path / "none").exists() and not (tmp_path / ".ssh").exists()
+    # The operator's choice still works: --accept-new-host-keys records it (in the first file in use).
+    accepting = SSHTransport(target(host, **unknown), options=ConnectOptions(accept_new_host_keys=True))
+    assert accepting.run(["true"]).exit_code == 0
+    accepting.close()
+    assert host.hosts[0].host_key in (tmp_path / "none").read_text()
