@@ -49,8 +49,11 @@ except KeyboardInterrupt:
 
 def test_ctrl_c_still_reaches_the_command(tmp_path: Path) -> None:
     flag = tmp_path / "flag"
+    # As from a terminal: SIGINT at its default. A suite started in the background (`cmd &`, CI
+    # runners) inherits it ignored, and then neither Python nor sh would take it.
     side = subprocess.Popen([sys.executable, "-c", DEPLOYER_SIDE.format(flag=flag)], stdout=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert side.stdout is not None
     assert side.stdout.readline() == b"ready\n"
     side.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C does to deployer; the command no longer gets it
