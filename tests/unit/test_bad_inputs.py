@@ -146,8 +146,10 @@ _reaching_out: list[str] | None = None
 
 def _audit(event: str, args: tuple[object, ...]) -> None:
     if _reaching_out is not None and event in REACHING_OUT:
-        if event == "subprocess.Popen" and args[0] == "/sbin/ldconfig":
-            return  # ctypes.util.find_library, run by a lazy import: looks up a shared library, reaches no target
+        if event in ("subprocess.Popen", "os.posix_spawn") and args[0] == "/sbin/ldconfig":
+            # ctypes.util.find_library, run by a lazy import: looks up a shared library, reaches no
+            # target (Python 3.13, Debian 13's, starts it with posix_spawn: a second event)
+            return
         _reaching_out.append(f"{event} {args!r}"[:300])
 
 
