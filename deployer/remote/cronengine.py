@@ -87,7 +87,7 @@ class Entry:
     """A parsed schedule: the sets of values cron keeps, and the flags its matching reads."""
 
     __slots__ = ("minutes", "hours", "doms", "months", "dows", "dom_star", "dow_star",
-                 "min_star", "hr_star", "reboot", "flavour")
+                 "min_star", "hr_star", "reboot", "flavour", "_fires")
 
     def __init__(self, sets: list[set[int]], flags: tuple[bool, bool, bool, bool],
                  reboot: bool = False, flavour: str = DEFAULT_FLAVOUR) -> None:
@@ -97,6 +97,7 @@ class Entry:
         self.dom_star, self.dow_star, self.min_star, self.hr_star = flags
         self.reboot = reboot
         self.flavour = flavour
+        self._fires: bool | None = None
 
     @property
     def wildcard(self) -> bool:
@@ -125,6 +126,11 @@ class Entry:
     def ever_fires(self) -> bool:
         """Whether some date matches at all (every valid date falls on every weekday within
         the 400-year Gregorian cycle, so weekdays only matter through the day rule)."""
+        if self._fires is None:
+            self._fires = self._ever_fires()
+        return self._fires
+
+    def _ever_fires(self) -> bool:
         if self.reboot:
             return True
         if not (self.minutes and self.hours and self.months):
@@ -474,8 +480,8 @@ class _Clock:
     def offset(self, u: int) -> int:
         found = self.cache.get(u)
         if found is None:
-            when = datetime.fromtimestamp(u * 60, timezone.utc)
-            delta = self.tz.utcoffset(when)
+            # astimezone: utcoffset() of a UTC datetime would read its fields as local time
+            delta = datetime.fromtimestamp(u * 60, timezone.utc).astimezone(self.tz).utcoffset()
             found = int(delta.total_seconds()) // 60 if delta else 0
             if len(self.cache) > 200000:
                 self.cache.clear()
