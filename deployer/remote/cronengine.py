@@ -87,7 +87,7 @@ class Entry:
     """A parsed schedule: the sets of values cron keeps, and the flags its matching reads."""
 
     __slots__ = ("minutes", "hours", "doms", "months", "dows", "dom_star", "dow_star",
-                 "min_star", "hr_star", "reboot", "flavour", "_fires")
+                 "min_star", "hr_star", "reboot", "flavour", "_fires", "_specials")
 
     def __init__(self, sets: list[set[int]], flags: tuple[bool, bool, bool, bool],
                  reboot: bool = False, flavour: str = DEFAULT_FLAVOUR) -> None:
@@ -98,6 +98,7 @@ class Entry:
         self.reboot = reboot
         self.flavour = flavour
         self._fires: bool | None = None
+        self._specials: dict[tuple[int, int], object] = {}  # (id of the clock, transition) -> _Special
 
     @property
     def wildcard(self) -> bool:
@@ -637,16 +638,24 @@ def _special_window(entry: Entry, clock: _Clock, t: int) -> _Special:
 
 def _windows(entry: Entry, clock: _Clock, start: int, end: int) -> list[_Special]:
     # look 4 hours back: a transition that shortly precedes ``start`` may still be in play
-    return [_special_window(entry, clock, t) for t in clock.transitions(start - 4 * 60, end)]
+    found = []
+    for t in clock.transitions(start - 4 * 60, end):
+        key = (id(clock), t)
+        window = entry._specials.get(key)
+        if window is None:
+            window = entry._specials[key] = _special_window(entry, clock, t)
+        found.append(window)
+    return found  # type: ignore[return-value]
 
 
 def _fires_forward(entry: Entry, clock: _Clock, start: int, span: int):
     """UTC minutes >= start at which the daemon starts the job, in order, for ``span`` minutes."""
-    chunk = 60 * 24 * 366
+    chunk = 60 * 24  # a day first (most schedules fire within it), growing to a year
     u = start
     stop = start + span
     while u < stop:
         end = min(u + chunk, stop)
+        chunk = min(chunk * 8, 60 * 24 * 366)
         specials = [w for w in _windows(entry, clock, u, end) if w.end > u]
         for window in specials + [_Special(end, end, [])]:
             # the ordinary stretch [u, window.start): one offset throughout
@@ -678,11 +687,12 @@ def _ordinary_backward(entry: Entry, clock: _Clock, low: int, high: int):
 
 
 def _iter_backward(entry: Entry, clock: _Clock, start: int, span: int):
-    chunk = 60 * 24 * 366
+    chunk = 60 * 24
     u = start
     stop = start - span
     while u > stop:
         begin = max(u - chunk, stop)
+        chunk = min(chunk * 8, 60 * 24 * 366)
         specials = [w for w in _windows(entry, clock, begin, u + 1) if w.start <= u]
         for window in reversed(specials):
             if window.end <= u:
@@ -705,14 +715,19 @@ def _instant(u: int) -> datetime:
     return datetime.fromtimestamp(u * 60, timezone.utc)
 
 
-def fires_after(entry: Entry, moment: datetime, tz: str, count: int) -> list[datetime]:
-    """The next ``count`` instants strictly after ``moment`` at which cron starts the job (UTC)."""
+def fires_after(entry: Entry, moment: datetime, tz: str, count: int,
+                until: datetime | None = None) -> list[datetime]:
+    """The next ``count`` instants strictly after ``moment`` (and before ``until``, if given)
+    at which cron starts the job, in UTC."""
     if entry.reboot or not entry.ever_fires():
         return []
     clock = _clock(tz)
     start = _minute_of(moment) + 1
+    span = _HORIZON_DAYS * 24 * 60 if until is None else max(0, -(-int(until.timestamp()) // 60) - start)
     found = []
-    for u in _fires_forward(entry, clock, start, _HORIZON_DAYS * 24 * 60):
+    for u in _fires_forward(entry, clock, start, span):
+        if until is not None and u * 60 >= until.timestamp():
+            break
         found.append(_instant(u))
         if len(found) >= count:
             break

@@ -94,9 +94,8 @@ def test_fire_instants_agree_with_cron_main_loop(oracle, tz: str) -> None:
     engine_fires = set()
     for a, b in dumps:
         for i, entry in enumerate(entries):
-            for fire in cronengine.fires_after(entry, datetime.fromtimestamp(a - 60, timezone.utc), tz, 2000):
-                if int(fire.timestamp()) >= b:
-                    break
+            for fire in cronengine.fires_after(entry, datetime.fromtimestamp(a - 60, timezone.utc), tz, 10**6,
+                                               until=datetime.fromtimestamp(b, timezone.utc)):
                 engine_fires.add((i, int(fire.timestamp()) // 60))
     real_fires = {(i, t // 60) for i, t in fires}
     night = sorted(real_fires ^ engine_fires)
