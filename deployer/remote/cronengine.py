@@ -144,6 +144,29 @@ class Entry:
         return False
 
 
+def _ranges(values: frozenset[int]) -> str:
+    ordered, parts = sorted(values), []
+    for v in ordered:
+        if parts and parts[-1][1] == v - 1:
+            parts[-1][1] = v
+        else:
+            parts.append([v, v])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in parts)
+
+
+def never_fires_reason(entry: Entry) -> str | None:
+    """Why an entry cron accepts can never fire, in words; None when it fires some day."""
+    if entry.ever_fires():
+        return None
+    for values, name in ((entry.minutes, "minute"), (entry.hours, "hour"), (entry.months, "month")):
+        if not values:
+            return f"its {name} field matches no {name}"
+    months = ",".join(MONTH_NAMES[m - 1] for m in sorted(entry.months))
+    if not entry.doms:
+        return "its day-of-month field matches no day"
+    return f"no month among {months} has a day {_ranges(entry.doms)}"
+
+
 # -- parsing -------------------------------------------------------------------------------
 
 

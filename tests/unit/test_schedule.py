@@ -27,7 +27,8 @@ INVALID = [
     ("* * * *", "'* * * *' has 4 fields; a schedule has 5 (minute hour day-of-month month day-of-week) or is an alias like @daily"),
     ("* * * * * *", "'* * * * * *' has 6 fields; a schedule has 5 (minute hour day-of-month month day-of-week) or is an alias like @daily"),
     ("*/0 * * * *", "minute field '*/0': step '0' must be a positive number"),
-    ("5-1 * * * *", "minute field '5-1': range 5-1 goes backwards"),
+    ("5-1 * * * *", "minute field '5-1': range 5-1 goes backwards, so cron would match nothing in it; "
+                    "to wrap around write 5-59,0-1"),
     ("5/10 * * * *", "minute field '5/10': a step needs a range or '*' (e.g. '*/10')"),
     ("0 0 * foo *", "month field 'foo': 'foo' is not a number (1-12 or jan-dec)"),
     ("@every5m", "unknown schedule alias '@every5m' (known: @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly, @reboot)"),
