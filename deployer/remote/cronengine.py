@@ -112,8 +112,9 @@ class Entry:
         in_dom, in_dow = mday in self.doms, wday in self.dows
         if self.flavour == "busybox":
             # FixDayDow: the complete field is cleared when the other one is restricted,
-            # then flag_starting_jobs ORs the two.
-            dom_full, dow_full = len(self.doms) == 31, len(self.dows) == 7
+            # then flag_starting_jobs ORs the two. (For busybox, dom_star and dow_star say
+            # "complete": every slot of crond's array set, day 0 included for days.)
+            dom_full, dow_full = self.dom_star, self.dow_star
             if dom_full != dow_full:
                 return in_dow if dom_full else in_dom
             return in_dom or in_dow
@@ -390,8 +391,9 @@ def parse(schedule: str, flavour: str = DEFAULT_FLAVOUR) -> Entry:
 
 
 def _parse_busybox(schedule: str) -> Entry:
-    """crond.c's ParseField on each of the five fields; busybox's crontab installs anything,
-    its crond logs "parse error" and drops the line: we refuse what crond would drop."""
+    """crond.c's ParseField on each of the five fields. busybox's crontab installs anything;
+    on a bad field its crond logs "parse error" and keeps the line with whatever the field
+    had set before the error: we refuse such a schedule instead."""
     text = schedule.strip()
     if text.startswith("@"):
         return _special(text[1:].split()[0] if text[1:] else "", "busybox")
@@ -401,17 +403,19 @@ def _parse_busybox(schedule: str) -> Entry:
     # (modvalue, offset) per field as crond.c calls ParseField
     shapes = ((60, 0, None), (24, 0, None), (32, 0, None), (12, -1, MONTH_NAMES), (7, 0, DOW_NAMES[:7]))
     sets: list[set[int]] = []
+    complete = []
     for field, (spec, (modvalue, off, names)) in enumerate(zip(fields, shapes)):
         ary = [False] * modvalue
         if not _busybox_field(spec, ary, modvalue, off, names):
             raise CronSyntaxError(f"parse error at {spec}", field)
+        complete.append(all(ary))
         values = {i for i, on in enumerate(ary) if on}
         if field == 3:
             values = {v + 1 for v in values}
         if field == 2:
             values.discard(0)
         sets.append(values)
-    return Entry(sets, (False, False, fields[0].startswith("*"), fields[1].startswith("*")), False, "busybox")
+    return Entry(sets, (complete[2], complete[4], fields[0].startswith("*"), fields[1].startswith("*")), False, "busybox")
 
 
 def _busybox_field(spec: str, ary: list[bool], modvalue: int, off: int, names: tuple[str, ...] | None) -> bool:
