@@ -16,15 +16,34 @@ from cron_descriptor import ExpressionDescriptor, Options
 
 from deployer.config.schedule import ALIASES
 from deployer.remote import cronengine
-from deployer.remote.cronengine import DEFAULT_FLAVOUR, zone
+from deployer.errors import InvalidInput, Problem
+from deployer.remote.cronengine import DEFAULT_FLAVOUR, FLAVOURS, zone
 
-__all__ = ["fires_after", "in_words", "next_fire", "period", "previous_fire", "zone"]
+__all__ = ["FLAVOUR_VAR", "entry_of", "fires_after", "flavour_of", "in_words", "next_fire", "period", "previous_fire",
+           "zone"]
+
+# The inventory variable that says which cron a host runs (default: Debian's).
+FLAVOUR_VAR = "deployer_cron_flavour"
+
+
+def flavour_of(host_vars: dict[str, object], key_path: str, file: str | None = None) -> str:
+    value = host_vars.get(FLAVOUR_VAR)
+    if value is None:
+        return DEFAULT_FLAVOUR
+    if value not in FLAVOURS:
+        raise InvalidInput([Problem(f"'{value}' is not a cron deployer knows; write one of {', '.join(FLAVOURS)} "
+                                    "(debian: Debian/Ubuntu cron, cronie: Fedora/RHEL, busybox: busybox crond)",
+                                    file=file, key_path=key_path)])
+    return str(value)
 
 
 @lru_cache(maxsize=512)
-def _entry(schedule: str, flavour: str) -> cronengine.Entry:
-    # Schedules reaching here passed validation; the engine parses them as the target's cron does.
+def entry_of(schedule: str, flavour: str = DEFAULT_FLAVOUR) -> cronengine.Entry:
+    """The schedule as the flavour's cron holds it (schedules reaching here passed validation)."""
     return cronengine.parse(schedule, flavour)
+
+
+_entry = entry_of
 
 
 def previous_fire(schedule: str, now: datetime, tz: str, flavour: str = DEFAULT_FLAVOUR) -> datetime | None:
