@@ -16,9 +16,9 @@ from rich.text import Text
 
 from deployer.cli.main import Context, _guard, _session, accept_new_option, cli, env_argument, json_option, limit_option, \
     parallel_option
-from deployer.cli.ops import _job_ids, _reachable
+from deployer.cli.ops import _job_ids, _reachable, _unanswered
 from deployer.core.timing import FLAVOUR_VAR, entry_of, fires_after, flavour_of, in_words
-from deployer.errors import EXIT_OK, EXIT_UNREACHABLE, InvalidInput, Problem
+from deployer.errors import EXIT_OK, InvalidInput, Problem
 from deployer.remote.cronengine import FLAVOUR_NAMES
 
 
@@ -40,6 +40,18 @@ def _check_zone(name: str) -> str:
         raise InvalidInput([Problem(f"--tz: '{name}' is not a zone of this machine's tz database; "
                                     "write one such as Europe/Paris or UTC")]) from None
     return name
+
+
+def _probed_zone(ctx: Context, host: str, name: str) -> str:
+    """The zone the host's probe reported; like everything read from a target, it may be
+    anything: a name this machine's tz database does not know is said, and UTC used."""
+    try:
+        ZoneInfo(name)
+        return name
+    except (ZoneInfoNotFoundError, ValueError):
+        ctx.output.err.print(Text(ctx.output.safe(f"{host}: warning: its zone '{name}' is unknown here; times in UTC "
+                                                  "(give it with --tz)"), style="yellow"))
+        return "UTC"
 
 
 def _note(schedule: str, flavour: str, fire: datetime, tz: str) -> str:
@@ -86,13 +98,13 @@ def explain(ctx: Context, env: str, job: str | None, start: str | None, count: i
                 session.observe()
             finally:
                 session.close()
-            states = _reachable(ctx, session)
+            states = _reachable(ctx, session, job)
         else:
             states = session.states
         hosts: list[dict[str, Any]] = []
         for state in states:
             flavour = flavour_of(state.target.vars, f"{state.name}.{FLAVOUR_VAR}", str(session.env.inventory_shown))
-            host_tz = zone_given or (state.facts.timezone if state.facts else "UTC")
+            host_tz = zone_given or _probed_zone(ctx, state.name, state.facts.timezone if state.facts else "UTC")
             moment = _moment(start, host_tz)
             jobs = []
             for spec in state.desired.jobs:
@@ -111,8 +123,9 @@ def explain(ctx: Context, env: str, job: str | None, start: str | None, count: i
             ctx.output.emit_json({"project": session.project.name, "env": session.env.name, "hosts": hosts})
         else:
             for host in hosts:
-                ctx.output.out.print(Text(f"── {host['host']} ({host['timezone']}, {FLAVOUR_NAMES[host['flavour']]}) "
-                                          f"after {host['from']}", style="bold"))
+                ctx.output.out.print(Text(ctx.output.safe(f"── {host['host']} ({host['timezone']}, "
+                                                          f"{FLAVOUR_NAMES[host['flavour']]}) after {host['from']}"),
+                                          style="bold"))
                 for j in host["jobs"]:
                     ctx.output.out.print(Text(f"   {j['job']}  {j['schedule']}  ({j['words']})"))
                     if j["days"]:
@@ -121,6 +134,6 @@ def explain(ctx: Context, env: str, job: str | None, start: str | None, count: i
                         ctx.output.out.print(Text("      no fire time: runs at boot only", style="dim"))
                     for fire, note in zip(j["fires"], j["notes"]):
                         ctx.output.out.print(Text(f"      {fire}") + Text(f"  {note}" if note else "", style="yellow"))
-        return EXIT_UNREACHABLE if any(s.facts is None for s in session.states) and zone_given is None else EXIT_OK
+        return EXIT_OK if zone_given else _unanswered(session)
 
     _guard(ctx, work)
