@@ -27,7 +27,9 @@ Three flavours, each following named code:
   when exactly one of them is *complete* (every value set, however written) and ORed
   otherwise; each wall-clock second is turned into local time with localtime(), so jobs
   of an hour skipped by clocks going forward never run, and jobs of an hour repeated by
-  clocks going back run twice.
+  clocks going back run twice. tests/oracle/test_busybox_crond.py compares the parser
+  with ParseField and FixDayDow cut out of Debian's busybox source package; the minute
+  loop (flag_starting_jobs) is tested against its reading, not built.
 
 Known differences from the real daemons, each deliberate:
 
@@ -44,6 +46,7 @@ Known differences from the real daemons, each deliberate:
 from __future__ import annotations
 
 import calendar
+import re
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -198,9 +201,9 @@ def _isalpha(ch: str | None) -> bool:
 
 
 def c_atoi(digits: str) -> int:
-    """glibc's atoi: (int) strtol(s, NULL, 10). strtol saturates at LONG_MAX, the cast to
+    """glibc's atoi: (int) strtol(s, NULL, 10). strtol saturates at LONG_MAX/LONG_MIN, the cast to
     int keeps the low 32 bits (so 4294967301 is read as 5, 2147483648 as -2147483648)."""
-    value = min(int(digits), 2**63 - 1) & 0xFFFFFFFF
+    value = max(min(int(digits), 2**63 - 1), -(2**63)) & 0xFFFFFFFF
     return value - 2**32 if value >= 2**31 else value
 
 
@@ -394,10 +397,10 @@ def _parse_busybox(schedule: str) -> Entry:
     """crond.c's ParseField on each of the five fields. busybox's crontab installs anything;
     on a bad field its crond logs "parse error" and keeps the line with whatever the field
     had set before the error: we refuse such a schedule instead."""
-    text = schedule.strip()
+    text = schedule.strip(" \t")
     if text.startswith("@"):
-        return _special(text[1:].split()[0] if text[1:] else "", "busybox")
-    fields = text.split()
+        return _special(re.split(r"[ \t]+", text[1:])[0], "busybox")
+    fields = re.split(r"[ \t]+", text)  # config_read splits on blanks and tabs only
     if len(fields) < 5:
         raise CronSyntaxError("parse error: fewer than 5 fields")
     # (modvalue, offset) per field as crond.c calls ParseField
@@ -422,10 +425,19 @@ def _busybox_field(spec: str, ary: list[bool], modvalue: int, off: int, names: t
     pos, n1, n2 = 0, -1, -1
 
     def number(at: int) -> tuple[int, int]:
+        """strtol(spec + at, &end, 10) cast to int: blanks, a sign, digits; no digits: 0, at."""
         end = at
+        while end < len(spec) and spec[end] in " \t\n\v\f\r":
+            end += 1
+        sign = -1 if end < len(spec) and spec[end] == "-" else 1
+        if end < len(spec) and spec[end] in "+-":
+            end += 1
+        digits = end
         while end < len(spec) and _isdigit(spec[end]):
             end += 1
-        return (int(spec[at:end]) if end > at else 0), end
+        if end == digits:
+            return 0, at
+        return c_atoi(str(sign * int(spec[digits:end])) if sign < 0 else spec[digits:end]), end
 
     while True:
         skip = 0

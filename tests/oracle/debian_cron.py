@@ -41,14 +41,15 @@ def _apt(args: list[str], tmp: Path, cwd: Path) -> None:
                                 f"--- what to do: check that {MIRROR} is reachable (DEPLOYER_TEST_MIRROR to choose one)")
 
 
-def source() -> Path:
-    """The unpacked cron source tree (Debian patches applied), fetched once."""
+def source(package: str = "cron") -> Path:
+    """The unpacked source tree of a Debian package (Debian patches applied), fetched once."""
     CACHE.mkdir(parents=True, exist_ok=True)
+    home = CACHE / ("src" if package == "cron" else f"src-{package}")
     with open(CACHE / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        found = sorted(CACHE.glob("src/cron-*/cron.c"))
+        found = sorted(p for p in home.glob(f"{package}-*") if p.is_dir())
         if found:
-            return found[-1].parent
+            return found[-1]
         with tempfile.TemporaryDirectory() as name:
             tmp = Path(name)
             (tmp / "lists" / "partial").mkdir(parents=True)
@@ -58,14 +59,13 @@ def source() -> Path:
             out = tmp / "out"
             out.mkdir()
             _apt(["update"], tmp, out)
-            _apt(["source", "cron"], tmp, out)
-            tree = next(out.glob("cron-*/cron.c")).parent
-            shutil.rmtree(CACHE / "src", ignore_errors=True)
-            (CACHE / "src").mkdir()
-            target = CACHE / "src" / tree.name
-            shutil.copytree(tree, target)
-            version = next(out.glob("cron_*.dsc")).name
-            (CACHE / "src" / "VERSION").write_text(version + "\n")
+            _apt(["source", package], tmp, out)
+            tree = next(p for p in out.glob(f"{package}-*") if p.is_dir())
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir()
+            target = home / tree.name
+            shutil.copytree(tree, target, symlinks=True)
+            (home / "VERSION").write_text(next(out.glob(f"{package}_*.dsc")).name + "\n")
             return target
 
 
