@@ -52,8 +52,9 @@ def test_invalid(schedule: str, message: str) -> None:
 # refused, saying what cron would do. (tests/cron/test_schedule_acceptance.py checks every
 # schedule validate accepts against the real crontab binary.)
 REFUSED_AS_CRON_WOULD = [
-    ("0 0 * * ５", "'0 0 * * ５' holds the character '５' (U+FF15): cron reads ASCII digits, names and '*,-/' only; retype it"),
-    ("² * * * *", "'² * * * *' holds the character '²' (U+00B2): cron reads ASCII digits, names and '*,-/' only; retype it"),
+    ("0 0 * * ５", "day-of-week field '５': '５' is not a number (0-7 or sun-sat)"),  # str.isdigit() says yes
+    ("² * * * *", "minute field '²': '²' is not a number (0-59)"),  # int('²') used to raise a raw ValueError
+    ("*/２ * * * *", "minute field '*/２': step '２' must be a positive number"),
     ("*/2147483648 * * * *", "minute field '*/2147483648': step 2147483648 is too large: cron reads numbers as 32-bit "
                              "integers and refuses it; write a step of at most 59"),
     ("*/4294967297 * * * *", "minute field '*/4294967297': step 4294967297 is too large: cron reads numbers as 32-bit "
