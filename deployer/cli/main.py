@@ -317,5 +317,6 @@ def junit_xml(session: Session, clean: Callable[[str], str] = str) -> str:
 def main() -> None:
     import deployer.cli.lifecycle  # noqa: F401  (registers rollback, destroy)
     import deployer.cli.ops  # noqa: F401  (registers status, logs, run, history)
+    import deployer.cli.explain  # noqa: F401  (registers explain)
 
     cli(prog_name="deployer")

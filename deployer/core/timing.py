@@ -1,66 +1,80 @@
 """Cron-schedule maths: previous and next fire times, period, words. Pure.
 
-croniter does the maths (maintained, DST-aware: a time skipped by a spring-forward fires
-just after the change, as Debian's cron does); cron-descriptor says it in words.
+deployer's own cron engine (deployer.remote.cronengine) does the maths, with the semantics
+of the target's cron (Debian's by default): its day-of-month/day-of-week rule and its main
+loop's handling of clock changes, so a DST night gives the instants the daemon really
+runs the job at. cron-descriptor says the schedule in words.
 Times are evaluated in the target's timezone, since that is the one its cron uses.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import datetime, timedelta
+from functools import lru_cache
 
 from cron_descriptor import ExpressionDescriptor, Options
-from croniter import croniter
 
 from deployer.config.schedule import ALIASES
+from deployer.remote import cronengine
+from deployer.errors import InvalidInput, Problem
+from deployer.remote.cronengine import DEFAULT_FLAVOUR, FLAVOURS, zone
+
+__all__ = ["FLAVOUR_VAR", "entry_of", "fires_after", "flavour_of", "in_words", "next_fire", "period", "previous_fire",
+           "zone"]
+
+# The inventory variable that says which cron a host runs (default: Debian's).
+FLAVOUR_VAR = "deployer_cron_flavour"
 
 
-def zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
+def flavour_of(host_vars: dict[str, object], key_path: str, file: str | None = None) -> str:
+    value = host_vars.get(FLAVOUR_VAR)
+    if value is None:
+        return DEFAULT_FLAVOUR
+    if value not in FLAVOURS:
+        raise InvalidInput([Problem(f"'{value}' is not a cron deployer knows; write one of {', '.join(FLAVOURS)} "
+                                    "(debian: Debian/Ubuntu cron, cronie: Fedora/RHEL, busybox: busybox crond)",
+                                    file=file, key_path=key_path)])
+    return str(value)
 
 
-def _expression(schedule: str) -> str | None:
-    if schedule.startswith("@"):
-        return ALIASES.get(schedule)  # @reboot has no time: None
-    return schedule
+@lru_cache(maxsize=512)
+def entry_of(schedule: str, flavour: str = DEFAULT_FLAVOUR) -> cronengine.Entry:
+    """The schedule as the flavour's cron holds it (schedules reaching here passed validation)."""
+    return cronengine.parse(schedule, flavour)
 
 
-def previous_fire(schedule: str, now: datetime, tz: str) -> datetime | None:
-    """The last time at or before ``now`` that cron starts this schedule (aware, UTC)."""
-    expression = _expression(schedule)
-    if expression is None:
-        return None
-    local = now.astimezone(zone(tz))
-    # croniter's get_prev is strictly before its start: nudge so that "exactly now" counts.
-    fire: datetime = croniter(expression, local + timedelta(seconds=1)).get_prev(datetime)
-    return fire.astimezone(timezone.utc)
+_entry = entry_of
 
 
-def next_fire(schedule: str, now: datetime, tz: str) -> datetime | None:
-    expression = _expression(schedule)
-    if expression is None:
-        return None
-    fire: datetime = croniter(expression, now.astimezone(zone(tz))).get_next(datetime)
-    return fire.astimezone(timezone.utc)
+def previous_fire(schedule: str, now: datetime, tz: str, flavour: str = DEFAULT_FLAVOUR) -> datetime | None:
+    """The last instant at or before ``now`` at which cron started this schedule (aware, UTC);
+    None for @reboot and for a schedule that never fires."""
+    return cronengine.previous_fire(_entry(schedule, flavour), now, tz)
 
 
-def period(schedule: str, now: datetime, tz: str) -> timedelta | None:
+def next_fire(schedule: str, now: datetime, tz: str, flavour: str = DEFAULT_FLAVOUR) -> datetime | None:
+    """The first instant strictly after ``now`` at which cron starts this schedule (aware, UTC)."""
+    return cronengine.next_fire(_entry(schedule, flavour), now, tz)
+
+
+def fires_after(schedule: str, now: datetime, tz: str, count: int, flavour: str = DEFAULT_FLAVOUR) -> list[datetime]:
+    """The next ``count`` instants strictly after ``now`` at which cron starts this schedule (UTC)."""
+    return cronengine.fires_after(_entry(schedule, flavour), now, tz, count)
+
+
+def period(schedule: str, now: datetime, tz: str, flavour: str = DEFAULT_FLAVOUR) -> timedelta | None:
     """The time between the last fire and the one after it (the schedule's current period)."""
-    last = previous_fire(schedule, now, tz)
+    last = previous_fire(schedule, now, tz, flavour)
     if last is None:
         return None
-    following = next_fire(schedule, last, tz)
+    following = next_fire(schedule, last, tz, flavour)
     return following - last if following else None
 
 
 def in_words(schedule: str) -> str:
     if schedule == "@reboot":
         return "At boot"
-    expression = _expression(schedule) or schedule
+    expression = ALIASES.get(schedule, schedule)
     try:
         options = Options()
         options.use_24hour_time_format = True
