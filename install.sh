@@ -4,7 +4,7 @@
 #   ./install.sh              deployer (and ansible-core) in its own venv, `deployer` on the PATH;
 #                             apt: cron (the `crontab` command) and python3-venv when missing
 #   ./install.sh --test       what the test tiers need (cron, sshd, sudo, debootstrap, iproute2,
-#                             incus) and the development venv ./.venv: deployer editable, with
+#                             gcc, dpkg-dev, incus) and the development venv ./.venv: deployer editable, with
 #                             the test extras; tests/run calls this
 #   ./install.sh --uninstall  removes the venv and the `deployer` link (your data stays)
 #
@@ -124,7 +124,9 @@ apt_install() {  # apt_install WHY PACKAGE... (only the missing ones; root or su
 # Debian 12 it is in bookworm-backports, which is added (same mirror as bookworm) if absent.
 if [ "$mode" = test ]; then
   [ "$(id -u)" = 0 ] || fail "./install.sh --test installs system packages and test users' tools" "run it (or tests/run) as root"
-  apt_install "the test tiers" cron openssh-server openssh-client sudo debootstrap iproute2 util-linux procps git
+  # gcc, libc6-dev, dpkg-dev: the oracle tier builds Debian cron's own code (apt-get source)
+  apt_install "the test tiers" cron openssh-server openssh-client sudo debootstrap iproute2 util-linux procps git \
+    gcc libc6-dev dpkg-dev
   # shellcheck disable=SC1091
   . /etc/os-release
   if [ -n "$(apt_missing incus-base)" ]; then
