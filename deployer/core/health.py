@@ -149,6 +149,8 @@ def job_checks(job: JobSpec, facts: Facts, limits: Thresholds = Thresholds()) ->
             continue
         if path in stale:
             out.append(Check("legacy-lock", WARN, f"{path} is stale ({stale[path]}): apply removes it", job.id))
+        elif lock.get("type") == "error":
+            out.append(Check("legacy-lock", WARN, f"{path} not looked at: {lock.get('error')}; left alone", job.id))
         elif lock.get("type") != "file":
             out.append(Check("legacy-lock", WARN, f"{path} is a {lock.get('type')}, not a lock file: left alone", job.id))
         else:

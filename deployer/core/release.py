@@ -93,8 +93,16 @@ class Release:
         return frozenset(value for job in self.jobs for name, value in job.env if name in job.secret_names and value)
 
 
+SAFEFS_MARK = b"# <safefs>"
+
+
 def wrapper_source() -> bytes:
-    return resources.files("deployer.remote").joinpath("wrapper.py").read_bytes()
+    """The run wrapper with safefs's source inlined: one self-contained file per release."""
+    package = resources.files("deployer.remote")
+    wrapper = package.joinpath("wrapper.py").read_bytes()
+    if SAFEFS_MARK not in wrapper:
+        raise RuntimeError("deployer/remote/wrapper.py lacks the '# <safefs>' line")
+    return wrapper.replace(SAFEFS_MARK, package.joinpath("safefs.py").read_bytes(), 1)
 
 
 def env_file(job: JobSpec) -> bytes:

@@ -28,9 +28,9 @@ TEST_PAUSE_ENV = "DEPLOYER_TEST_PAUSE_AT"
 
 @cache
 def script_source(name: str) -> str:
-    """targetlib's source inlined into the named target-side module's."""
+    """safefs's and targetlib's sources inlined into the named target-side module's."""
     package = resources.files("deployer.remote")
-    lib = package.joinpath("targetlib.py").read_text(encoding="utf-8")
+    lib = package.joinpath("safefs.py").read_text(encoding="utf-8") + "\n\n" + package.joinpath("targetlib.py").read_text(encoding="utf-8")
     body = package.joinpath(f"{name}.py").read_text(encoding="utf-8")
     if INLINE_MARK not in body:
         raise RuntimeError(f"deployer/remote/{name}.py lacks the '{INLINE_MARK}' line")

@@ -84,17 +84,6 @@ def _write_file(path, data, mode, owner=None):
         raise
 
 
-def _trusted_link(path):
-    """A system symlink such as Debian's /var/lock -> /run/lock: owned by root, to a folder,
-    in a folder only root can write. Only such a link may be followed on the way."""
-    try:
-        link, parent = os.lstat(path), os.stat(os.path.dirname(path) or "/")
-    except OSError:
-        return False
-    return (stat.S_ISLNK(link.st_mode) and link.st_uid == 0 and os.path.isdir(path)
-            and parent.st_uid == 0 and not parent.st_mode & 0o022)
-
-
 def _utc_now():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -104,64 +93,118 @@ def _write_json(path, data, mode):
 
 
 def _makedirs(path):
-    """Create missing parents (0755) without following a symlink planted on the way."""
-    if os.path.isdir(path) and (not os.path.islink(path) or _trusted_link(path)):
-        return
-    parent = os.path.dirname(path)
-    if parent and parent != path:
-        _makedirs(parent)
-    try:
-        os.mkdir(path, 0o755)
-    except FileExistsError:
-        if os.path.islink(path) or not os.path.isdir(path):
-            raise Refused("path", "%s exists and is not a folder" % path)
+    """Create missing folders (0755) on the way to ``path``, walked from / without following
+    a link someone planted there (safefs)."""
+    os.close(open_dir(path, 0o755))
 
 
 def _move(move, done):
-    """A renamed job's state folder or log: moved once, only if the new place is still free."""
-    if os.path.lexists(move["from"]) and not os.path.lexists(move["to"]):
-        _makedirs(os.path.dirname(move["to"]))
-        os.rename(move["from"], move["to"])
-        done.append("moved %s to %s" % (move["from"], move["to"]))
+    """A renamed job's state folder or log: moved once, only if the new place is still free.
+    Renamed between the two folders' descriptors: neither can be swapped for a link meanwhile."""
+    (src_dir, src), (dst_dir, dst) = split(move["from"]), split(move["to"])
+    try:
+        sfd = open_dir(src_dir)
+    except FileNotFoundError:
+        return
+    try:
+        if not _lexists_at(sfd, src):
+            return
+        dfd = open_dir(dst_dir, 0o755)
+        try:
+            if _lexists_at(dfd, dst):
+                return
+            os.rename(src, dst, src_dir_fd=sfd, dst_dir_fd=dfd)
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(sfd)
+    done.append("moved %s to %s" % (move["from"], move["to"]))
+
+
+def _lexists_at(dir_fd, name):
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def _ensure_dir(spec, done):
+    """A folder with its owner and mode, changed on its descriptor: whatever is swapped on the
+    way, the folder changed is the one at ``path`` walked without links (safefs)."""
     path = spec["path"]
-    if os.path.islink(path):
-        raise Refused("path", "%s is a symlink; deployer will not follow it (remove it and apply again)" % path)
-    # A folder that was already there gets only what the declaration says of it (a shared
-    # /var/log keeps its owner, mode and sticky bit); one created now gets everything.
-    enforce = spec.get("enforce", ("mode", "owner", "group"))
-    if not os.path.isdir(path):
-        _makedirs(path)
-        done.append("created folder %s" % path)
-        enforce = ("mode", "owner", "group")
-    uid, gid = _ids(spec.get("owner") if "owner" in enforce else None, spec.get("group") if "group" in enforce else None)
-    st = os.lstat(path)
-    if (uid != -1 and st.st_uid != uid) or (gid != -1 and st.st_gid != gid):
-        os.lchown(path, uid, gid)
-        done.append("chown %s" % path)
-    if "mode" in enforce and stat.S_IMODE(st.st_mode) != spec["mode"]:
-        os.chmod(path, spec["mode"])
-        done.append("chmod %04o %s" % (spec["mode"], path))
+    parent, name = split(path)
+    pfd = open_dir(parent, 0o755)
+    try:
+        created = not _lexists_at(pfd, name)
+        fd = open_dir(name, 0o755, _start=pfd, shown=parent)
+    finally:
+        os.close(pfd)
+    try:
+        # A folder that was already there gets only what the declaration says of it (a shared
+        # /var/log keeps its owner, mode and sticky bit); one created now gets everything.
+        enforce = spec.get("enforce", ("mode", "owner", "group"))
+        if created:
+            done.append("created folder %s" % path)
+            enforce = ("mode", "owner", "group")
+        uid, gid = _ids(spec.get("owner") if "owner" in enforce else None, spec.get("group") if "group" in enforce else None)
+        st = os.fstat(fd)
+        if (uid != -1 and st.st_uid != uid) or (gid != -1 and st.st_gid != gid):
+            os.fchown(fd, uid, gid)
+            done.append("chown %s" % path)
+        if "mode" in enforce and stat.S_IMODE(st.st_mode) != spec["mode"]:
+            os.fchmod(fd, spec["mode"])
+            done.append("chmod %04o %s" % (spec["mode"], path))
+    finally:
+        os.close(fd)
 
 
 def _ensure_file(spec, done):
-    """A job's log or lock file: exists, regular, right owner and mode; content untouched."""
+    """A job's log or lock file: exists, regular, right owner and mode; content untouched.
+
+    Its folder may be the job's user's: everything is done on descriptors (safefs). A link, a
+    FIFO or a device planted at the path is removed (a name in that folder, never followed) and
+    a new file made. A file with other names (a hard link to someone's file) is refused, and so
+    is an existing file that root would hand over to a user from a folder others can write (it
+    may be a file of root's that the user moved there)."""
     path = spec["path"]
-    _makedirs(os.path.dirname(path))
-    if os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
-        # Someone planted a link (or a folder) where our file goes: never write through it.
-        if os.path.isdir(path) and not os.path.islink(path):
+    folder, name = split(path)
+    dfd = open_dir(folder, 0o755)
+    try:
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
             raise Refused("path", "%s is a folder where a file belongs" % path)
-        os.unlink(path)
-        done.append("removed link %s" % path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, spec["mode"])
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            os.unlink(name, dir_fd=dfd)  # the name only: a link is never followed
+            done.append("removed %s %s" % ("link" if stat.S_ISLNK(st.st_mode) else "non-file", path))
+        flags = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(name, flags | os.O_CREAT | os.O_EXCL, spec["mode"], dir_fd=dfd)
+            created = True
+        except FileExistsError:
+            try:
+                fd = os.open(name, flags, dir_fd=dfd)
+            except OSError as exc:
+                raise Unsafe(path, "changed while apply looked at it (%s); apply again" % (exc.strerror or exc))
+            created = False
+        folder_st = os.fstat(dfd)
+    finally:
+        os.close(dfd)
     try:
         st = os.fstat(fd)
-        uid, gid = _ids(spec.get("owner"), None)
-        if uid != -1 and st.st_uid != uid:
-            os.fchown(fd, uid, -1)
+        uid, _ = _ids(spec.get("owner"), None)
+        want = uid if uid != -1 else os.geteuid()
+        if not created:
+            check_file(st, path, {want, os.geteuid()})
+            if st.st_uid != want and writable_by_others(folder_st):
+                raise Unsafe(path, "belongs to uid %d, in a folder others can write: deployer will not hand it to "
+                             "uid %d (it may not be the file it was); remove it and apply again" % (st.st_uid, want),
+                             errno.EPERM)
+        if st.st_uid != want:
+            os.fchown(fd, want, -1)
             done.append("chown %s" % path)
         if stat.S_IMODE(st.st_mode) != spec["mode"]:
             os.fchmod(fd, spec["mode"])
@@ -241,19 +284,42 @@ def _make_cron_notice(change):
 
 
 def _remove_stale_lock(path, done):
-    """Remove a hand-made lock file if, now too, no process holds it or lives in it."""
+    """Remove a hand-made lock file if, now too, no process holds it or lives in it.
+
+    Its folder may be anyone's (/tmp, a user's home): it is walked without links and the file
+    is judged and removed through descriptors, so a folder swapped for a link into a root-only
+    place never makes root remove a file there. Only a regular file with one name is removed."""
+    folder, name = split(path)
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISREG(st.st_mode):
-        return  # a link or anything else planted there: never act on it
-    if lock_holders(path, read_lock_table(), kinds=("FLOCK", "POSIX")):
-        return  # locked by someone (flock or lockf): not stale
-    pid = pid_in_file(path)
-    if pid and os.path.exists("/proc/%d" % pid):
-        return  # its process came back to life (or the pid was reused): leave it
-    os.unlink(path)
+        dfd = open_dir(folder)
+    except (FileNotFoundError, Unsafe):
+        return  # nothing there, or a planted link on the way: never act on it
+    try:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+        except OSError:
+            return  # gone, a link, or unreadable
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                return  # a FIFO, a device, a hard link to someone's file: never act on it
+            if lock_holders_of(st, read_lock_table(), kinds=("FLOCK", "POSIX")):
+                return  # locked by someone (flock or lockf): not stale
+            words = os.pread(fd, 64, 0).decode("utf-8", "replace").split()
+        finally:
+            os.close(fd)
+        digits = "".join(c for c in words[0] if c.isdigit()) if words else ""
+        if digits and os.path.exists("/proc/%d" % int(digits)):
+            return  # its process came back to life (or the pid was reused): leave it
+        try:
+            now = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            return  # swapped meanwhile: not the file we judged
+        os.unlink(name, dir_fd=dfd)
+    finally:
+        os.close(dfd)
     done.append("removed stale legacy lock %s" % path)
 
 
@@ -330,9 +396,21 @@ def _destroy(params, done):
     spec = params["destroy"]
     home = params["deploy_home"]
     for path in spec.get("files", []):
-        if os.path.lexists(path) and not os.path.isdir(path):
-            os.unlink(path)  # a link is removed, never followed
-            done.append("removed %s" % path)
+        # through its folder's descriptor: a link is removed, never followed, on the way or there
+        folder, name = split(path)
+        try:
+            dfd = open_dir(folder)
+        except (FileNotFoundError, Unsafe):
+            continue
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                os.unlink(name, dir_fd=dfd)
+                done.append("removed %s" % path)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(dfd)
     for path in spec.get("trees", []):
         if os.path.islink(path):
             os.unlink(path)
@@ -490,6 +568,9 @@ def main(params):
             os.close(lock)
     except Refused as exc:
         emit({"ok": False, "kind": exc.kind, "error": exc.message, "done": done})
+        return
+    except Unsafe as exc:
+        emit({"ok": False, "kind": "path", "error": "%s %s" % (exc.filename, exc.strerror), "done": done})
         return
     except OSError as exc:
         where = (" (%s)" % exc.filename) if exc.filename else ""

@@ -94,11 +94,8 @@ def _json_records(folder, problems, inside=""):
     """(name, parsed JSON) of each entry of ``folder`` (of ``entry/inside`` when given), in
     name order; entries that are missing are skipped, those that cannot be read said in
     ``problems``."""
-    try:
-        names = sorted(os.listdir(folder))
-    except OSError:
-        return
-    for name in names:
+    # safefs: a folder of a job's user may be a link to one of root's: not listed, not read
+    for name in sorted(list_dir(folder)):
         data, problem = read_json_file(os.path.join(folder, name, inside) if inside else os.path.join(folder, name))
         if problem:
             problems.append(problem)
@@ -227,10 +224,22 @@ def _running(state_dir, problems):
 
 def _legacy_lock(path):
     """A lock file of a hand-made setup: who it names, and whether that process lives."""
+    try:
+        os.close(open_dir(os.path.dirname(path)))  # safefs: never judge a file through a planted link
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return {"type": "error", "error": "%s %s" % (exc.filename, exc.strerror)}
     info = describe_path(path)
     if info is None or info["type"] != "file":
         return info
-    pid = pid_in_file(path)
+    try:
+        data = read_bytes(path, 64)
+    except OSError:
+        data = b""
+    words = data.decode("utf-8", "replace").split()
+    digits = "".join(c for c in words[0] if c.isdigit()) if words else ""
+    pid = int(digits) if digits else None
     info["pid"] = pid
     info["alive"] = _alive(pid) if pid else False
     info["held"] = bool(_flock_holders(path))
@@ -267,8 +276,12 @@ def _run_log(state_dir, selector, count):
     if folder != "runs" or not name or "/" in name or name.startswith("."):
         return {"error": "run %s names an odd log file (%r); not read" % (run.get("run_id"), run["log"])}
     path = os.path.join(state_dir, folder, name)
-    if not os.path.lexists(path):
+    try:
+        os.close(open_file(path, os.O_RDONLY))
+    except FileNotFoundError:
         return {"run": run, "error": "its log file is gone (%s): older than the run_logs kept" % path}
+    except OSError as exc:  # safefs refused it: a link planted on the way or there, a FIFO...
+        return {"run": run, "error": "its log file %s is not read: %s" % (exc.filename or path, exc.strerror or exc)}
     return {"run": run, "path": path, "lines": _text_lines(path, count, [])}
 
 

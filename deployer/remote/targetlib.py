@@ -123,6 +123,11 @@ def lock_holders(path, table, kinds=("FLOCK",)):
         st = os.stat(path, follow_symlinks=False)
     except OSError:
         return []
+    return lock_holders_of(st, table, kinds)
+
+
+def lock_holders_of(st, table, kinds=("FLOCK",)):
+    """PIDs holding a lock of ``kinds`` on the file of ``st`` (an os.stat result), per ``table``."""
     wanted = "%02x:%02x:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
     holders = []
     for row in table:
@@ -159,8 +164,9 @@ JSON_LIMIT = 8 << 20  # a marker, an index, a manifest: far more than deployer e
 
 def open_regular(path):
     """A read descriptor on the regular file at ``path``; OSError for anything else (a link,
-    a FIFO, a device, a folder), without ever waiting on it."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    there or on the way; a FIFO, a device, a folder; a hard link), without ever waiting on it.
+    The folders are walked from / by safefs (sent before this file)."""
+    fd = open_file(path, os.O_RDONLY)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

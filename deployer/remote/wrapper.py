@@ -29,6 +29,8 @@ import sys
 import time
 import uuid
 
+# <safefs>
+
 OUTCOME_SUCCESS = "success"
 OUTCOME_FAILURE = "failure"
 OUTCOME_TIMEOUT = "timeout"
@@ -55,8 +57,15 @@ def load_env_file(path):
 
 
 def open_no_follow(path, flags, mode):
-    """Open a log, lock or ledger file; never through a symlink planted in its place."""
-    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    """Open a log, lock or ledger file by walking its folders from / without following a link
+    (safefs): never through a symlink planted in its place or on the way, never blocking on a
+    FIFO, never a hard link to another file, never a file of a third user (only ours or root's)."""
+    return open_file(path, flags, mode, owners={os.geteuid(), 0})
+
+
+def make_dirs(path, mode=0o755):
+    """``os.makedirs`` without following a link planted on the way."""
+    os.close(open_dir(path, mode))
 
 
 class Run:
@@ -97,7 +106,7 @@ class Run:
         """This run's own log file, new (O_EXCL: never an existing file or a planted link).
         Returns its name relative to the state folder, for the ledger."""
         folder = os.path.join(self.spec["state_dir"], RUN_LOGS)
-        os.makedirs(folder, mode=0o750, exist_ok=True)
+        make_dirs(folder, 0o750)
         # Names sort as the runs started (to the microsecond: runs can start within one second).
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.start)) + ".%06dZ" % int((self.start % 1) * 1e6)
         name = "%s-%s.log" % (stamp, self.run_id)
@@ -131,7 +140,7 @@ class Run:
         if extra:
             entry.update(extra)
         state = self.spec["state_dir"]
-        os.makedirs(state, exist_ok=True)
+        make_dirs(state)
         ledger = os.path.join(state, "ledger.jsonl")
         # Appends and trims of the ledger take this lock, so a trim never drops a line
         # appended by a concurrent run (concurrency: allow).
@@ -150,29 +159,32 @@ class Run:
 
     def running_marker(self, pid, extra):
         folder = os.path.join(self.spec["state_dir"], "running")
-        os.makedirs(folder, exist_ok=True)
+        make_dirs(folder)
         path = os.path.join(folder, self.run_id + ".json")
-        with open(path, "w", encoding="utf-8") as f:
+        fd = open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(dict(extra, run_id=self.run_id, start=now_iso(self.start), pid=pid, wrapper_pid=os.getpid(),
                            host=self.host, revision=self.revision, trigger=self.trigger), f)
         return path
 
 
 def trim_ledger(path, retention, now):
-    """Keep the last ``runs`` lines younger than ``days``; rewrite atomically, only when needed."""
+    """Keep the last ``runs`` lines younger than ``days``; rewrite atomically, only when needed.
+    The rewrite is made and renamed inside the ledger's folder, held open (safefs)."""
     keep_runs = int(retention.get("runs", 10000))
     keep_days = float(retention.get("days", 400))
     try:
-        size = os.stat(path).st_size
-        with open(path, "rb") as f:
-            first = f.readline()
+        fd = open_no_follow(path, os.O_RDONLY, 0)
     except OSError:
         return
-    oldest = _start_of(first)
-    too_old = oldest is None or oldest < now_iso(now - keep_days * 86400)  # a damaged first line: rewrite without it
-    if not too_old and size < keep_runs * 200:  # far fewer lines than allowed: nothing to count
-        return
-    with open(path, "rb") as f:
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(fd).st_size
+        first = f.readline()
+        oldest = _start_of(first)
+        too_old = oldest is None or oldest < now_iso(now - keep_days * 86400)  # a damaged first line: rewrite without it
+        if not too_old and size < keep_runs * 200:  # far fewer lines than allowed: nothing to count
+            return
+        f.seek(0)
         lines = f.read().splitlines(True)
     cutoff = now_iso(now - keep_days * 86400)
     kept = []
@@ -182,13 +194,18 @@ def trim_ledger(path, retention, now):
             kept.append(line)
     if len(kept) == len(lines):
         return
-    tmp = path + ".tmp-%d" % os.getpid()
-    fd = open_no_follow(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    with os.fdopen(fd, "wb") as f:
-        f.writelines(kept)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
+    folder, name = split(path)
+    dfd = open_dir(folder)
+    try:
+        tmp = ".%s.tmp-%d" % (name, os.getpid())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640, dir_fd=dfd)
+        with os.fdopen(fd, "wb") as f:
+            f.writelines(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    finally:
+        os.close(dfd)
 
 
 def _start_of(line):
@@ -203,40 +220,61 @@ def _start_of(line):
 
 
 def rotate_log(path, retention):
-    """Past ``log_size``, the log becomes log.1 (log.1 becomes log.2, ...), ``log_files`` kept."""
+    """Past ``log_size``, the log becomes log.1 (log.1 becomes log.2, ...), ``log_files`` kept.
+    Renamed inside the log's folder, held open: a folder swapped for a link on the way never
+    makes us rename someone else's files."""
     limit = int(retention.get("log_size", 10 * 1024 * 1024))
     keep = max(int(retention.get("log_files", 5)), 1)
+    folder, name = split(path)
     try:
-        st = os.lstat(path)
+        dfd = open_dir(folder)
     except OSError:
         return None
-    if st.st_size < limit:
-        return None
     try:
-        for n in range(keep - 1, 0, -1):
-            older = "%s.%d" % (path, n)
-            if os.path.lexists(older):
-                os.rename(older, "%s.%d" % (path, n + 1))
-        if os.path.lexists("%s.%d" % (path, keep + 1)):
-            os.unlink("%s.%d" % (path, keep + 1))
-        os.rename(path, path + ".1")
-    except OSError as exc:
-        return "could not rotate the log (%s); it keeps growing" % (exc.strerror or exc)
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except OSError:
+            return None
+        if st.st_size < limit:
+            return None
+        try:
+            for n in range(keep - 1, 0, -1):
+                older = "%s.%d" % (name, n)
+                if _exists_at(dfd, older):
+                    os.rename(older, "%s.%d" % (name, n + 1), src_dir_fd=dfd, dst_dir_fd=dfd)
+            if _exists_at(dfd, "%s.%d" % (name, keep + 1)):
+                os.unlink("%s.%d" % (name, keep + 1), dir_fd=dfd)
+            os.rename(name, name + ".1", src_dir_fd=dfd, dst_dir_fd=dfd)
+        except OSError as exc:
+            return "could not rotate the log (%s); it keeps growing" % (exc.strerror or exc)
+    finally:
+        os.close(dfd)
     return "rotated the log at %d bytes" % st.st_size
+
+
+def _exists_at(dir_fd, name):
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def prune_run_logs(state_dir, keep):
     """Keep the newest ``keep`` per-run logs (their names start with the run's UTC start)."""
-    folder = os.path.join(state_dir, RUN_LOGS)
     try:
-        names = sorted(n for n in os.listdir(folder) if n.endswith(".log"))
+        dfd = open_dir(os.path.join(state_dir, RUN_LOGS))
     except OSError:
         return
-    for name in names[:len(names) - keep]:
-        try:
-            os.unlink(os.path.join(folder, name))  # unlink never follows a link
-        except OSError:
-            pass
+    try:
+        names = sorted(n for n in os.listdir(dfd) if n.endswith(".log"))
+        for name in names[:len(names) - keep]:
+            try:
+                os.unlink(name, dir_fd=dfd)  # unlink never follows a link
+            except OSError:
+                pass
+    finally:
+        os.close(dfd)
 
 
 def _user():
@@ -286,7 +324,7 @@ def main(argv):
     run.log_fd = open_no_follow(spec["log_file"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     if rotated:
         run.log(rotated)
-    os.makedirs(spec["state_dir"], exist_ok=True)  # apply makes it; a hand-cleaned target may not have it
+    make_dirs(spec["state_dir"])  # apply makes it; a hand-cleaned target may not have it
     workdir = spec.get("workdir") or spec["state_dir"]
     keep_run_logs = int((spec.get("retention") or {}).get("run_logs", 0))
     extra = {}
@@ -370,7 +408,7 @@ def main(argv):
     if keep_run_logs:
         run.close_run_log(keep_run_logs)
     try:
-        os.unlink(marker)
+        unlink_file(marker)
     except OSError:
         pass
     return exit_code
@@ -381,9 +419,12 @@ def entry(argv):
         return main(argv)
     except OSError as exc:
         # Cron mails this line to the crontab's owner: say what and where, not a traceback.
-        if exc.errno == errno.ELOOP:
+        if exc.errno == errno.ELOOP and not isinstance(exc, Unsafe) or (
+                isinstance(exc, Unsafe) and exc.strerror.startswith("is a symlink; refusing")):
             sys.stderr.write("deployer run: %s is a symlink; refusing to follow it (remove it, then run "
                              "`deployer apply` to recreate the file)\n" % exc.filename)
+        elif isinstance(exc, Unsafe):
+            sys.stderr.write("deployer run: %s %s\n" % (exc.filename, exc.strerror))
         else:
             sys.stderr.write("deployer run: %s%s\n" % (exc.strerror or exc, " (%s)" % exc.filename if exc.filename else ""))
         return 1
