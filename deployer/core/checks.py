@@ -112,7 +112,10 @@ def _runtime_checks(plan: Plan, job_ids: set[str]) -> list[Check]:
     if facts.cron_running:
         out.append(Check("cron-daemon", PASS, f"{facts.cron_process} is running"))
     else:
-        out.append(Check("cron-daemon", FAIL, "no cron daemon is running: no job will run (start cron)"))
+        ignored = [str(i) for i in (facts.raw.get("cron") or {}).get("ignored") or []]
+        # processes named cron that are not the daemon (a user's, a zombie, a container's)
+        but = f" (not counted: {'; '.join(ignored)})" if ignored else ""
+        out.append(Check("cron-daemon", FAIL, f"no cron daemon is running: no job will run (start cron){but}"))
 
     from deployer.core.health import job_checks, space_checks  # health builds on Check
 

@@ -132,7 +132,10 @@ def _plan_release(plan: Plan) -> None:
                                                   f"mode/owner {_mode(seen.mode)} {seen.owner}")
             plan.release_files.append(f)
             where = f"{release.release_dir}/{f.path}"
-            if seen is not None and seen.sha256 != f.sha256:
+            if seen is not None and seen.sha256 != f.sha256 and f.secret:
+                # a secret's value is not part of the revision: a changed secret lands here too
+                what = "differs from the declaration: a secret changed, or it was edited on the target"
+            elif seen is not None and seen.sha256 != f.sha256:
                 what = "modified on the target: drift, edited by hand; apply keeps the edited copy in the backup"
                 edited = facts.drift.get(release.revision, {}).get(f.path, {}).get("content")
                 if edited is not None and not f.secret:

@@ -46,10 +46,18 @@ class ReleaseFile:
     mode: int
     owner: str | None = None
     secret: bool = False
+    # A file holding secrets: its content with every secret value masked. Only this part may
+    # enter what others can read (the revision, the manifest): the digest of a 0600 env file
+    # is a test for guessed secrets, salted or not, for anyone who reads it.
+    public: bytes | None = None
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.content).hexdigest()
+
+    @property
+    def public_sha256(self) -> str:
+        return hashlib.sha256(self.content if self.public is None else self.public).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -105,8 +113,9 @@ def wrapper_source() -> bytes:
     return wrapper.replace(SAFEFS_MARK, package.joinpath("safefs.py").read_bytes(), 1)
 
 
-def env_file(job: JobSpec) -> bytes:
-    return render_template("env_file.j2", env=job.env).encode()
+def env_file(job: JobSpec, mask_secrets: bool = False) -> bytes:
+    env = tuple((n, "<secret>" if mask_secrets and n in job.secret_names else v) for n, v in job.env)
+    return render_template("env_file.j2", env=env).encode()
 
 
 def job_spec(job: JobSpec, project: str, env: str) -> bytes:
@@ -154,7 +163,7 @@ def _expand_job(job: JobSpec, home: str, uid: int) -> JobSpec:
 def revision_of(files: tuple[ReleaseFile, ...], project: str, env: str) -> str:
     digest = hashlib.sha256(f"{project}\0{env}\0".encode())
     for f in sorted(files, key=lambda f: f.path):
-        digest.update(f"{f.path}\0{f.mode:o}\0{f.owner or ''}\0{f.sha256}\0".encode())
+        digest.update(f"{f.path}\0{f.mode:o}\0{f.owner or ''}\0{f.public_sha256}\0".encode())
     return digest.hexdigest()[:12]
 
 
@@ -180,7 +189,9 @@ def materialize(desired: DesiredState, who: Identity) -> Release:
         files.append(ReleaseFile(f"jobs/{job.id}.json", job_spec(job, desired.project, desired.env), 0o644))
         if job.env:
             owner = job.run_as if job.run_as and job.run_as != who.user else None
-            files.append(ReleaseFile(f"env/{job.id}.env", env_file(job), 0o600, owner, secret=bool(job.secret_names)))
+            secret = bool(job.secret_names)
+            files.append(ReleaseFile(f"env/{job.id}.env", env_file(job), 0o600, owner, secret=secret,
+                                     public=env_file(job, mask_secrets=True) if secret else None))
     revision = revision_of(tuple(files), desired.project, desired.env)
     manifest = {
         "project": desired.project,
@@ -188,7 +199,10 @@ def materialize(desired: DesiredState, who: Identity) -> Release:
         "revision": revision,
         "jobs": [j.id for j in jobs],
         "crontab_users": sorted({j.run_as or who.user for j in jobs}),
-        "files": {f.path: {"sha256": f.sha256, "mode": f"{f.mode:04o}", "owner": f.owner} for f in sorted(files, key=lambda f: f.path)},
+        # No digest of a file with secrets (the manifest is world-readable): the probe checks
+        # those against the declaration's own digests, which never leave the controller.
+        "files": {f.path: {"sha256": None if f.secret else f.sha256, "mode": f"{f.mode:04o}", "owner": f.owner}
+                  for f in sorted(files, key=lambda f: f.path)},
     }
     files.append(ReleaseFile("manifest.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(), 0o644))
     release_dir = f"{deploy_home}/releases/{revision}"

@@ -59,7 +59,7 @@ def _drift(base, files):
         seen = files.get(rel)
         if seen is None:
             out[rel] = {"why": "missing"}
-        elif seen.get("sha256") != want.get("sha256"):
+        elif want.get("sha256") is not None and seen.get("sha256") != want.get("sha256"):  # None: a file of secrets
             out[rel] = {"why": "modified"}
             path = os.path.join(base, rel)
             # env files hold secrets: their content never leaves the target
@@ -130,27 +130,67 @@ def _same_namespaces(pid):
     return True
 
 
+CRON_NAMES = ("cron", "crond", "cronie", "fcron", "dcron", "busybox")
+CRON_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin")
+
+
+def _cron_binary(pid):
+    """Why the program process ``pid`` runs is not this system's cron binary, or None when it
+    is: a file of root's, not writable by others, in a system folder, named as a cron."""
+    try:
+        exe = os.readlink("/proc/%s/exe" % pid)
+    except PermissionError:
+        return None  # not root: we may not look; the owner (root) was checked already
+    except OSError:
+        return "its program cannot be read"
+    if exe.endswith(" (deleted)"):  # upgraded under a running daemon: the old binary was root's too
+        exe = exe[:-len(" (deleted)")]
+    if os.path.dirname(exe) not in CRON_DIRS or os.path.basename(exe) not in CRON_NAMES:
+        return "it runs %s, not a cron binary of this system" % exe
+    try:
+        st = os.stat(exe)
+    except OSError:
+        return None  # deleted by an upgrade: it was in a system folder
+    if st.st_uid != 0 or st.st_mode & 0o022:
+        return "its program %s is not root's alone" % exe
+    return None
+
+
 def _cron_daemon():
-    """Look for a cron daemon among the processes of this system (not of its containers)."""
-    names = {"cron", "crond", "cronie", "fcron", "dcron", "busybox"}
+    """Find the cron daemon of this system: a process named as a cron that runs as root (a
+    user can name any process ``cron``), is not a zombie (exited, not reaped), runs a cron
+    binary of this system, and lives in our PID and mount namespaces (not a container's).
+    The processes named as a cron that do not count are listed with why."""
+    ignored = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
-            with open("/proc/%s/comm" % pid) as f:
-                comm = f.read().strip()
-            if comm not in names:
+            with open("/proc/%s/stat" % pid, "rb") as f:
+                stat_line = f.read(4096).decode("utf-8", "replace")
+            comm = stat_line[stat_line.index("(") + 1:stat_line.rindex(")")]
+            if comm not in CRON_NAMES:
                 continue
             if comm == "busybox":
                 with open("/proc/%s/cmdline" % pid, "rb") as f:
-                    if b"crond" not in f.read():
+                    if b"crond" not in f.read(4096):
                         continue
-            if not _same_namespaces(pid):
-                continue
-            return {"running": True, "process": comm, "pid": int(pid)}
-        except OSError:
+            state = stat_line[stat_line.rindex(")") + 1:].split()[0]
+            owner = os.stat("/proc/%s" % pid).st_uid
+        except (OSError, ValueError, IndexError):
             continue
-    return {"running": False, "process": None, "pid": None}
+        if state == "Z":
+            why = "a zombie (exited, not reaped)"
+        elif owner != 0:
+            why = "runs as %s, not root" % user_name(owner)
+        elif not _same_namespaces(pid):
+            why = "in another PID or mount namespace (a container's)"
+        else:
+            why = _cron_binary(pid)
+        if why is None:
+            return {"running": True, "process": comm, "pid": int(pid), "ignored": ignored}
+        ignored.append("pid %s '%s': %s" % (pid, comm, why))
+    return {"running": False, "process": None, "pid": None, "ignored": ignored[:10]}
 
 
 def _text_lines(path, count, problems, max_bytes=4 << 20):
