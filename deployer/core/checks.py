@@ -26,7 +26,10 @@ def _rolled_back_checks(plan: Plan, held: dict[str, Any]) -> list[Check]:
     revision = facts.current
     out = [Check("rollback", WARN, f"held at {revision} by a rollback on {held.get('at', '?')} (from {held.get('from', '?')}); "
                                    f"the declaration is at {release.revision}: apply to go forward")]
-    for user, block in sorted((held.get("blocks") or {}).items()):
+    installed = facts.release_blocks.get(revision or "") or {}
+    # what the revision's manifest says it installs, byte for byte; for older releases, the rollback's record
+    expected = {u: installed.get(u) for u in set(installed) | set(held.get("blocks") or {})} if installed else held.get("blocks") or {}
+    for user, block in sorted(expected.items()):
         seen = facts.crontabs.get(user)
         try:
             now = crontab.block_of(seen.text, release.project, release.env) if seen else None
@@ -36,7 +39,8 @@ def _rolled_back_checks(plan: Plan, held: dict[str, Any]) -> list[Check]:
         if now == block:
             out.append(Check("crontab", PASS, f"the crontab of {user} holds the block of revision {revision}"))
         else:
-            out.append(Check("crontab", FAIL, f"the crontab of {user} no longer holds the block restored by the rollback"))
+            out.append(Check("crontab", FAIL, f"the crontab of {user} does not hold the block revision {revision} installs, "
+                                              "byte for byte (edited by hand?): apply to go forward, or rollback again"))
     drift = facts.drift.get(revision or "", {})
     if revision not in facts.releases:
         out.append(Check("release", FAIL, f"release {revision} is missing"))

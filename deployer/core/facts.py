@@ -51,6 +51,8 @@ class Facts:
     current_link: str | None = None  # what the `current` link names (may lag the crontab: see live_revision)
     # target files that could not be read or parsed (a FIFO, a link, a bad line): verify warns
     problems: list[str] = field(default_factory=list)
+    # release -> user -> the crontab block its manifest says it installs (byte for byte)
+    release_blocks: dict[str, dict[str, str]] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -98,6 +100,7 @@ def parse_facts(data: dict[str, Any], project: str, env: str) -> Facts:
         jobs=data.get("jobs", {}),
         space=data.get("space", {}),
         drift={rev: r.get("drift") or {} for rev, r in data.get("releases", {}).items()},
+        release_blocks={rev: dict(r.get("crontab_blocks") or {}) for rev, r in data.get("releases", {}).items()},
         rollback=data.get("rollback"),
         backups=list(data.get("backups") or []),
         problems=[str(p) for p in data.get("problems") or []],

@@ -99,10 +99,14 @@ def plan_rollback(release: Release, facts: Facts, to: str | None = None) -> Life
         p.errors.append(f"no backup of the crontabs of revision {target} is kept here; cannot restore its entries")
         return p
     saved: dict[str, str | None] = dict(record.get("crontabs") or {})
+    # The blocks as the release installed them (its manifest): a hand edit kept in the backup
+    # does not come back. Releases older than that record: the backup's blocks.
+    installed = facts.release_blocks.get(target) or {}
     blocks: dict[str, str | None] = {}
     try:
-        for user in sorted(set(saved) | {u for u, c in facts.crontabs.items() if crontab.block_of(c.text, project, env)}):
-            blocks[user] = crontab.block_of(saved.get(user), project, env)
+        users = set(saved) | set(installed) | {u for u, c in facts.crontabs.items() if crontab.block_of(c.text, project, env)}
+        for user in sorted(users):
+            blocks[user] = installed.get(user) if installed else crontab.block_of(saved.get(user), project, env)
             now = facts.crontabs.get(user)
             if now is None or now.error:
                 p.errors.append(f"cannot read the crontab of {user} here{': ' + now.error if now and now.error else ''}")

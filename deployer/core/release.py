@@ -193,6 +193,12 @@ def materialize(desired: DesiredState, who: Identity) -> Release:
             files.append(ReleaseFile(f"env/{job.id}.env", env_file(job), 0o600, owner, secret=secret,
                                      public=env_file(job, mask_secrets=True) if secret else None))
     revision = revision_of(tuple(files), desired.project, desired.env)
+    release_dir = f"{deploy_home}/releases/{revision}"
+    by_user: dict[str, list[JobSpec]] = {}
+    for job in jobs:
+        by_user.setdefault(job.run_as or who.user, []).append(job)
+    blocks = {user: crontab_block(desired.project, desired.env, revision, user_jobs, desired.python, release_dir)
+              for user, user_jobs in sorted(by_user.items())}
     manifest = {
         "project": desired.project,
         "env": desired.env,
@@ -203,15 +209,11 @@ def materialize(desired: DesiredState, who: Identity) -> Release:
         # those against the declaration's own digests, which never leave the controller.
         "files": {f.path: {"sha256": None if f.secret else f.sha256, "mode": f"{f.mode:04o}", "owner": f.owner}
                   for f in sorted(files, key=lambda f: f.path)},
+        # The exact blocks this revision installs: what rollback puts back and verify compares,
+        # byte for byte (a backup may hold a block edited by hand)
+        "crontab_blocks": blocks,
     }
     files.append(ReleaseFile("manifest.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(), 0o644))
-    release_dir = f"{deploy_home}/releases/{revision}"
-
-    by_user: dict[str, list[JobSpec]] = {}
-    for job in jobs:
-        by_user.setdefault(job.run_as or who.user, []).append(job)
-    blocks = {user: crontab_block(desired.project, desired.env, revision, user_jobs, desired.python, release_dir)
-              for user, user_jobs in sorted(by_user.items())}
 
     def owner_of(user: str | None) -> str | None:
         return user if user and user != who.user else None

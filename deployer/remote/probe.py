@@ -38,13 +38,27 @@ def _releases(deploy_home):
                     except OSError as exc:
                         info["error"] = exc.strerror
                 files[rel] = info
-        releases[name] = {"files": files, "mtime": os.lstat(base).st_mtime, "drift": _drift(base, files)}
+        releases[name] = {"files": files, "mtime": os.lstat(base).st_mtime, "drift": _drift(base, files),
+                          "crontab_blocks": _manifest_blocks(base)}
     return releases
 
 
 # A release file bigger than this is not one deployer wrote (an env file its user made a
 # sparse 5 GB file): said to differ without reading it all.
 HASH_LIMIT = 64 << 20
+
+
+def _manifest_blocks(base):
+    """The crontab blocks the release's manifest says it installs ({} for older releases)."""
+    try:
+        blocks = json.loads(read_bytes(os.path.join(base, "manifest.json"), 16 << 20).decode("utf-8")).get("crontab_blocks")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if not isinstance(blocks, dict):
+        return {}
+    return {u: b for u, b in blocks.items() if isinstance(u, str) and isinstance(b, str)}
+
+
 DRIFT_SHOWN = 64 * 1024  # a hand-edited file up to this size travels back, for plan's diff
 
 
