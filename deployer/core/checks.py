@@ -109,6 +109,27 @@ def live_jobs(held: dict[str, Any]) -> set[str]:
     return ids
 
 
+def _trust_check(plan: Plan, job_ids: set[str]) -> Check:
+    """Whose word the run records are. The wrapper runs as the job's user and writes the
+    ledger, running markers and lock as that user: a user can append a `success` line to its
+    own ledger. Root keeping them (a wrapper started by root that drops to the user) is not
+    built yet, so verify says where the boundary lies instead of implying more."""
+    who = plan.facts.identity
+    if who.uid != 0:
+        return Check("trust", PASS, f"deployer is {who.user} here, not root: every job, its records and this audit "
+                                    f"are as trustworthy as {who.user}")
+    by_user: dict[str, list[str]] = {}
+    for job in plan.release.jobs:
+        user = job.run_as or who.user
+        if job.id in job_ids and user != who.user:
+            by_user.setdefault(user, []).append(job.id)
+    if not by_user:
+        return Check("trust", PASS, "every job runs as root; root keeps their records")
+    whose = "; ".join(f"{', '.join(sorted(ids))} by {user}" for user, ids in sorted(by_user.items()))
+    return Check("trust", WARN, f"runs are recorded by the jobs' own users ({whose}), who can forge them: "
+                                "their runs and successes are those users' word")
+
+
 def _runtime_checks(plan: Plan, job_ids: set[str]) -> list[Check]:
     """What does not depend on the revision: cron running, disk, each job's runs."""
     release, facts = plan.release, plan.facts
@@ -120,6 +141,8 @@ def _runtime_checks(plan: Plan, job_ids: set[str]) -> list[Check]:
         # processes named cron that are not the daemon (a user's, a zombie, a container's)
         but = f" (not counted: {'; '.join(ignored)})" if ignored else ""
         out.append(Check("cron-daemon", FAIL, f"no cron daemon is running: no job will run (start cron){but}"))
+
+    out.append(_trust_check(plan, job_ids))
 
     from deployer.core.health import job_checks, space_checks  # health builds on Check
 

@@ -79,7 +79,7 @@ class Plan:
         if self.release_files or self.release_remove:
             release = {
                 "files": [{"path": f.path, "content": base64.b64encode(f.content).decode(), "mode": f.mode,
-                           "owner": f.owner} for f in self.release_files],
+                           "owner": f.owner, **({"secret": True} if f.secret else {})} for f in self.release_files],
                 "remove": self.release_remove,
             }
         return {

@@ -224,7 +224,8 @@ def _write_release(params, done):
         for f in files:
             path = os.path.join(final, f["path"])
             _makedirs(os.path.dirname(path))
-            _keep_drifted(params, f["path"], path, done)
+            if not f.get("secret"):  # a file of secrets: its old values are not copied anywhere
+                _keep_drifted(params, f["path"], path, done)
             _write_file(path, base64.b64decode(f["content"]), f["mode"], f.get("owner"))
             done.append("repaired %s" % path)
         for rel in release.get("remove", []):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import TEST_USER, Project, read_crontab, write_crontab
+from tests.cron.test_crontab_tier import declare
 from tests.cron.test_lifecycle import live, version
+from tests.cron.test_root_paths import as_user
 
 pytestmark = pytest.mark.cron
 
@@ -42,3 +44,24 @@ def test_a_hand_edit_inside_our_block_survives_neither_backup_nor_rollback(proje
     assert held.exit_code == 1, held
     assert (f"fail crontab      the crontab of {TEST_USER} does not hold the block revision {v1} installs, byte for byte"
             in held.stdout), held
+
+
+def test_verify_says_whose_word_the_run_records_are(project: Project, user_crontab: str, cron_daemon: int) -> None:
+    """The wrapper runs as the job's user and writes the ledger as that user, so that user can
+    append a `success` line of its own (done here, for real). Until root keeps the records,
+    verify says so instead of implying more; without root, the boundary is the user deployer is."""
+    version(project, 1)
+    assert project.deployer("apply", "dev", "--yes").exit_code == 0
+    ledger = "/var/lib/deployer/demo-dev/state/hello/ledger.jsonl"
+    forged = ('{"run_id": "f0f0f0f0f0f0f0f0", "job": "hello", "start": "2999-01-01T00:00:00.000Z", '
+              '"end": "2999-01-01T00:00:01.000Z", "outcome": "success", "exit_code": 0}')
+    as_user(f"echo '{forged}' >> {ledger}")
+    verified = project.deployer("verify", "dev")
+    assert (f"warn trust runs are recorded by the jobs' own users (hello by {TEST_USER}), who can forge them"
+            in " ".join(verified.stdout.split())), verified
+
+    declare(project, "  hello:\n    script: tasks/hello.py\n    schedule: '*/5 * * * *'\n", become=True)
+    assert project.deployer("apply", "dev", "--yes").exit_code == 0
+    as_self = project.deployer("verify", "dev")
+    assert (f"pass trust deployer is {TEST_USER} here, not root: every job, its records and this audit are as "
+            f"trustworthy as {TEST_USER}") in " ".join(as_self.stdout.split()), as_self
