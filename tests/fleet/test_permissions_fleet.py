@@ -142,3 +142,32 @@ def test_a_lock_folder_under_debians_var_lock_symlink(fleet_factory: Any, tmp_pa
     verified = p.deployer("verify", "dev")
     assert verified.exit_code == 0, verified
     assert "/run/lock" not in verified.stdout and "/var/lock" not in verified.stdout
+
+
+def test_root_never_acts_through_a_folder_or_hard_link_alice_planted(host: FleetProject) -> None:
+    """Issue 12, class 2, over SSH: the log folder sits under alice's home. Alice swaps a folder
+    on the way for a link to a root-only folder, then hard-links a root file she may write (as
+    fs.protected_hardlinks allows) at the log path: apply chowns and chmods neither."""
+    p = host
+    logs = "/home/alice/app/var/logs"
+    p.write("deployer.yml", DECLARATION.replace(f"dir: {LOGS}", f"dir: {logs}"))
+    sh(p, "mkdir -m 0700 /root/vault && mkdir -m 0700 /root/vault/logs && printf 'root only\\n' > /root/vault/logs/hello.log "
+          "&& chmod 0600 /root/vault/logs/hello.log && chmod 0711 /root && printf 'shared\\n' > /etc/shared.conf "
+          "&& chmod 0666 /etc/shared.conf")
+    sh(p, "mkdir -p /home/alice/app && ln -s /root/vault /home/alice/app/var", user="alice")
+    before = stat(p, "/root/vault", "/root/vault/logs", "/root/vault/logs/hello.log")
+
+    refused = p.deployer("apply", "dev", "--yes")
+    assert refused.exit_code == 1, refused
+    assert "/home/alice/app/var is a symlink that root did not make" in " ".join(refused.stdout.split()), refused
+    assert stat(p, "/root/vault", "/root/vault/logs", "/root/vault/logs/hello.log") == before
+
+    sh(p, "rm /home/alice/app/var && mkdir /home/alice/app/var", user="alice")
+    assert p.deployer("apply", "dev", "--yes").exit_code == 0
+    sh(p, f"rm {logs}/hello.log && ln /etc/shared.conf {logs}/hello.log", user="alice")
+    shared = stat(p, "/etc/shared.conf")["/etc/shared.conf"]
+    refused = p.deployer("apply", "dev", "--yes")
+    assert refused.exit_code == 1, refused
+    assert f"{logs}/hello.log has 2 names (a hard link to another file)" in " ".join(refused.stdout.split()), refused
+    after = stat(p, "/etc/shared.conf")["/etc/shared.conf"]
+    assert (after["uid"], after["mode"], after["data"]) == (shared["uid"], shared["mode"], shared["data"]) == (0, "0666", "shared\n")
