@@ -9,8 +9,9 @@ root acts. So root never acts on a path by name: each folder is opened from the 
 starting at ``/`` (root's), with O_NOFOLLOW|O_DIRECTORY, and every change is made on the
 open descriptor (fchown, fchmod, openat/unlinkat with ``dir_fd``). A link is followed only
 when the system put it there (owned by root, in a folder only root can write: Debian's
-/var/lock -> /run/lock). A file that has other names (st_nlink > 1: a hard link the user
-made to a file of someone else's), or that belongs to someone unexpected, is refused.
+/var/lock -> /run/lock; deploying as a user, also that user's own). A file that has other
+names (st_nlink > 1: a hard link the user made to a file of someone else's), or that
+belongs to someone unexpected, is refused.
 """
 
 import errno
@@ -31,13 +32,16 @@ class Unsafe(OSError):
 
 
 def _system_link(parent_fd, name):
-    """A link only root could have made and only root can replace: it may be followed."""
+    """A link only root (or we) could have made and only root (or we) can replace: it may be
+    followed. As root, that is root's own links (Debian's /var/lock); deploying as a user,
+    also that user's own (a ~/.local/share moved elsewhere): the boundary is then that user."""
+    trusted = (0, os.geteuid())
     try:
         link = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         folder = os.fstat(parent_fd)
     except OSError:
         return False
-    return (stat.S_ISLNK(link.st_mode) and link.st_uid == 0 and folder.st_uid == 0
+    return (stat.S_ISLNK(link.st_mode) and link.st_uid in trusted and folder.st_uid in trusted
             and not folder.st_mode & 0o022)
 
 
