@@ -224,8 +224,7 @@ def _write_release(params, done):
         for f in files:
             path = os.path.join(final, f["path"])
             _makedirs(os.path.dirname(path))
-            if not f.get("secret"):  # a file of secrets: its old values are not copied anywhere
-                _keep_drifted(params, f["path"], path, done)
+            _keep_drifted(params, f["path"], path, done, secret=f.get("secret"))
             _write_file(path, base64.b64decode(f["content"]), f["mode"], f.get("owner"))
             done.append("repaired %s" % path)
         for rel in release.get("remove", []):
@@ -338,7 +337,7 @@ def _backup_dir(params):
 KEEP_LIMIT = 1 << 20  # bytes of a hand-edited file kept in the backup; a bigger one is not ours to keep
 
 
-def _keep_drifted(params, rel, path, done):
+def _keep_drifted(params, rel, path, done, secret=False):
     """A file of the release changed by hand is kept in the backup before it is restored.
 
     At most KEEP_LIMIT bytes: an env file belongs to the job's user, who could make it a
@@ -352,6 +351,9 @@ def _keep_drifted(params, rel, path, done):
         data = f.read(KEEP_LIMIT + 1) if size <= KEEP_LIMIT else b""
     if size > KEEP_LIMIT or len(data) > KEEP_LIMIT:
         done.append("did not keep the hand-edited %s: %d bytes, more than the %d kept" % (path, max(size, len(data)), KEEP_LIMIT))
+        return
+    if secret:  # a changed secret lands here too: its old value is copied nowhere
+        done.append("did not keep the previous %s: it holds secrets" % path)
         return
     keep = os.path.join(_backup_dir(params), "drift", params["revision"], rel)
     _makedirs(os.path.dirname(keep))

@@ -127,14 +127,21 @@ def check_file(st, path, owners=None):
     """Refuse what root must not act on: not a regular file, a file with other names (a hard
     link), or (with ``owners``, a set of uids) a file of someone else's."""
     if not stat.S_ISREG(st.st_mode):
-        raise Unsafe(path, "is not a regular file (a FIFO, device or folder was put there); deployer will not use it",
-                     errno.EINVAL)
+        raise Unsafe(path, "is a %s, not a regular file" % _kind(st.st_mode), errno.EINVAL)
     if st.st_nlink > 1:
         raise Unsafe(path, "has %d names (a hard link to another file); deployer will not use it: remove it"
                      % st.st_nlink, errno.EMLINK)
     if owners is not None and st.st_uid not in owners:
         raise Unsafe(path, "belongs to uid %d, not to the user it is for; deployer will not use it: remove it"
                      % st.st_uid, errno.EPERM)
+
+
+def _kind(mode):
+    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISDIR, "folder"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "special file"
 
 
 def open_file(path, flags, mode=0o600, owners=None, create_dirs=None):

@@ -16,6 +16,9 @@ import stat
 import subprocess
 import sys
 
+if "open_file" not in globals():  # imported as a module (unit tests), not sent after safefs's source
+    from deployer.remote.safefs import open_file
+
 HOME_MARK = "\x00~\x00"
 DATA_MARK = "\x00data\x00"
 
