@@ -135,7 +135,10 @@ def splice(text: str, project: str, env: str, block: str | None) -> str:
     A new block goes at the end. The one change we may make outside it: a final newline
     after the last foreign line when we append after it (cron refuses a crontab whose
     last line has none, so such a crontab cannot have been installed with ``crontab``).
+    UnsafeBlock (a CrontabConflict) when ``block`` is not plain lines between our markers.
     """
+    if block is not None:
+        check_block(block, project, env)
     parts = split(text, project, env)
     if parts.block is None:
         if block is None:
