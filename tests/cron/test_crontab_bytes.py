@@ -69,8 +69,9 @@ def newest_backup() -> Path:
     return sorted((HOME / "backups").iterdir())[-1]
 
 
-def test_crlf_and_control_bytes_survive_apply_change_rollback_destroy(project: Project, user_crontab: str) -> None:
-    before = WINDOWS + CONTROL
+@pytest.mark.parametrize("before", [WINDOWS, WINDOWS + CONTROL], ids=["crlf", "crlf-and-control-bytes"])
+def test_crlf_and_control_bytes_survive_apply_change_rollback_destroy(project: Project, user_crontab: str,
+                                                                      before: bytes) -> None:
     install_as_user(before)
     version(project, 1)
     first = project.deployer("apply", "dev", "--yes")
