@@ -160,9 +160,9 @@ def _block_drift(before: str | None, after: str, project: str, env: str) -> str 
         return None
     if seen is None or wanted is None or seen == wanted:
         return None
-    if seen.splitlines()[0] != wanted.splitlines()[0]:
+    old, new = seen.split("\n"), wanted.split("\n")  # cron's lines (crontab.lines), not str.splitlines
+    if old[0] != new[0]:
         return None  # another revision: a deploy, not an edit
-    old, new = seen.splitlines(), wanted.splitlines()
     gone = [line for line in old if line not in new]
     added = [line for line in new if line not in old]
     parts = [f"edited: {line!r}" for line in gone] + [f"restores: {line!r}" for line in added]

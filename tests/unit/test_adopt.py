@@ -152,3 +152,10 @@ def test_a_separator_inside_a_line_neither_splits_it_nor_ends_a_block(separator:
     real = "*/5 * * * * /usr/bin/php /srv/shop/process_email_queue.php\n"
     kept = f"0 1 * * * echo a{separator}b\n"
     assert without_lines(kept + real + kept, {2}) == kept + kept
+
+
+@given(st.text(max_size=120), st.sampled_from([EMAIL, TRUE, PHP]))
+def test_any_crontab_text_is_read_without_a_crash(text: str, job: JobSpec) -> None:
+    """Whatever a crontab holds (it is the job user's to write), reading it never raises."""
+    for found in hand_made("www-data", text, (job,)):
+        assert found.line in text
