@@ -129,6 +129,9 @@ def test_another_apps_script_of_the_same_name_is_never_adopted(release: Release)
     assert [d.ambiguous for d in adopted.hand_made] == [True, True]
     assert adopted.crontab_changes == [] and adopted.empty
     assert any("cannot tell which one the job replaces: remove it by hand" in w for w in adopted.warnings)
+    duplicates = [c for c in checks(adopted) if c.name == "duplicate"]
+    assert [c.status for c in duplicates] == ["fail", "fail"]
+    assert all("remove the one it replaces by hand (crontab -e)" in c.detail for c in duplicates)
 
 
 def test_only_the_crontab_the_job_goes_to_is_searched(release: Release) -> None:  # noqa: F811
