@@ -37,6 +37,15 @@ CONTROL = (b"0 2 30 2 * echo a\x0bb\x0cc\x1cd\x1de\x1ef\xc2\x85g\xe2\x80\xa8h\xe
            b"0 3 30 2 * printf 'a\\r\\n' | grep -c '\\bx' # a backslash-r and -b, as text\n"
            b"#\x1c# END deployer demo/dev\n"
            b"#\xc2\x85# BEGIN deployer demo/dev rev=f00\n")
+# As crontabs are found on servers: tabs, trailing blanks, VAR= lines, an Ansible-managed entry,
+# escaped percents, a Windows line (a BOM as the first bytes is refused by crontab itself).
+REAL_WORLD = (b"# m h  dom mon dow   command\r\n"
+              b"SHELL=/bin/bash\nPATH=/usr/local/bin:/usr/bin:/bin\nCRON_TZ=Europe/Paris\n"
+              b"#Ansible: logrotate shop\n15 4 * * * /usr/sbin/logrotate /etc/logrotate.d/shop   \n"
+              b"\t*/10\t8-18\t*\t*\tmon-fri\tcd /srv/shop && ./bin/console cache:warm >/dev/null 2>&1\n"
+              b"0 0 1 * * tar czf /backup/db-$(date +\\%Y\\%m).tgz /srv/db \n"
+              b"@reboot sleep 30 && /srv/shop/bin/worker --queue=mail \n"
+              b"# \xef\xbb\xbf a BOM in a comment\n")
 AFTER = b"# added below our block\r\n@reboot echo \x0chi\r\n"
 
 
@@ -69,7 +78,8 @@ def newest_backup() -> Path:
     return sorted((HOME / "backups").iterdir())[-1]
 
 
-@pytest.mark.parametrize("before", [WINDOWS, WINDOWS + CONTROL], ids=["crlf", "crlf-and-control-bytes"])
+@pytest.mark.parametrize("before", [WINDOWS, WINDOWS + CONTROL, REAL_WORLD],
+                         ids=["crlf", "crlf-and-control-bytes", "real-world"])
 def test_crlf_and_control_bytes_survive_apply_change_rollback_destroy(project: Project, user_crontab: str,
                                                                       before: bytes) -> None:
     install_as_user(before)
