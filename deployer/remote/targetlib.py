@@ -65,7 +65,7 @@ MAX_CRONTAB = 8 << 20  # far above any real table; a bigger file is refused, nev
 
 
 def read_crontab(user):
-    """(text or None when the user has no crontab, error or None).
+    r"""(text or None when the user has no crontab, error or None).
 
     The text is the crontab's exact bytes, decoded as UTF-8 with ``surrogateescape`` (the
     applier encodes it back the same way). ``crontab -l`` cannot give them: Debian's prints
@@ -86,14 +86,12 @@ def _read_spool(user):
         return None, "'%s' is not a user name cron knows" % user
     path = os.path.join(CRONTAB_SPOOL, user)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = open_regular(path)
     except FileNotFoundError:
         return None, None
     except OSError as exc:
-        return None, "cannot read %s: %s" % (path, exc.strerror)
+        return None, read_problem(path, exc)
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return None, "%s is not a regular file; cron ignores it: look at it by hand" % path
         data = f.read(MAX_CRONTAB + 1)
     if len(data) > MAX_CRONTAB:
         return None, "%s is over %d MiB; deployer does not edit it" % (path, MAX_CRONTAB >> 20)
