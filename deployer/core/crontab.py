@@ -18,6 +18,8 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 
+from deployer.config.chars import control_character
+
 
 def begin_marker(project: str, env: str) -> str:
     return f"# BEGIN deployer {project}/{env}"
@@ -49,19 +51,20 @@ def lines(text: str) -> list[str]:
 
 
 def unsafe_character(value: str) -> str | None:
-    r"""The first character of ``value`` that must never reach a crontab from a field we
+    """The first character of ``value`` that must never reach a crontab from a field we
     render, shown as ``U+XXXX``; None when there is none.
 
-    Refused: every control character (C0 with TAB, DEL, C1 with NEL), the line and
-    paragraph separators, format characters (bidi overrides, zero-width: they make a line
-    read differently from what cron runs) and undecodable bytes. cron itself splits on
-    ``\n`` only, but terminals, editors and other tools reading a crontab split on many of
-    these, and a marker line must look the same to all of them.
+    Refused: what config.chars refuses everywhere (every control character, TAB and NEL
+    included, the line and paragraph separators, undecodable bytes), and in a crontab also
+    the format characters (bidi overrides, zero-width): they make a line read differently
+    from what cron runs. cron itself splits on ``\\n`` only, but terminals, editors and other
+    tools reading a crontab split on many of these, and a marker line must look the same
+    to all of them.
     """
-    for char in value:
-        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Cs"):
-            return f"U+{ord(char):04X}"
-    return None
+    found = control_character(value)
+    if found is None:
+        found = next((f"U+{ord(char):04X}" for char in value if unicodedata.category(char) == "Cf"), None)
+    return found
 
 
 class UnsafeBlock(CrontabConflict):

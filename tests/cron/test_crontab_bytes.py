@@ -141,8 +141,8 @@ def test_a_description_with_a_separator_never_reaches_the_crontab(project: Proje
     refused = project.deployer("apply", "dev", "--yes")
     assert refused.exit_code == 2, refused
     code = f"U+{ord(escape.encode().decode('unicode_escape')):04X}"
-    assert f"deployer.yml:7: jobs.hello.description: description 'Say hi" in refused.stderr, refused
-    assert f"holds the character {code}, which must not reach a crontab" in refused.stderr
+    assert "deployer.yml:7: jobs.hello.description: " in refused.stderr, refused
+    assert "must be a single line" in refused.stderr or code in refused.stderr
     assert spool() == WINDOWS and not HOME.exists()
 
 

@@ -123,11 +123,23 @@ def _project(tmp_path: Path, description: str = "fine", python: str = "python3")
     return None
 
 
-@pytest.mark.parametrize("char", [c for c in SEPARATORS if c != "\r"] + ["\x00", "\x1b", "\u202e", "\t"])
-def test_a_description_with_a_separator_is_refused_at_render(tmp_path: Path, char: str) -> None:
+@pytest.mark.parametrize("char", [*SEPARATORS, "\x00", "\x1b", "\t", "\u202e", "\u200b"])
+def test_a_description_with_a_separator_is_refused(tmp_path: Path, char: str) -> None:
     """The would-be description of the attack: text, a separator, then our END marker and a
-    line of the attacker's. It never reaches a crontab: a located error, exit 2."""
+    line of the attacker's. It never reaches a crontab: a located error, exit 2 (from the
+    declaration's validation, or, for what that lets through, from render's crontab check)."""
     error = _project(tmp_path, description=f"Say hi{char}# END deployer p/dev")
+    assert error is not None
+    [problem] = error.problems
+    assert problem.key_path == "jobs.a.description" and problem.line == 7
+    assert "must be a single line" in problem.message or f"U+{ord(char):04X}" in problem.message
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u200b", "\u2066"])
+def test_render_refuses_format_characters_in_a_crontab_field(tmp_path: Path, char: str) -> None:
+    """Bidi overrides and zero-width characters pass the declaration's checks (they are not
+    control characters) but make a crontab line read differently from what cron runs."""
+    error = _project(tmp_path, description=f"Say hi{char}")
     assert error is not None
     [problem] = error.problems
     assert problem.key_path == "jobs.a.description" and problem.line == 7
