@@ -87,9 +87,10 @@ def checks(plan: Plan) -> list[Check]:
         out.append(Check("files", PASS, f"{len(release.dirs)} folders and {len(release.job_files)} log/lock files have their owner and mode"))
 
     for dup in plan.hand_made:
+        fix = ("another line runs a script of the same name: remove the one it replaces by hand (crontab -e)"
+               if dup.ambiguous else "apply --adopt removes that line")
         out.append(Check("duplicate", FAIL, f"job '{dup.job}' also runs from line {dup.line_number} of the crontab of "
-                                            f"{dup.user}, made by hand ({dup.line}): it runs twice; apply --adopt removes "
-                                            "that line", job=dup.job))
+                                            f"{dup.user}, made by hand ({dup.line}): it runs twice; {fix}", job=dup.job))
     for user, tab in sorted(facts.crontabs.items()):
         leaked = [v for v in release.secret_values if len(v) >= 4 and tab.text and v in tab.text]
         if leaked:

@@ -36,8 +36,8 @@ class CrontabChange:
     after: str
 
     def diff(self) -> str:
-        before = (self.before or "").splitlines(keepends=True)
-        after = self.after.splitlines(keepends=True)
+        before = crontab.lines(self.before or "")  # cron's lines, so the diff shows what cron sees
+        after = crontab.lines(self.after)
         label = f"crontab of {self.user}"
         lines = difflib.unified_diff(before, after, f"{label} (now)", f"{label} (planned)")
         return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
@@ -163,9 +163,9 @@ def _block_drift(before: str | None, after: str, project: str, env: str) -> str 
         return None
     if seen is None or wanted is None or seen == wanted:
         return None
-    if seen.splitlines()[0] != wanted.splitlines()[0]:
+    old, new = seen.split("\n"), wanted.split("\n")  # cron's lines (crontab.lines), not str.splitlines
+    if old[0] != new[0]:
         return None  # another revision: a deploy, not an edit
-    old, new = seen.splitlines(), wanted.splitlines()
     gone = [line for line in old if line not in new]
     added = [line for line in new if line not in old]
     parts = [f"edited: {line!r}" for line in gone] + [f"restores: {line!r}" for line in added]
@@ -256,9 +256,14 @@ def plan(release: Release, facts: Facts, adopt: bool = False) -> Plan:
             continue
         before = seen.text
         source = before or ""
-        for dup in (found := hand_made(user, before, release.jobs)):
+        mine = [job for job in release.jobs if (job.run_as or who.user) == user]  # only its own crontab
+        for dup in (found := hand_made(user, before, mine)):
             p.hand_made.append(dup)
-            if adopt:
+            if dup.ambiguous:
+                p.warnings.append(f"job '{dup.job}' may run twice: line {dup.line_number} of the crontab of {user} "
+                                  f"runs a script of its name ({dup.line}), and so does another line; apply --adopt "
+                                  "cannot tell which one the job replaces: remove it by hand (crontab -e)")
+            elif adopt:
                 p.changes.append(Change("crontab", f"crontab of {user}",
                                         f"adopt job '{dup.job}': remove hand-made line {dup.line_number}: {dup.line}"))
             else:
@@ -266,7 +271,7 @@ def plan(release: Release, facts: Facts, adopt: bool = False) -> Plan:
                                   f"already runs it by hand ({dup.line}); apply --adopt removes that line in the same "
                                   "change (a copy stays in the backup)")
         if adopt and found:
-            source = without_lines(source, {d.line_number for d in found})
+            source = without_lines(source, {d.line_number for d in found if not d.ambiguous})
         try:
             after = crontab.splice(source, release.project, release.env, release.crontab_blocks.get(user))
         except crontab.CrontabConflict as exc:

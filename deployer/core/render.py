@@ -22,6 +22,7 @@ from deployer.config.project import DEFAULT_LOCK_MODE, DEFAULT_LOG_MODE, Environ
 from deployer.config.sandbox import BoundedEnvironment
 from deployer.config.secrets import resolve_env
 from deployer.config.yamlsource import KeyPath
+from deployer.core.crontab import unsafe_character
 from deployer.core.desired import DATA, HOME, DesiredState, DirSpec, JobSpec
 from deployer.errors import InvalidInput, Problem
 
@@ -88,6 +89,33 @@ class _Renderer:
         if ".." in value.split("/"):
             self.problems.append(self.project.source.problem(where, f"{what} '{value}' must not contain '..'"))
         return normal
+
+
+def _check_crontab_fields(r: _Renderer, project: Project, env: EnvironmentConfig, deploy_home: str,
+                          jobs: list[JobSpec]) -> None:
+    """Every text that lands in the crontab block: its markers (project, environment), each
+    job's comment (id, description) and line (schedule, python, the release under home).
+    A control or line-separating character there could end our block early, fake another
+    project's marker, or add a line cron runs: refused here, where we can say which key."""
+    fields: list[tuple[str, KeyPath, str]] = [
+        (project.name, ("project",), "project"),
+        (env.name, ("environments", env.name), "environment name"),
+        (env.settings.python, ("defaults", "python"), "python"),
+        # home's marks (~, data_root) are expanded on the target, to a passwd entry's home or /var/lib
+        (deploy_home.replace(HOME, "~").replace(DATA, "/var/lib"), ("defaults", "home"), "home"),
+    ]
+    rendered = {job.id for job in jobs}
+    for job in env.jobs:
+        if job.id in rendered:
+            where: KeyPath = ("jobs", job.id)
+            fields += [(job.id, where, "job id"),
+                       (job.description, job.origin.get("description", where + ("description",)), "description"),
+                       (job.schedule, job.origin.get("schedule", where + ("schedule",)), "schedule")]
+    for value, where, what in fields:
+        if value and (bad := unsafe_character(value)) is not None:
+            r.problems.append(project.source.problem(where, (
+                f"{what} {value!r} holds the character {bad}, which must not reach a crontab (it can end a line "
+                f"or hide one); on host {r.target.name}: write it without control or line-separating characters")))
 
 
 def targets_of(job: Job, targets: list[Target]) -> list[Target]:
@@ -195,6 +223,7 @@ def render(project: Project, env: EnvironmentConfig, target: Target, all_targets
         log_mode = DEFAULT_LOG_MODE if settings.log_mode is None else settings.log_mode
         dirs[directory] = DirSpec(directory, log_mode, owner, settings.log_group,
                                   enforce(directory, settings.log_mode, settings.log_owner, settings.log_group))
+    _check_crontab_fields(r, project, env, deploy_home, jobs)
     if r.problems:
         raise InvalidInput(r.problems)
     return DesiredState(
