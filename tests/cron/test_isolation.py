@@ -68,8 +68,10 @@ def test_planted_modules_never_run_in_the_probe_or_the_applier(project: Project,
     declare(project, "  hello:\n    script: tasks/hello.py\n    schedule: '@daily'\n")
     home, evil_path = tmp_path / "home", tmp_path / "evil-path"
     markers = plant_modules(project, home, evil_path, drop)
-    env = {**os.environ, "HOME": str(home), "PYTHONPATH": f"{os.environ.get('PYTHONPATH', '')}:{evil_path}",
-           "COLUMNS": "200"}
+    # No empty entry: with PYTHONPATH unset (as in CI), ":evil" would put the current folder on the
+    # controller's own path, which the operator's `deployer` command never does.
+    python_path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(evil_path)]))
+    env = {**os.environ, "HOME": str(home), "PYTHONPATH": python_path, "COLUMNS": "200"}
 
     # The attack is real: the system's python3 run as `python3 -` from there, as deployer did, runs all three.
     subprocess.run([SYSTEM_PYTHON, "-"], input=b"import base64\n", cwd=project.root, env=env, check=True)
