@@ -177,19 +177,31 @@ def write_crontab(user: str, text: str | None) -> None:
         subprocess.run(["crontab", "-u", user, "-"], input=text, text=True, check=True)
 
 
+# Deploying as root, our block goes into root's crontab whatever user a job runs as: the
+# wrapper starts as root, keeps the run records and runs the job as its user.
+BLOCK_USER = "root"
+
+
 @pytest.fixture
 def user_crontab(test_user: pwd.struct_passwd) -> Iterator[str]:
-    """The test user's crontab, emptied before and after each test."""
+    """The test user's crontab and root's, emptied before each test; after it, the test user's
+    is removed and root's is put back as it was (this machine's own lines stay its own)."""
+    roots = read_crontab(BLOCK_USER)
+
     def clean() -> None:
         write_crontab(TEST_USER, None)
+        write_crontab(BLOCK_USER, None)
         shutil.rmtree(Path(test_user.pw_dir) / ".local/share/deployer", ignore_errors=True)
         # The tests' projects are all called "demo"; as root their state is under /var/lib.
         for leftover in Path("/var/lib/deployer").glob("demo-*"):
             shutil.rmtree(leftover, ignore_errors=True)
 
     clean()
-    yield TEST_USER
-    clean()
+    try:
+        yield TEST_USER
+    finally:
+        clean()
+        write_crontab(BLOCK_USER, roots)
 
 
 def cron_daemon_pids() -> list[int]:

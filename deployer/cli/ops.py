@@ -20,6 +20,7 @@ from rich.text import Text
 from deployer.cli.main import (Context, _guard, _session, accept_new_option, cli, env_argument, json_option, limit_option,
                                parallel_option)
 from deployer.cli.output import shown
+from deployer.core import crontab
 from deployer.core.health import ago, consecutive_failures, parse_time
 from deployer.core.timing import in_words, next_fire
 from deployer.engine.remote import isolated
@@ -259,6 +260,12 @@ def run_now(ctx: Context, env: str, job: str, host: str | None) -> None:
                     continue
                 who = state.facts.identity
                 user = spec.run_as or who.user
+                # Started by root's cron, root starts it here too: its wrapper keeps the records
+                # and runs the job as its user. A release whose entry is in the user's crontab
+                # (from before) has a wrapper that must run as that user.
+                blocks = state.facts.release_blocks.get(current) or {}
+                if who.uid == 0 and job in crontab.block_jobs(blocks.get(who.user)):
+                    user = who.user
                 home = (state.facts.users.get(user) or {}).get("home") or who.home
                 # The environment cron gives a job, not ours: what runs by hand is what cron runs.
                 # The wrapper isolated (-I: nothing of the job user's Python site runs in it); no

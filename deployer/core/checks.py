@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployer.core import crontab
-from deployer.core.plan import Plan, rolled_back
+from deployer.core.facts import Facts
+from deployer.core.plan import Plan, ledger_path, rolled_back
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
@@ -101,34 +102,53 @@ def checks(plan: Plan) -> list[Check]:
 
 
 def live_jobs(held: dict[str, Any]) -> set[str]:
-    """Job ids of the restored blocks (each entry ends with ``run <job id>``)."""
-    ids = set()
-    for block in (held.get("blocks") or {}).values():
-        for line in (block or "").splitlines():
-            if line and not line.startswith("#") and "/run" in line:
-                ids.add(line.rsplit(" ", 1)[-1])
-    return ids
+    """Job ids of the restored blocks."""
+    return set().union(*(crontab.block_jobs(block) for block in (held.get("blocks") or {}).values()))
 
 
 def _trust_check(plan: Plan, job_ids: set[str]) -> Check:
-    """Whose word the run records are. The wrapper runs as the job's user and writes the
-    ledger, running markers and lock as that user: a user can append a `success` line to its
-    own ledger. Root keeping them (a wrapper started by root that drops to the user) is not
-    built yet, so verify says where the boundary lies instead of implying more."""
-    who = plan.facts.identity
+    """Whose word the run records are. Deployed by root, a job of another user is started from
+    root's crontab by a wrapper that keeps its records in root's folder and runs the job as its
+    user: they are root's word. A job still started from its user's crontab (a release from
+    before, an apply cut before it took the records over) has them written by that user, who
+    can append a `success` line: verify says so instead of implying more."""
+    facts = plan.facts
+    who = facts.identity
     if who.uid != 0:
         return Check("trust", PASS, f"deployer is {who.user} here, not root: every job, its records and this audit "
                                     f"are as trustworthy as {who.user}")
+    started_by_root = crontab.block_jobs(_our_block(plan, who.user))
     by_user: dict[str, list[str]] = {}
+    kept: list[str] = []
     for job in plan.release.jobs:
         user = job.run_as or who.user
-        if job.id in job_ids and user != who.user:
+        if job.id not in job_ids or user == who.user:
+            continue
+        if job.id in started_by_root and _owned_by(facts, who.user, job.state_dir, ledger_path(job.state_dir)):
+            kept.append(job.id)
+        else:
             by_user.setdefault(user, []).append(job.id)
-    if not by_user:
-        return Check("trust", PASS, "every job runs as root; root keeps their records")
-    whose = "; ".join(f"{', '.join(sorted(ids))} by {user}" for user, ids in sorted(by_user.items()))
-    return Check("trust", WARN, f"runs are recorded by the jobs' own users ({whose}), who can forge them: "
-                                "their runs and successes are those users' word")
+    if by_user:
+        whose = "; ".join(f"{', '.join(sorted(ids))} by {user}" for user, ids in sorted(by_user.items()))
+        return Check("trust", WARN, f"runs are recorded by the jobs' own users ({whose}), who can forge them: "
+                                    "their runs and successes are those users' word (deployer apply gives them to root)")
+    if kept:
+        return Check("trust", PASS, f"root keeps the run records of every job; {len(kept)} run as their own users, "
+                                    "who cannot forge them")
+    return Check("trust", PASS, "every job runs as root; root keeps their records")
+
+
+def _our_block(plan: Plan, user: str) -> str | None:
+    seen = plan.facts.crontabs.get(user)
+    try:
+        return crontab.block_of(seen.text if seen else None, plan.release.project, plan.release.env)
+    except crontab.CrontabConflict:
+        return None
+
+
+def _owned_by(facts: Facts, user: str, *paths: str) -> bool:
+    """Every one of ``paths`` that exists belongs to ``user``."""
+    return all(seen is None or seen.owner == user for seen in (facts.paths.get(p) for p in paths))
 
 
 def _runtime_checks(plan: Plan, job_ids: set[str]) -> list[Check]:

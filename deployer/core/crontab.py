@@ -132,6 +132,16 @@ def block_revision(text: str | None, project: str, env: str) -> str | None:
     return next((word[4:] for word in first if word.startswith("rev=") and len(word) > 4), None)
 
 
+def block_jobs(block: str | None) -> set[str]:
+    """The job ids a block of ours starts (each entry ends with ``run <job id>``)."""
+    ids = set()
+    for line in lines(block or ""):
+        line = line.rstrip("\n")
+        if line and not line.startswith("#") and "/run" in line:
+            ids.add(line.rsplit(" ", 1)[-1])
+    return ids
+
+
 def splice(text: str, project: str, env: str, block: str | None) -> str:
     """``text`` with our block replaced by ``block`` (or removed when None).
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from deployer.core import crontab
 from deployer.core.facts import Facts
-from deployer.core.plan import Change, CrontabChange, crontab_params
-from deployer.core.release import Release
+from deployer.core.plan import Change, CrontabChange, crontab_params, records_holder, records_params
+from deployer.core.release import KeepRecords, Release
 
 
 @dataclass
@@ -118,9 +118,18 @@ def plan_rollback(release: Release, facts: Facts, to: str | None = None) -> Life
         p.errors.append(str(exc))
         return p
     p.changes.append(Change("current", f"{facts.deploy_home}/current", f"roll back from {current} to {target}"))
+    # Whoever's crontab starts a job in the restored blocks writes its records: back to the
+    # job's user for a release from before root kept them, to root for one after.
+    records = []
+    for user, block in sorted(blocks.items()):
+        for job_id in sorted(crontab.block_jobs(block)):
+            kept = KeepRecords(f"{facts.deploy_home}/state/{job_id}", user)
+            if (whose := records_holder(kept, facts)) is not None:
+                records.append(kept)
+                p.changes.append(Change("records", kept.state_dir, f"{user} writes the run records again ({whose} kept them)"))
     p.params = _base_bundle(release, facts, "rollback") | {
         "revision": target, "set_current": True, "crontabs": crontab_params(p.crontab_changes),
-        "rollback": {"from": current, "blocks": blocks}}
+        "records": records_params(records), "rollback": {"from": current, "blocks": blocks}}
     return p
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from deployer.core import crontab
 from deployer.core.adopt import HandMade, hand_made, without_lines
 from deployer.core.facts import Facts, PathFact
-from deployer.core.release import EnsureDir, EnsureFile, Release, ReleaseFile
+from deployer.core.release import EnsureDir, EnsureFile, KeepRecords, Release, ReleaseFile
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,11 @@ class CrontabChange:
         return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
 
 
+def records_params(records: list[KeepRecords]) -> list[dict[str, str]]:
+    """The applier's parameters for run records changing hands (after the crontab switch)."""
+    return [{"path": r.state_dir, "owner": r.owner} for r in records]
+
+
 def crontab_params(changes: list[CrontabChange]) -> list[dict[str, str | None]]:
     """The applier's crontab parameters: what it must find (compare-and-swap), what it installs."""
     return [{"user": c.user, "expected": c.before, "text": c.after} for c in changes]
@@ -64,6 +69,7 @@ class Plan:
     set_current: bool = False
     stale_locks: list[str] = field(default_factory=list)
     moves: list[tuple[str, str]] = field(default_factory=list)  # a renamed job's state and log
+    records: list[KeepRecords] = field(default_factory=list)  # run records root takes over
     # Hand edits found on the target: (where, unified diff from what is there to what is declared)
     drift: list[tuple[str, str]] = field(default_factory=list)
     # Hand-made crontab lines that run a declared job (removed when adopting)
@@ -97,6 +103,7 @@ class Plan:
             "set_current": self.set_current,
             "remove_stale_locks": self.stale_locks,
             "moves": [{"from": a, "to": b} for a, b in self.moves],
+            "records": records_params(self.records),
         }
 
 
@@ -188,6 +195,19 @@ def _dir_change(d: EnsureDir, seen: PathFact | None) -> str | None:
     return ", ".join(wrong) or None
 
 
+def ledger_path(state_dir: str) -> str:
+    return f"{state_dir}/ledger.jsonl"
+
+
+def records_holder(kept: KeepRecords, facts: Facts) -> str | None:
+    """Who holds a job's records when it is not ``kept.owner`` (None: nothing to take over)."""
+    for path in (kept.state_dir, ledger_path(kept.state_dir)):
+        seen = facts.paths.get(path)
+        if seen is not None and seen.type in ("dir", "file") and seen.owner != kept.owner:
+            return seen.owner
+    return None
+
+
 def _file_change(f: EnsureFile, seen: PathFact | None) -> str | None:
     if seen is None:
         return f"create empty file ({_mode(f.mode)}{' ' + f.owner if f.owner else ''})"
@@ -244,6 +264,11 @@ def plan(release: Release, facts: Facts, adopt: bool = False) -> Plan:
         if (why := _file_change(f, facts.paths.get(moved_from.get(f.path, f.path)))) is not None:
             p.job_files.append(f)
             p.changes.append(Change("file", f.path, why))
+    for kept in release.records:
+        if (whose := records_holder(kept, facts)) is not None:
+            p.records.append(kept)
+            p.changes.append(Change("records", kept.state_dir, f"{kept.owner} keeps the run records from now on "
+                                                               f"({whose} wrote them and could forge them)"))
 
     users = set(release.crontab_blocks) | {u for u, c in facts.crontabs.items() if c.text is not None}
     for user in sorted(users):

@@ -79,6 +79,16 @@ class EnsureFile:
 
 
 @dataclass(frozen=True)
+class KeepRecords:
+    """The run records of a job (its state folder: ledger, running markers, run logs) belong to
+    ``owner``: root, when root deploys a job that runs as another user. That user's wrapper
+    wrote them until then; the applier takes them over (see applier._own_records)."""
+
+    state_dir: str
+    owner: str
+
+
+@dataclass(frozen=True)
 class Release:
     project: str
     env: str
@@ -91,6 +101,7 @@ class Release:
     crontab_blocks: dict[str, str]  # user -> block text (markers included)
     jobs: tuple[JobSpec, ...]
     keep_releases: int
+    records: tuple[KeepRecords, ...] = ()  # run records root keeps (see KeepRecords)
 
     @property
     def release_dir(self) -> str:
@@ -176,6 +187,19 @@ def crontab_block(project: str, env: str, revision: str, jobs: list[JobSpec], py
                            revision=revision, jobs=entries)
 
 
+def crontab_user(job: JobSpec, who: Identity) -> str:
+    """Whose crontab starts the job. Deploying as root: root's, for every job. The wrapper then
+    starts as root, keeps the run records in root's folders and runs the job as its user with
+    that user's groups, as cron does; the job's user cannot forge the proof that it ran.
+    Otherwise the deploying user's own (the only crontab it may write)."""
+    return who.user if who.uid == 0 else (job.run_as or who.user)
+
+
+def drops_to(job: JobSpec, who: Identity) -> str | None:
+    """The user a root-started wrapper runs the job as (None: the wrapper's own user)."""
+    return job.run_as if who.uid == 0 and job.run_as and job.run_as != who.user else None
+
+
 def materialize(desired: DesiredState, who: Identity) -> Release:
     """The exact release for this target, now that its user and home are known."""
     home = who.home
@@ -188,7 +212,9 @@ def materialize(desired: DesiredState, who: Identity) -> Release:
     for job in jobs:
         files.append(ReleaseFile(f"jobs/{job.id}.json", job_spec(job, desired.project, desired.env), 0o644))
         if job.env:
-            owner = job.run_as if job.run_as and job.run_as != who.user else None
+            # Read by the wrapper's user: root's when root starts it (the job gets the values in
+            # its environment, never the file), else the job's own.
+            owner = job.run_as if job.run_as and job.run_as != who.user and who.uid != 0 else None
             secret = bool(job.secret_names)
             files.append(ReleaseFile(f"env/{job.id}.env", env_file(job), 0o600, owner, secret=secret,
                                      public=env_file(job, mask_secrets=True) if secret else None))
@@ -196,7 +222,7 @@ def materialize(desired: DesiredState, who: Identity) -> Release:
     release_dir = f"{deploy_home}/releases/{revision}"
     by_user: dict[str, list[JobSpec]] = {}
     for job in jobs:
-        by_user.setdefault(job.run_as or who.user, []).append(job)
+        by_user.setdefault(crontab_user(job, who), []).append(job)
     blocks = {user: crontab_block(desired.project, desired.env, revision, user_jobs, desired.python, release_dir)
               for user, user_jobs in sorted(by_user.items())}
     manifest = {
@@ -204,7 +230,7 @@ def materialize(desired: DesiredState, who: Identity) -> Release:
         "env": desired.env,
         "revision": revision,
         "jobs": [j.id for j in jobs],
-        "crontab_users": sorted({j.run_as or who.user for j in jobs}),
+        "crontab_users": sorted(by_user),
         # No digest of a file with secrets (the manifest is world-readable): the probe checks
         # those against the declaration's own digests, which never leave the controller.
         "files": {f.path: {"sha256": None if f.secret else f.sha256, "mode": f"{f.mode:04o}", "owner": f.owner}
@@ -222,13 +248,18 @@ def materialize(desired: DesiredState, who: Identity) -> Release:
             EnsureDir(f"{deploy_home}/state", 0o755), EnsureDir(f"{deploy_home}/backups", 0o700)]
     dirs += [EnsureDir(expand_home(d.path, home, who.uid), d.mode, owner_of(d.owner), d.group, d.enforce) for d in desired.dirs]
     job_files: list[EnsureFile] = []
+    records: list[KeepRecords] = []
     for job in jobs:
-        dirs.append(EnsureDir(job.state_dir, 0o750, owner_of(job.run_as)))
+        if drops_to(job, who):
+            dirs.append(EnsureDir(job.state_dir, 0o750))
+            records.append(KeepRecords(job.state_dir, who.user))
+        else:
+            dirs.append(EnsureDir(job.state_dir, 0o750, owner_of(job.run_as)))
         job_files.append(EnsureFile(job.lock_file, 0o600, owner_of(job.run_as)))
         job_files.append(EnsureFile(job.log_file, 0o640, owner_of(job.run_as)))
     unique_dirs = list({d.path: d for d in dirs}.values())
     return Release(
         project=desired.project, env=desired.env, target=desired.target, deploy_home=deploy_home,
         revision=revision, files=tuple(files), dirs=tuple(unique_dirs), job_files=tuple(job_files),
-        crontab_blocks=blocks, jobs=jobs, keep_releases=desired.keep_releases,
+        crontab_blocks=blocks, jobs=jobs, keep_releases=desired.keep_releases, records=tuple(records),
     )

@@ -29,7 +29,7 @@ from deployer.config.project import EnvironmentConfig, Project
 from deployer.core.checks import FAIL, WARN, Check, checks
 from deployer.core.desired import DesiredState
 from deployer.core.facts import Facts, parse_facts
-from deployer.core.plan import Plan, plan
+from deployer.core.plan import Plan, ledger_path, plan
 from deployer.core.release import Release, materialize
 from deployer.core.render import check_job_hosts, render
 from deployer.engine import remote
@@ -277,7 +277,7 @@ def probe(transport: Transport, desired: DesiredState, reads: Reads = NOTHING_MO
              f"{desired.deploy_home}/backups"]
     paths += [d.path for d in desired.dirs]
     for job in desired.jobs:
-        paths += [job.state_dir, job.lock_file, job.log_file] + [old for old, _ in job.moves]
+        paths += [job.state_dir, ledger_path(job.state_dir), job.lock_file, job.log_file] + [old for old, _ in job.moves]
     jobs = [{"id": j.id, "state_dir": j.state_dir, "lock_file": j.lock_file, "log_file": j.log_file,
              "legacy_locks": list(j.legacy_locks)} for j in desired.jobs]
     params = {"deploy_home": desired.deploy_home, "users": users, "crontab_users": users, "paths": paths, "jobs": jobs,

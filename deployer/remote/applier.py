@@ -159,6 +159,113 @@ def _ensure_dir(spec, done):
         os.close(fd)
 
 
+LEDGER = "ledger.jsonl"
+LEDGER_KEPT = 64 << 20  # of a ledger taken over, at most its last 64 MB (retention keeps far less)
+
+
+def _own_records(spec, done):
+    """A job's run records (its state folder) change hands: to root, whose wrapper starts the
+    job from now on (apply, after the crontab switch), or back to the job's user for a release
+    whose wrapper runs as that user (rollback to it).
+
+    All on descriptors, the folder first: once it is fchowned, its old owner can no longer add,
+    rename or remove a name in it. The ledger, which the proof rests on, is copied into a new
+    file rather than chowned: a descriptor its old writer kept open writes into the old file,
+    never into the new ledger. Running markers and run logs are chowned one by one (a link or
+    anything but a file with one name is removed: a name in a folder we hold, never followed);
+    the lock is left to the wrapper, which makes it anew. The job's own files (it may have
+    worked in that folder) are left as they are."""
+    path = spec["path"]
+    try:
+        entry = pwd.getpwnam(spec["owner"])
+    except KeyError:
+        raise Refused("user", "user %s does not exist on this host" % spec["owner"])
+    uid, gid = entry.pw_uid, entry.pw_gid
+    try:
+        dfd = open_dir(path)
+    except FileNotFoundError:
+        return
+    try:
+        st = os.fstat(dfd)
+        before = st.st_uid
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            os.fchown(dfd, uid, gid)
+        owners = {before, uid, 0}
+        for name in sorted(os.listdir(dfd)):
+            if name == LEDGER:
+                _copy_ledger(dfd, path, uid, gid, owners)
+            elif name == ".ledger.lock":
+                os.unlink(name, dir_fd=dfd)
+            elif name in ("running", "runs"):
+                _own_folder(dfd, name, uid, gid, owners)
+    finally:
+        os.close(dfd)
+    done.append("%s keeps the run records in %s" % (spec["owner"], path))
+
+
+def _copy_ledger(dfd, path, uid, gid, owners):
+    shown = os.path.join(path, LEDGER)
+    fd = os.open(LEDGER, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+    try:
+        st = os.fstat(fd)
+        check_file(st, shown, owners)
+        if st.st_uid == uid and st.st_gid == gid:
+            return  # already the new owner's own file
+        start = max(st.st_size - LEDGER_KEPT, 0)
+        os.lseek(fd, start, os.SEEK_SET)
+        chunks, left = [], st.st_size - start
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+        if start:
+            data = data[data.find(b"\n") + 1:]  # from the first whole line
+    finally:
+        os.close(fd)
+    tmp = ".%s.tmp-%d" % (LEDGER, os.getpid())
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640, dir_fd=dfd)
+    try:
+        os.fchown(out, uid, gid)
+        while data:
+            data = data[os.write(out, data):]
+        os.fsync(out)
+    finally:
+        os.close(out)
+    os.rename(tmp, LEDGER, src_dir_fd=dfd, dst_dir_fd=dfd)
+
+
+def _own_folder(dfd, name, uid, gid, owners):
+    try:
+        sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    except OSError:
+        os.unlink(name, dir_fd=dfd)  # a link or a file where our folder belongs
+        return
+    try:
+        os.fchown(sub, uid, gid)
+        for child in os.listdir(sub):
+            try:
+                fd = os.open(child, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=sub)
+            except OSError:
+                fd = None
+            try:
+                st = os.fstat(fd) if fd is not None else None
+                if st is not None and stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_uid in owners:
+                    os.fchown(fd, uid, gid)
+                    continue
+            finally:
+                if fd is not None:
+                    os.close(fd)
+            try:
+                os.unlink(child, dir_fd=sub)
+            except IsADirectoryError:
+                pass  # not ours to empty
+    finally:
+        os.close(sub)
+
+
 def _ensure_file(spec, done):
     """A job's log or lock file: exists, regular, right owner and mode; content untouched.
 
@@ -562,6 +669,9 @@ def main(params):
             if params.get("destroy"):
                 _destroy(params, done)
             else:
+                # After the switch: the wrapper now running is the one that writes them.
+                for spec in params.get("records", []):
+                    _own_records(spec, done)
                 if params.get("set_current"):
                     _set_current(params, done)
                     _mark_rollback(params, done)

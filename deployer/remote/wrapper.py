@@ -15,6 +15,12 @@ Standard library only. For one run it:
   (``state/JOB_ID/runs/<start>-<run id>.log``, the last N kept), named in its ledger line;
 - appends one JSON line per run to the job's ledger (``state/JOB_ID/ledger.jsonl``).
 
+Started by root for a job that runs as another user (root deployed it: the entry is in
+root's crontab), it keeps the run records (state folder: ledger, running markers, run logs)
+in root's folder, opens the job's log and lock as that user (with its ids: root never acts
+through that user's folders), and runs the job as that user with its groups, in the
+environment cron gives that user's jobs. The job's user can then no longer forge the proof.
+
 Exit code: the job's own (so ``deployer run`` and cron's mail see it), 124 on timeout.
 """
 
@@ -22,6 +28,7 @@ import errno
 import fcntl
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -63,6 +70,56 @@ def open_no_follow(path, flags, mode):
     return open_file(path, flags, mode, owners={os.geteuid(), 0})
 
 
+class AsUser:
+    """Open files with the job user's ids (effective uid, gid, groups), then back to root's:
+    whatever that user planted on the way, root's rights are not used to follow it. While
+    they are changed, the process stays root's (real and saved uid 0): that user can neither
+    signal nor trace it."""
+
+    def __init__(self, entry):
+        self.entry = entry
+
+    def __enter__(self):
+        self.groups = os.getgroups()
+        os.setgroups(os.getgrouplist(self.entry.pw_name, self.entry.pw_gid))
+        os.setegid(self.entry.pw_gid)
+        os.seteuid(self.entry.pw_uid)
+        return self
+
+    def __exit__(self, *exc):
+        os.seteuid(0)
+        os.setegid(0)
+        os.setgroups(self.groups)
+
+
+# What a job gets of the wrapper's environment when root starts it for another user: the
+# locale and zone, never root's own variables (a root crontab's VAR= lines may be secrets).
+PASSED_ON = ("LANG", "LANGUAGE", "TZ")
+
+
+def cron_environment(entry):
+    """The environment Debian cron gives a job of that user, plus the system's locale."""
+    env = {name: value for name, value in os.environ.items() if name in PASSED_ON or name.startswith("LC_")}
+    env.update(PATH="/usr/bin:/bin", SHELL="/bin/sh", HOME=entry.pw_dir, LOGNAME=entry.pw_name, USER=entry.pw_name)
+    return env
+
+
+def job_user(spec):
+    """The account a root-started wrapper runs the job as; None when it runs it as itself."""
+    name = spec.get("run_as")
+    if os.geteuid() != 0 or not name:
+        return None
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise Unsafe(name, "is not a user of this host (the job runs as that user)", errno.ENOENT)
+    return entry if entry.pw_uid != 0 else None
+
+
+class NotKept(Exception):
+    """The run records are not root's yet: refused before the job starts."""
+
+
 def make_dirs(path, mode=0o755):
     """``os.makedirs`` without following a link planted on the way."""
     os.close(open_dir(path, mode))
@@ -75,6 +132,8 @@ class Run:
         with open(os.path.join(release, "jobs", job_id + ".json"), encoding="utf-8") as f:
             self.spec = json.load(f)
         self.trigger = trigger
+        self.as_user = job_user(self.spec)  # root started us for a job of another user
+        self.user = self.as_user.pw_name if self.as_user else _user()
         self.run_id = uuid.uuid4().hex[:16]
         self.host = socket.gethostname()
         self.start = time.time()
@@ -88,7 +147,7 @@ class Run:
         return [spec["command"]] + spec["args"]
 
     def environment(self):
-        env = dict(os.environ)
+        env = cron_environment(self.as_user) if self.as_user else dict(os.environ)
         if self.spec.get("env_file"):
             env.update(load_env_file(os.path.join(self.release, self.spec["env_file"])))
         env["DEPLOYER_JOB"] = self.spec["id"]
@@ -133,7 +192,7 @@ class Run:
             "outcome": outcome,
             "host": self.host,
             "pid": pid,
-            "user": _user(),
+            "user": self.user,
             "revision": self.revision,
             "trigger": self.trigger,
         }
@@ -156,6 +215,27 @@ class Run:
         finally:
             os.close(guard)
         return entry
+
+    def user_side(self):
+        """Where the job's user's files (log, lock) are opened: with that user's ids when root
+        started us for another user, else as we are."""
+        return AsUser(self.as_user) if self.as_user else _Same()
+
+    def check_records_kept(self):
+        """Root keeps this job's records: refuse to run while its state folder is still the
+        job user's (a release installed by a cut apply; the next apply takes it over)."""
+        state = self.spec["state_dir"]
+        try:
+            fd = open_dir(state)
+        except FileNotFoundError:
+            return
+        try:
+            owner = os.fstat(fd).st_uid
+        finally:
+            os.close(fd)
+        if owner != 0:
+            raise NotKept("the run records in %s still belong to uid %d, not root: run `deployer apply` "
+                          "(root keeps them for a job it starts as %s)" % (state, owner, self.user))
 
     def running_marker(self, pid, extra):
         folder = os.path.join(self.spec["state_dir"], "running")
@@ -277,6 +357,14 @@ def prune_run_logs(state_dir, keep):
         os.close(dfd)
 
 
+class _Same:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
 def _user():
     try:
         import pwd
@@ -304,8 +392,11 @@ def main(argv):
     release = os.path.dirname(os.path.realpath(__file__))  # through the `current` link: the real revision
     run = Run(release, job_id, trigger)
     spec = run.spec
+    if run.as_user:
+        run.check_records_kept()
 
-    lock_fd = open_no_follow(spec["lock_file"], os.O_RDWR | os.O_CREAT, 0o600)
+    with run.user_side():
+        lock_fd = open_no_follow(spec["lock_file"], os.O_RDWR | os.O_CREAT, 0o600)
     if spec.get("concurrency", "forbid") == "forbid":
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -313,19 +404,23 @@ def main(argv):
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
             holder = os.pread(lock_fd, 100, 0).decode("utf-8", "replace").strip()
-            run.log_fd = open_no_follow(spec["log_file"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            with run.user_side():
+                run.log_fd = open_no_follow(spec["log_file"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
             run.log("run %s skipped: the previous run still holds the lock (%s)" % (run.run_id, holder or "?"))
             run.record(OUTCOME_LOCKED, None, None, {"lock_holder": holder})
             return 0
         os.ftruncate(lock_fd, 0)
         os.pwrite(lock_fd, ("pid %d run %s since %s" % (os.getpid(), run.run_id, now_iso(run.start))).encode(), 0)
 
-    rotated = rotate_log(spec["log_file"], spec.get("retention") or {})
-    run.log_fd = open_no_follow(spec["log_file"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    with run.user_side():
+        rotated = rotate_log(spec["log_file"], spec.get("retention") or {})
+        run.log_fd = open_no_follow(spec["log_file"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     if rotated:
         run.log(rotated)
     make_dirs(spec["state_dir"])  # apply makes it; a hand-cleaned target may not have it
-    workdir = spec.get("workdir") or spec["state_dir"]
+    # Where the job starts: its declared folder; else, started by root for another user,
+    # that user's home, as cron does (the state folder is root's); else the state folder.
+    workdir = spec.get("workdir") or (run.as_user.pw_dir if run.as_user else spec["state_dir"])
     keep_run_logs = int((spec.get("retention") or {}).get("run_logs", 0))
     extra = {}
     if keep_run_logs:
@@ -341,9 +436,13 @@ def main(argv):
         env = run.environment()
         if tee:
             env["PYTHONUNBUFFERED"] = "1"  # `deployer run` shows a Python task's lines as they are printed
+        drop = {}
+        if run.as_user:  # the job's user, with its groups, as cron sets them (initgroups)
+            drop = {"user": run.as_user.pw_uid, "group": run.as_user.pw_gid,
+                    "extra_groups": os.getgrouplist(run.as_user.pw_name, run.as_user.pw_gid)}
         proc = subprocess.Popen(run.argv(), stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT if piped else run.log_fd,
-                                cwd=workdir, env=env, start_new_session=True, pass_fds=(lock_fd,))
+                                cwd=workdir, env=env, start_new_session=True, pass_fds=(lock_fd,), **drop)
     except OSError as exc:
         run.log("run %s could not start: %s" % (run.run_id, exc))
         run.record(OUTCOME_FAILURE, 127, None, dict(extra, error=str(exc)))
@@ -417,6 +516,9 @@ def main(argv):
 def entry(argv):
     try:
         return main(argv)
+    except NotKept as exc:
+        sys.stderr.write("deployer run: %s\n" % exc)
+        return 1
     except OSError as exc:
         # Cron mails this line to the crontab's owner: say what and where, not a traceback.
         if exc.errno == errno.ELOOP and not isinstance(exc, Unsafe) or (

@@ -17,7 +17,7 @@ import pytest
 
 from deployer.engine.session import Session
 from deployer.errors import EXIT_FAILED
-from tests.conftest import TEST_USER, Project, read_crontab, write_crontab
+from tests.conftest import BLOCK_USER, TEST_USER, Project, read_crontab, write_crontab
 
 pytestmark = pytest.mark.cron
 
@@ -78,7 +78,7 @@ def test_idempotence_matrix(project: Project, user_crontab: str) -> None:
     assert report["status"] == "changed"
     assert report["counters"]["execs"] == 2  # one probe, one applier
 
-    text = read_crontab(TEST_USER)
+    text = read_crontab(BLOCK_USER)
     assert text is not None
     lines = block_lines(text)
     assert lines[1] == "# hello: Say hello"
@@ -94,26 +94,26 @@ def test_idempotence_matrix(project: Project, user_crontab: str) -> None:
     report = json.loads(again.stdout)["hosts"]["localhost"]
     assert report["status"] == "ok" and report["applied"] == []
     assert report["counters"]["execs"] == 1  # a no-op apply is one probe and nothing else
-    assert read_crontab(TEST_USER) == text
+    assert read_crontab(BLOCK_USER) == text
 
     verified = project.deployer("verify", "dev")
     # verify needs a cron daemon too; this tier does not start one, the e2e tier does.
-    assert "pass crontab      the crontab of deployer-test holds the declared block (2 jobs)" in verified.stdout, verified
+    assert "pass crontab      the crontab of root holds the declared block (2 jobs)" in verified.stdout, verified
     assert "pass release" in verified.stdout and "pass files" in verified.stdout
 
 
 def test_foreign_lines_survive_byte_for_byte(project: Project, user_crontab: str) -> None:
-    write_crontab(TEST_USER, FOREIGN_BEFORE)
+    write_crontab(BLOCK_USER, FOREIGN_BEFORE)
     declare(project, TWO_JOBS)
     assert project.deployer("apply", "dev", "--yes").exit_code == 0
-    after_apply = read_crontab(TEST_USER)
+    after_apply = read_crontab(BLOCK_USER)
     assert after_apply is not None and after_apply.startswith(FOREIGN_BEFORE)
 
     # Lines added by hand below our block stay below it, untouched.
-    write_crontab(TEST_USER, after_apply + FOREIGN_AFTER)
+    write_crontab(BLOCK_USER, after_apply + FOREIGN_AFTER)
     declare(project, TWO_JOBS.replace('"*/5 * * * *"', '"*/7 * * * *"'))
     assert project.deployer("apply", "dev", "--yes").exit_code == 0
-    text = read_crontab(TEST_USER)
+    text = read_crontab(BLOCK_USER)
     assert text is not None
     assert text.startswith(FOREIGN_BEFORE) and text.endswith(FOREIGN_AFTER)
     assert "*/7 * * * * python3" in text
@@ -122,20 +122,20 @@ def test_foreign_lines_survive_byte_for_byte(project: Project, user_crontab: str
     declare(project, "  hello:\n    script: tasks/hello.py\n    schedule: '@daily'\n    enabled: false\n")
     result = project.deployer("apply", "dev", "--yes")
     assert result.exit_code == 0, result
-    assert read_crontab(TEST_USER) == FOREIGN_BEFORE + FOREIGN_AFTER
+    assert read_crontab(BLOCK_USER) == FOREIGN_BEFORE + FOREIGN_AFTER
 
 
 def test_disabling_one_job_removes_only_its_lines(project: Project, user_crontab: str) -> None:
-    write_crontab(TEST_USER, FOREIGN_BEFORE)
+    write_crontab(BLOCK_USER, FOREIGN_BEFORE)
     declare(project, TWO_JOBS)
     assert project.deployer("apply", "dev", "--yes").exit_code == 0
-    before = read_crontab(TEST_USER)
+    before = read_crontab(BLOCK_USER)
     assert before is not None
     declare(project, TWO_JOBS + "    enabled: false\n")  # the last job (nightly) is disabled
     plan = project.deployer("plan", "dev")
     assert "-@daily python3" in plan.stdout and "-# nightly" in plan.stdout, plan
     assert project.deployer("apply", "dev", "--yes").exit_code == 0
-    after = read_crontab(TEST_USER)
+    after = read_crontab(BLOCK_USER)
     assert after is not None
     assert after.startswith(FOREIGN_BEFORE)
     block = "\n".join(block_lines(after))
@@ -148,11 +148,11 @@ def test_hand_edit_between_plan_and_apply_is_refused(project: Project, user_cron
     saved = tmp_path / "plan.json"
     assert project.deployer("plan", "dev", "--out", str(saved)).exit_code == 0
     edited = "# edited by hand after the plan\n*/1 * * * * echo mine\n"
-    write_crontab(TEST_USER, edited)
+    write_crontab(BLOCK_USER, edited)
     result = project.deployer("apply", "dev", "--plan", str(saved))
     assert result.exit_code == EXIT_FAILED, result
-    assert "the crontab of deployer-test changed since the plan was saved (edited by hand?); nothing was changed" in result.stdout
-    assert read_crontab(TEST_USER) == edited
+    assert "the crontab of root changed since the plan was saved (edited by hand?); nothing was changed" in result.stdout
+    assert read_crontab(BLOCK_USER) == edited
     assert not Path("/var/lib/deployer/demo-dev/current").exists()
 
 
@@ -162,13 +162,13 @@ def test_applier_compare_and_swap_refuses_a_concurrent_edit(project: Project, us
     session = Session.load(project.root / "deployer.yml", "dev")
     session.observe()
     edited = "*/2 * * * * echo concurrent edit\n"
-    write_crontab(TEST_USER, edited)
+    write_crontab(BLOCK_USER, edited)
     session.apply()
     state = session.states[0]
     assert state.exit_code == EXIT_FAILED
-    assert state.error == ("the crontab of deployer-test changed since it was read (edited by hand or by another tool?); "
+    assert state.error == ("the crontab of root changed since it was read (edited by hand or by another tool?); "
                            "nothing was changed: run plan again to see the new state")
-    assert read_crontab(TEST_USER) == edited
+    assert read_crontab(BLOCK_USER) == edited
     # The new release may be on disk, but nothing points at it: the old state is whole.
     assert not Path("/var/lib/deployer/demo-dev/current").exists()
 
@@ -185,22 +185,26 @@ def test_files_and_permissions_on_the_target(project: Project, user_crontab: str
     env_file = release / "env" / "hello.env"
     st = env_file.stat()
     assert oct(st.st_mode & 0o777) == "0o600"
-    assert st.st_uid == __import__("pwd").getpwnam(TEST_USER).pw_uid
+    assert st.st_uid == 0  # read by the root-started wrapper; the job gets the values, not the file
     assert 'TOKEN="tok-9f8e7d6c"' in env_file.read_text()
-    assert "tok-9f8e7d6c" not in (read_crontab(TEST_USER) or "")
+    assert "tok-9f8e7d6c" not in (read_crontab(BLOCK_USER) or "")
     logs = home / "logs"
     assert oct(logs.stat().st_mode & 0o777) == "0o750"
-    assert logs.stat().st_uid == st.st_uid  # the log folder belongs to the user the jobs run as
+    job_uid = __import__("pwd").getpwnam(TEST_USER).pw_uid
+    assert logs.stat().st_uid == job_uid  # the log folder belongs to the user the jobs run as
     manifest = json.loads((release / "manifest.json").read_text())
     assert set(manifest["files"]) == {"run", "scripts/hello.py", "jobs/hello.json", "jobs/nightly.json", "env/hello.env"}
-    # The test user can run its job through the wrapper (reads the release, writes its log).
-    run = subprocess.run(["runuser", "-u", TEST_USER, "--", "python3", str(release / "run"), "hello"], capture_output=True, text=True)
+    # Root runs the job through the wrapper, as root's cron does: the job runs as the test user
+    # and writes its log; root writes the ledger.
+    run = subprocess.run(["python3", str(release / "run"), "hello"], capture_output=True, text=True, cwd="/")
     assert run.returncode == 0, run.stderr
     log = (logs / "hello.log").read_text()
     assert "hello hi ['a b', '50%', '$(touch /tmp/pwned)']" in log
     assert not Path("/tmp/pwned").exists()
     ledger = [json.loads(line) for line in (home / "state/hello/ledger.jsonl").read_text().splitlines()]
     assert ledger[-1]["outcome"] == "success" and ledger[-1]["user"] == TEST_USER
+    assert (home / "state/hello/ledger.jsonl").stat().st_uid == 0
+    assert (logs / "hello.log").stat().st_uid == job_uid
 
 
 def test_ordinary_user_target_through_become(project: Project, user_crontab: str, test_user: object) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_USER, Project
+from tests.conftest import BLOCK_USER, TEST_USER, Project
 from tests.cron.test_crontab_tier import declare
 
 pytestmark = pytest.mark.cron
@@ -91,7 +91,7 @@ def test_planted_modules_never_run_in_the_probe_or_the_applier(project: Project,
 
 
 def read_crontab_has_block() -> bool:
-    proc = subprocess.run(["crontab", "-u", TEST_USER, "-l"], capture_output=True, text=True)
+    proc = subprocess.run(["crontab", "-u", BLOCK_USER, "-l"], capture_output=True, text=True)
     return "# BEGIN deployer demo/dev" in proc.stdout
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_USER, Project, read_crontab, write_crontab
+from tests.conftest import BLOCK_USER, TEST_USER, Project, read_crontab, write_crontab
 from tests.cron.test_crontab_tier import FOREIGN_AFTER, FOREIGN_BEFORE, declare
 
 pytestmark = pytest.mark.cron
@@ -37,16 +37,16 @@ def live(project: Project) -> str:
 
 def test_rollback_restores_the_previous_release_and_verify_passes(project: Project, user_crontab: str,
                                                                    cron_daemon: int) -> None:
-    write_crontab(TEST_USER, FOREIGN_BEFORE)
+    write_crontab(BLOCK_USER, FOREIGN_BEFORE)
     version(project, 1)
     assert project.deployer("apply", "dev", "--yes").exit_code == 0
-    v1_crontab, v1 = read_crontab(TEST_USER), live(project)
+    v1_crontab, v1 = read_crontab(BLOCK_USER), live(project)
     version(project, 2)
     assert project.deployer("apply", "dev", "--yes").exit_code == 0
     v2 = live(project)
     assert v2 != v1
     # A person adds a line after the deploy: the rollback must keep it.
-    write_crontab(TEST_USER, (read_crontab(TEST_USER) or "") + FOREIGN_AFTER)
+    write_crontab(BLOCK_USER, (read_crontab(BLOCK_USER) or "") + FOREIGN_AFTER)
 
     listed = project.deployer("rollback", "dev", "--list", "--json")
     assert listed.exit_code == 0, listed
@@ -57,7 +57,7 @@ def test_rollback_restores_the_previous_release_and_verify_passes(project: Proje
     assert back.exit_code == 0, back
     assert f"roll back from {v2} to {v1}" in back.stdout
     assert live(project) == v1
-    assert read_crontab(TEST_USER) == (v1_crontab or "") + FOREIGN_AFTER
+    assert read_crontab(BLOCK_USER) == (v1_crontab or "") + FOREIGN_AFTER
     assert (HOME / "current/scripts/hello.py").read_text() == "print('version 1')\n"
     assert '"v1"' in (HOME / "current/env/hello.env").read_text()
 
@@ -65,7 +65,7 @@ def test_rollback_restores_the_previous_release_and_verify_passes(project: Proje
     verified = project.deployer("verify", "dev")
     assert verified.exit_code == 0, verified
     assert f"warn rollback     held at {v1} by a rollback" in verified.stdout
-    assert f"pass crontab      the crontab of {TEST_USER} holds the block of revision {v1}" in verified.stdout
+    assert f"pass crontab      the crontab of {BLOCK_USER} holds the block of revision {v1}" in verified.stdout
     assert project.deployer("verify", "dev", "--strict").exit_code == 1
 
     # plan says how to go forward; apply does, and the hold is over.
@@ -73,7 +73,7 @@ def test_rollback_restores_the_previous_release_and_verify_passes(project: Proje
     assert f"apply moves it forward to {v2}" in planned.stdout, planned
     assert project.deployer("apply", "dev", "--yes").exit_code == 0
     assert live(project) == v2 and not (HOME / "rollback.json").exists()
-    assert read_crontab(TEST_USER) == FOREIGN_BEFORE + (v1_crontab or "")[len(FOREIGN_BEFORE):].replace(v1, v2).replace(
+    assert read_crontab(BLOCK_USER) == FOREIGN_BEFORE + (v1_crontab or "")[len(FOREIGN_BEFORE):].replace(v1, v2).replace(
         "*/5 *", "*/6 *") + FOREIGN_AFTER
     assert project.deployer("plan", "dev", "--detailed-exitcode").exit_code == 0
 
@@ -92,7 +92,7 @@ def test_rollback_to_a_named_revision_and_its_refusals(project: Project, user_cr
     unknown = project.deployer("rollback", "dev", "--to", "ffffff", "--yes")
     assert unknown.exit_code == 1 and "revision ffffff is unknown here" in unknown.stdout, unknown
     assert project.deployer("rollback", "dev", "--to", v1[:6], "--yes").exit_code == 0
-    assert live(project) == v1 and "*/5 * * * *" in (read_crontab(TEST_USER) or "")
+    assert live(project) == v1 and "*/5 * * * *" in (read_crontab(BLOCK_USER) or "")
 
     # A release edited on the target is not brought back.
     version(project, 4)
@@ -103,10 +103,10 @@ def test_rollback_to_a_named_revision_and_its_refusals(project: Project, user_cr
 
 
 def test_destroy_keeps_foreign_lines_and_history_unless_purged(project: Project, user_crontab: str) -> None:
-    write_crontab(TEST_USER, FOREIGN_BEFORE)
+    write_crontab(BLOCK_USER, FOREIGN_BEFORE)
     version(project, 1)
     assert project.deployer("apply", "dev", "--yes").exit_code == 0
-    write_crontab(TEST_USER, (read_crontab(TEST_USER) or "") + FOREIGN_AFTER)
+    write_crontab(BLOCK_USER, (read_crontab(BLOCK_USER) or "") + FOREIGN_AFTER)
     ran = project.deployer("run", "dev", "hello")
     assert ran.exit_code == 0 and "version 1" in ran.stdout, ran
     log = HOME / "logs/hello.log"
@@ -116,7 +116,7 @@ def test_destroy_keeps_foreign_lines_and_history_unless_purged(project: Project,
 
     gone = project.deployer("destroy", "dev", "--yes")
     assert gone.exit_code == 0, gone
-    assert read_crontab(TEST_USER) == FOREIGN_BEFORE + FOREIGN_AFTER
+    assert read_crontab(BLOCK_USER) == FOREIGN_BEFORE + FOREIGN_AFTER
     assert not (HOME / "releases").exists() and not (HOME / "current").exists()
     assert "version 1" in log.read_text()  # the log and the run history stay
     assert (HOME / "state/hello/ledger.jsonl").read_text().count("\n") == 1
@@ -126,7 +126,7 @@ def test_destroy_keeps_foreign_lines_and_history_unless_purged(project: Project,
     purged = project.deployer("destroy", "dev", "--yes", "--purge-logs")
     assert purged.exit_code == 0, purged
     assert not HOME.exists() and not log.exists()
-    assert read_crontab(TEST_USER) == FOREIGN_BEFORE + FOREIGN_AFTER
+    assert read_crontab(BLOCK_USER) == FOREIGN_BEFORE + FOREIGN_AFTER
 
 
 def test_hand_edits_are_shown_as_drift_restored_and_kept(project: Project, user_crontab: str) -> None:
@@ -134,8 +134,8 @@ def test_hand_edits_are_shown_as_drift_restored_and_kept(project: Project, user_
     assert project.deployer("apply", "dev", "--yes").exit_code == 0
     script = HOME / "current/scripts/hello.py"
     script.write_text("print('version 1')\nprint('hot fix by hand')\n")
-    text = read_crontab(TEST_USER) or ""
-    write_crontab(TEST_USER, text.replace("*/5 * * * *", "*/1 * * * *"))
+    text = read_crontab(BLOCK_USER) or ""
+    write_crontab(BLOCK_USER, text.replace("*/5 * * * *", "*/1 * * * *"))
 
     planned = project.deployer("plan", "dev")
     assert "(modified on the target: drift, edited by hand" in planned.stdout, planned
@@ -148,12 +148,12 @@ def test_hand_edits_are_shown_as_drift_restored_and_kept(project: Project, user_
 
     applied = project.deployer("apply", "dev", "--yes")
     assert applied.exit_code == 0, applied
-    assert script.read_text() == "print('version 1')\n" and read_crontab(TEST_USER) == text
+    assert script.read_text() == "print('version 1')\n" and read_crontab(BLOCK_USER) == text
     [kept] = list((HOME / "backups").glob("*/drift/*/scripts/hello.py"))
     assert "hot fix by hand" in kept.read_text()
     # The hand-edited crontab is in the backup of that apply, too.
     latest = sorted((HOME / "backups").iterdir())[-1]
-    assert "*/1 * * * *" in json.loads((latest / "index.json").read_text())["crontabs"][TEST_USER]
+    assert "*/1 * * * *" in json.loads((latest / "index.json").read_text())["crontabs"][BLOCK_USER]
 
 
 def test_a_job_kept_by_hand_is_adopted_not_run_twice(project: Project, user_crontab: str) -> None:
@@ -188,7 +188,7 @@ def test_a_renamed_job_moves_its_entry_and_history(project: Project, user_cronta
     planned = project.deployer("plan", "dev")
     assert f"move {HOME}/state/hello here (job renamed to 'greet'" in planned.stdout, planned
     assert project.deployer("apply", "dev", "--yes").exit_code == 0
-    text = read_crontab(TEST_USER) or ""
+    text = read_crontab(BLOCK_USER) or ""
     assert text.count("/run ") == 1 and text.rstrip().splitlines()[-2].endswith("/run greet"), text
     assert not (HOME / "state/hello").exists()
     assert (HOME / "state/greet/ledger.jsonl").read_text().count("\n") == 1  # the history followed
@@ -198,7 +198,7 @@ def test_a_renamed_job_moves_its_entry_and_history(project: Project, user_cronta
     # An entry of ours whose id is no longer declared (and not renamed) is removed, not left behind.
     project.write("deployer.yml", renamed.replace("  greet:\n", "  other:\n"))
     assert project.deployer("apply", "dev", "--yes").exit_code == 0
-    text = read_crontab(TEST_USER) or ""
+    text = read_crontab(BLOCK_USER) or ""
     assert "/run other" in text and "/run greet" not in text
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_USER, Project, read_crontab
+from tests.conftest import BLOCK_USER, Project, read_crontab
 from tests.cron.test_crontab_tier import declare
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +39,7 @@ def test_a_leading_star_day_of_month_is_anded_by_the_real_daemon(project: Projec
     while time.time() < deadline and not (control.exists() and control.read_text().strip()):
         time.sleep(1)
     assert control.exists() and control.read_text().strip(), \
-        f"cron did not run the control job within 75 s; crontab:\n{read_crontab(TEST_USER)}"
+        f"cron did not run the control job within 75 s; crontab:\n{read_crontab(BLOCK_USER)}"
     fired_at = json.loads(control.read_text().splitlines()[0])["start"]
     time.sleep(3)  # the daemon starts the jobs of one minute together: let the other one show if it were due
     ledger = STATE / "not-today" / "ledger.jsonl"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_USER, Project, read_crontab
+from tests.conftest import BLOCK_USER, TEST_USER, Project, read_crontab
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,7 @@ def test_a_deployed_job_fires_and_its_ledger_says_success(project: Project, user
         """)
     result = project.deployer("apply", "dev", "--yes")
     assert result.exit_code == 0, result
-    assert "every-minute" in (read_crontab(TEST_USER) or "")
+    assert "every-minute" in (read_crontab(BLOCK_USER) or "")
     verified = project.deployer("verify", "dev")
     assert verified.exit_code == 0, verified
 
@@ -49,7 +49,7 @@ def test_a_deployed_job_fires_and_its_ledger_says_success(project: Project, user
     while time.time() < deadline and not (ledger.exists() and ledger.read_text().strip()):
         time.sleep(1)
     log_path = Path("/var/lib/deployer/demo-dev/logs/every-minute.log")
-    assert ledger.exists(), (f"cron did not run the job within 75 s; crontab:\n{read_crontab(TEST_USER)}\n"
+    assert ledger.exists(), (f"cron did not run the job within 75 s; crontab:\n{read_crontab(BLOCK_USER)}\n"
                              f"log:\n{log_path.read_text() if log_path.exists() else '(none)'}")
     entry = json.loads(ledger.read_text().splitlines()[0])
     assert entry["outcome"] == "success", entry
