@@ -1,8 +1,12 @@
 """Issue 12, class 6: one bad byte never stops a deploy, nor lies on the operator's terminal.
 
-Root deploys to this machine; the job runs as the test user, who owns the job's ledger, its
-running markers, its log and its env file, and is the attacker here. Each test writes what
-that user can write, as that user (runuser), then runs deployer as the operator would:
+Root deploys to this machine; the job runs as the test user, who owns the job's log and
+writes its output: the attacker here, as that user (runuser). Root keeps the run records
+(ledger, running markers) and the env file, which the job's user can no longer write
+(tests/cron/test_root_keeps_records.py carries out those attacks); bad bytes still reach
+them from a disk that filled up mid-line, a hand edit, or a release from before root kept
+them, and the probe reading them is the same: those are written here as root (``damage``).
+Then deployer runs as the operator would:
 
 - lines that are not run records in the ledger (``1``, ``[]``, ``{"pid": "x"}``, wrong
   types, not UTF-8), a bad running marker: skipped and said once (a warning in verify, on
@@ -57,6 +61,11 @@ def as_job_user(*argv: str, stdin: bytes | None = None) -> None:
     subprocess.run(["runuser", "-u", TEST_USER, "--", *argv], input=stdin, check=True, timeout=120)
 
 
+def damage(*argv: str, stdin: bytes | None = None) -> None:
+    """Bad bytes in a file of root's (records, env file): a full disk, a hand edit, an earlier release."""
+    subprocess.run(argv, input=stdin, check=True, timeout=120)
+
+
 def no_traceback(result: CliResult) -> None:
     assert "Traceback" not in result.stdout + result.stderr, result
     assert result.exit_code != 4, result  # the host answered: never "unreachable" for what it holds
@@ -74,8 +83,8 @@ def deployed(project: Project, user_crontab: str) -> Project:
 
 
 def test_ledger_lines_that_are_not_runs_are_skipped_and_said_once(deployed: Project, cron_daemon: int) -> None:
-    as_job_user("sh", "-c", f"cat >> {LEDGER}", stdin=b"\n".join(BAD_LINES) + b"\n")
-    as_job_user("sh", "-c", f"cat > {STATE}/running/planted.json", stdin=b'{"run_id": "r", "start": "x", "pid": "x"}')
+    damage("sh", "-c", f"cat >> {LEDGER}", stdin=b"\n".join(BAD_LINES) + b"\n")
+    damage("sh", "-c", f"cat > {STATE}/running/planted.json", stdin=b'{"run_id": "r", "start": "x", "pid": "x"}')
 
     plan = deployed.deployer("plan", "dev", "--detailed-exitcode", env=SECRET)
     no_traceback(plan)
@@ -109,9 +118,9 @@ def test_ledger_lines_that_are_not_runs_are_skipped_and_said_once(deployed: Proj
         assert result.exit_code == 0, result
 
 
-def test_a_run_is_still_recorded_after_the_user_rewrote_the_ledger(deployed: Project) -> None:
+def test_a_run_is_still_recorded_after_the_ledger_was_rewritten(deployed: Project) -> None:
     # bad lines first: the wrapper's trim reads the first line to decide
-    as_job_user("sh", "-c", f"cat > {LEDGER}", stdin=b"[]\n1\n")
+    damage("sh", "-c", f"cat > {LEDGER}", stdin=b"[]\n1\n")
     ran = deployed.deployer("run", "dev", "quick", env=SECRET)
     assert ran.exit_code == 0 and ran.stdout == "quick ran hi\n", ran
     last = json.loads(LEDGER.read_bytes().splitlines()[-1])
@@ -120,8 +129,9 @@ def test_a_run_is_still_recorded_after_the_user_rewrote_the_ledger(deployed: Pro
 
 def test_a_fifo_where_a_file_is_read_never_blocks(deployed: Project) -> None:
     log = HOME / "logs" / "quick.log"
-    for path in (LEDGER, STATE / "running" / "fifo.json", log):
-        as_job_user("sh", "-c", f"rm -f {path} && mkfifo {path}")
+    for path in (LEDGER, STATE / "running" / "fifo.json"):
+        damage("sh", "-c", f"rm -f {path} && mkfifo {path}")
+    as_job_user("sh", "-c", f"rm -f {log} && mkfifo {log}")  # the log is the job user's own
     started = time.monotonic()
     verify = deployed.deployer("verify", "dev", env=SECRET, timeout=60)
     no_traceback(verify)
@@ -142,7 +152,7 @@ LINE = json.dumps({"run_id": "0" * 16, "job": "quick", "project": "demo", "env":
 
 def test_a_350_mb_ledger_is_read_from_its_end_in_linear_time(deployed: Project) -> None:
     lines = 350 * 10 ** 6 // len(LINE) + 1000
-    as_job_user("python3", "-c", f"import sys\nwith open({str(LEDGER)!r}, 'ab') as f:\n"
+    damage("python3", "-c", f"import sys\nwith open({str(LEDGER)!r}, 'ab') as f:\n"
                                  f"    for _ in range({lines // 1000}): f.write({LINE!r} * 1000)\n")
     assert LEDGER.stat().st_size >= 350 * 10 ** 6
     for command in (("status", "dev", "--json"), ("verify", "dev"), ("logs", "dev", "quick", "--run", "last")):
@@ -156,8 +166,8 @@ def test_a_350_mb_ledger_is_read_from_its_end_in_linear_time(deployed: Project) 
 
 def test_a_sparse_5_gb_env_file_is_not_copied_into_the_backups(deployed: Project) -> None:
     env_file = next((HOME / "current" / "env").iterdir())
-    assert env_file.stat().st_uid == int(subprocess.check_output(["id", "-u", TEST_USER]))
-    as_job_user("truncate", "-s", "5G", str(env_file))  # takes no room: a hole
+    assert env_file.stat().st_uid == 0  # root's: read by the root-started wrapper
+    damage("truncate", "-s", "5G", str(env_file))  # takes no room: a hole
     started = time.monotonic()
     apply = deployed.deployer("apply", "dev", "--yes", "--json", env=SECRET, timeout=120)
     no_traceback(apply)
@@ -178,9 +188,9 @@ def test_escape_sequences_from_the_target_are_shown_escaped(deployed: Project, t
     deployed.write("tasks/quick.py", f"print({ESCAPES!r})\n")
     assert deployed.deployer("apply", "dev", "--yes", env=SECRET).exit_code == 0
     assert deployed.deployer("run", "dev", "quick", env=SECRET).exit_code == 0
-    # and a running marker, as the job's user, whose run id is an escape sequence (its pid is gone)
+    # and a running marker whose run id is an escape sequence (its pid is gone)
     marker = {"run_id": "\x1b]0;pwned\x07\x00", "start": "2026-01-01T00:00:00.000Z", "pid": 999999999}
-    as_job_user("sh", "-c", f"cat > {STATE}/running/evil.json", stdin=json.dumps(marker).encode())
+    damage("sh", "-c", f"cat > {STATE}/running/evil.json", stdin=json.dumps(marker).encode())
 
     logs = deployed.deployer("logs", "dev", "quick", env=SECRET)
     assert logs.exit_code == 0, logs
