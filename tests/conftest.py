@@ -180,6 +180,10 @@ def write_crontab(user: str, text: str | None) -> None:
 # Deploying as root, our block goes into root's crontab whatever user a job runs as: the
 # wrapper starts as root, keeps the run records and runs the job as its user.
 BLOCK_USER = "root"
+# The python3 our crontab lines name, as cron finds it (PATH=/usr/bin:/bin): the root-started
+# wrapper runs a job's script with its own interpreter, as the job's user (the venv's python
+# under /root would not be that user's to run).
+CRON_PYTHON = "/usr/bin/python3"
 
 
 @pytest.fixture

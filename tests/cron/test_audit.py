@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_USER, Project, read_crontab, write_crontab
+from tests.conftest import CRON_PYTHON, TEST_USER, Project, read_crontab, write_crontab
 from tests.cron.test_crontab_tier import declare
 
 pytestmark = pytest.mark.cron
@@ -107,7 +107,7 @@ def test_verify_fails_when_a_job_has_not_run_since_it_was_due(deployed: Project,
 
 def test_verify_reports_a_run_that_crashed_with_its_wrapper(deployed: Project) -> None:
     # Started by root, as root's cron starts it (the job runs as the test user)
-    wrapper = subprocess.Popen(["python3", str(HOME / "current/run"), "slow"], start_new_session=True, cwd="/")
+    wrapper = subprocess.Popen([CRON_PYTHON, str(HOME / "current/run"), "slow"], start_new_session=True, cwd="/")
     log = HOME / "logs" / "slow.log"
     deadline = time.time() + 20
     while "slow pid" not in (log.read_text() if log.exists() else "") and time.time() < deadline:

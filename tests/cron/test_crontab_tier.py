@@ -17,7 +17,7 @@ import pytest
 
 from deployer.engine.session import Session
 from deployer.errors import EXIT_FAILED
-from tests.conftest import BLOCK_USER, TEST_USER, Project, read_crontab, write_crontab
+from tests.conftest import BLOCK_USER, CRON_PYTHON, TEST_USER, Project, read_crontab, write_crontab
 
 pytestmark = pytest.mark.cron
 
@@ -196,7 +196,7 @@ def test_files_and_permissions_on_the_target(project: Project, user_crontab: str
     assert set(manifest["files"]) == {"run", "scripts/hello.py", "jobs/hello.json", "jobs/nightly.json", "env/hello.env"}
     # Root runs the job through the wrapper, as root's cron does: the job runs as the test user
     # and writes its log; root writes the ledger.
-    run = subprocess.run(["python3", str(release / "run"), "hello"], capture_output=True, text=True, cwd="/")
+    run = subprocess.run([CRON_PYTHON, str(release / "run"), "hello"], capture_output=True, text=True, cwd="/")
     assert run.returncode == 0, run.stderr
     log = (logs / "hello.log").read_text()
     assert "hello hi ['a b', '50%', '$(touch /tmp/pwned)']" in log

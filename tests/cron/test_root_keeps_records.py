@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BLOCK_USER, TEST_USER, Project, read_crontab
+from tests.conftest import BLOCK_USER, CRON_PYTHON, TEST_USER, Project, read_crontab
 from tests.cron.test_crontab_tier import declare
 
 pytestmark = pytest.mark.cron
@@ -102,7 +102,7 @@ def test_root_crontab_variables_never_reach_the_job(project: Project, user_cront
     secrets): the job gets the environment cron gives its own user, not those."""
     deploy(project)
     env = dict(os.environ, ROOT_ONLY_SECRET="root-secret-1f2e3d")
-    ran = subprocess.run(["python3", str(HOME / "current/run"), "whoami"], capture_output=True, text=True, cwd="/", env=env)
+    ran = subprocess.run([CRON_PYTHON, str(HOME / "current/run"), "whoami"], capture_output=True, text=True, cwd="/", env=env)
     assert ran.returncode == 0, ran.stderr
     seen = last_output(HOME / "logs/whoami.log")
     assert seen["env"]["ROOT_ONLY_SECRET"] is None and seen["uid"] == pwd.getpwnam(TEST_USER).pw_uid, seen  # type: ignore[index]
@@ -120,7 +120,7 @@ def test_records_the_user_wrote_are_taken_over_and_a_kept_descriptor_writes_nowh
 
     # A wrapper started by root now refuses before the job starts: records it cannot keep.
     log_before = (HOME / "logs/whoami.log").read_text()
-    refused = subprocess.run(["python3", str(HOME / "current/run"), "whoami"], capture_output=True, text=True, cwd="/")
+    refused = subprocess.run([CRON_PYTHON, str(HOME / "current/run"), "whoami"], capture_output=True, text=True, cwd="/")
     assert refused.returncode == 1, refused
     uid = pwd.getpwnam(TEST_USER).pw_uid
     assert (f"deployer run: the run records in {STATE} still belong to uid {uid}, not root: run `deployer apply`"
@@ -129,7 +129,7 @@ def test_records_the_user_wrote_are_taken_over_and_a_kept_descriptor_writes_nowh
 
     # The attacker keeps the ledger open for appending, to write a success after the takeover.
     holder = subprocess.Popen(
-        ["setpriv", f"--reuid={TEST_USER}", f"--regid={TEST_USER}", "--init-groups", "python3", "-c",
+        ["setpriv", f"--reuid={TEST_USER}", f"--regid={TEST_USER}", "--init-groups", CRON_PYTHON, "-c",
          "import os, sys\n"
          f"fd = os.open({str(LEDGER)!r}, os.O_WRONLY | os.O_APPEND)\n"
          "print('ready', flush=True)\n"
