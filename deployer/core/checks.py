@@ -8,6 +8,7 @@ from typing import Any
 from deployer.core import crontab
 from deployer.core.facts import Facts
 from deployer.core.plan import Plan, ledger_path, rolled_back
+from deployer.core.release import crontab_user
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
@@ -68,7 +69,7 @@ def checks(plan: Plan) -> list[Check]:
             out.append(Check("crontab", FAIL, f"the crontab of {user}: {edit}" if edit else
                              f"the crontab of {user} does not hold the declared block (run plan to see the diff)"))
         else:
-            jobs = sum(1 for j in release.jobs if (j.run_as or facts.identity.user) == user)
+            jobs = sum(1 for j in release.jobs if crontab_user(j, facts.identity) == user)
             out.append(Check("crontab", PASS, f"the crontab of {user} holds the declared block ({jobs} job{'s' if jobs != 1 else ''})"))
     for user in sorted(drifted - set(crontab_users)):
         out.append(Check("crontab", FAIL, f"the crontab of {user} still holds a block of ours that is no longer declared"))

@@ -281,7 +281,7 @@ def plan(release: Release, facts: Facts, adopt: bool = False) -> Plan:
             continue
         before = seen.text
         source = before or ""
-        mine = [job for job in release.jobs if (job.run_as or who.user) == user]  # only its own crontab
+        mine = [job for job in release.jobs if (job.run_as or who.user) == user]  # a hand-made line runs it from its own user's crontab
         for dup in (found := hand_made(user, before, mine)):
             p.hand_made.append(dup)
             if dup.ambiguous:

@@ -1,11 +1,13 @@
 """Foreign crontab lines are never changed or deleted (issue 12, class 4), on the real crontab
-binary and spool, for the test user.
+binary and spool.
 
-Each crontab here is installed by its owner, the job's user — with ``runuser`` and that
-user's own ``crontab -``, as the attacker who holds the account (or a person editing on
-Windows) would — and every check reads back the real spool file byte for byte
-(``/var/spool/cron/crontabs/USER``, after the three header lines ``crontab`` writes),
-never ``crontab -l``, which prints a CR and a backslash-r alike.
+Root deploys here, so our block goes into root's crontab, whose foreign lines come from a
+person (editing on Windows) or another tool: installed with ``crontab -u root -``. The job's
+user's own crontab is read too (an earlier release's block, hand-made lines to adopt) and is
+installed by that user — with ``runuser`` and its own ``crontab -``, as the attacker who holds
+the account would. Every check reads back the real spool file byte for byte
+(``/var/spool/cron/crontabs/USER``, after the three header lines ``crontab`` writes), never
+``crontab -l``, which prints a CR and a backslash-r alike.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_USER, Project
+from tests.conftest import BLOCK_USER, TEST_USER, Project
 from tests.cron.test_crontab_tier import declare
 from tests.cron.test_lifecycle import version
 
@@ -64,6 +66,14 @@ def install_as_user(data: bytes) -> None:
     subprocess.run(["runuser", "-u", TEST_USER, "--", "crontab", "-"], input=data, check=True)
 
 
+def install(data: bytes, user: str = BLOCK_USER) -> None:
+    """``user``'s crontab, as its owner installs it (the job's user) or root does (root's)."""
+    if user == TEST_USER:
+        install_as_user(data)
+    else:
+        subprocess.run(["crontab", "-u", user, "-"], input=data, check=True)
+
+
 def block(data: bytes | None) -> bytes:
     """Our block in a spool's bytes: from a line that starts with its BEGIN to its END line
     (cron's lines: the disguised markers of the corpus are inside other lines)."""
@@ -82,50 +92,52 @@ def newest_backup() -> Path:
                          ids=["crlf", "crlf-and-control-bytes", "real-world"])
 def test_crlf_and_control_bytes_survive_apply_change_rollback_destroy(project: Project, user_crontab: str,
                                                                       before: bytes) -> None:
-    install_as_user(before)
+    install(before)
     version(project, 1)
     first = project.deployer("apply", "dev", "--yes")
     assert first.exit_code == 0, first
-    v1 = spool()
+    v1 = spool(BLOCK_USER)
     assert v1 is not None and v1.startswith(before) and v1 == before + block(v1)
     # The backup holds the crontab as it was, byte for byte (it held "\r" as two characters).
-    assert (newest_backup() / f"crontab.{TEST_USER}").read_bytes() == before
-    assert json.loads((newest_backup() / "index.json").read_text())["crontabs"][TEST_USER].encode(
+    assert (newest_backup() / f"crontab.{BLOCK_USER}").read_bytes() == before
+    assert json.loads((newest_backup() / "index.json").read_text())["crontabs"][BLOCK_USER].encode(
         "utf-8", "surrogateescape") == before
     # What deployer reads is what is there: nothing left to do.
     assert project.deployer("plan", "dev", "--detailed-exitcode").exit_code == 0
 
-    install_as_user(v1 + AFTER)  # a person adds lines below our block
+    install(v1 + AFTER)  # a person adds lines below our block
     version(project, 2)
     second = project.deployer("apply", "dev", "--yes")
     assert second.exit_code == 0, second
-    v2 = spool()
+    v2 = spool(BLOCK_USER)
     assert v2 == before + block(v2) + AFTER and block(v2) != block(v1)
 
     back = project.deployer("rollback", "dev", "--yes")
     assert back.exit_code == 0, back
-    assert spool() == before + block(v1) + AFTER
+    assert spool(BLOCK_USER) == before + block(v1) + AFTER
 
     gone = project.deployer("destroy", "dev", "--yes")
     assert gone.exit_code == 0, gone
-    assert spool() == before + AFTER
+    assert spool(BLOCK_USER) == before + AFTER
 
 
+@pytest.mark.parametrize("owner", [TEST_USER, BLOCK_USER])
 @pytest.mark.parametrize("separator", [b"\r", b"\x0b", b"\x0c", b"\x1c", b"\xc2\x85", b"\xe2\x80\xa8"])
-def test_a_hand_made_line_cannot_fake_our_markers(project: Project, user_crontab: str, separator: bytes) -> None:
-    """The job's user hides a BEGIN and an END of our block inside two of its lines, around a
-    line of someone else's. Cut as str.splitlines cut, that was our block: apply replaced it
-    (deleting the line between and half of each) and destroy cut the lines in half."""
+def test_a_hand_made_line_cannot_fake_our_markers(project: Project, user_crontab: str, separator: bytes, owner: str) -> None:
+    """A BEGIN and an END of our block hidden inside two lines, around a line of someone else's:
+    by the job's user in its own crontab (read for an earlier block of ours, never given ours),
+    or in root's, which gets our block. Cut as str.splitlines cut, that was our block: apply
+    replaced it (deleting the line between and half of each) and destroy cut the lines in half."""
     mine = (b"0 1 30 2 * /usr/local/bin/a.sh #" + separator + b"# BEGIN deployer demo/dev rev=0\n"
             b"0 2 30 2 * /usr/local/bin/another-projects-entry.sh\n"
             b"0 3 30 2 * /usr/local/bin/b.sh #" + separator + b"# END deployer demo/dev\n")
-    install_as_user(mine)
+    install(mine, owner)
     version(project, 1)
     applied = project.deployer("apply", "dev", "--yes")
     assert applied.exit_code == 0, applied
-    assert spool() == mine + block(spool())
+    assert spool(owner) == (mine + block(spool(owner)) if owner == BLOCK_USER else mine)
     assert project.deployer("destroy", "dev", "--yes").exit_code == 0
-    assert spool() == mine
+    assert spool(owner) == mine
 
 
 @pytest.mark.parametrize("escape", ["\\x1c", "\\x85", "\\u2028", "\\x0b", "\\x0c", "\\x1e"])
@@ -183,7 +195,7 @@ def test_adoption_removes_only_the_lines_that_run_the_job(project: Project, user
     adopted = project.deployer("apply", "dev", "--yes", "--adopt")
     assert adopted.exit_code == 0, adopted
     after = spool()
-    assert after == b"".join(keep) + block(after)
+    assert after == b"".join(keep) and block(spool(BLOCK_USER))  # our block is root's: the hand lines went
     assert (newest_backup() / f"crontab.{TEST_USER}").read_bytes() == b"".join(keep[:4] + runs[:1] + keep[4:] + runs[1:])
 
     # Another app's hello.py beside a hand-made line of the job: which one the job replaces is

@@ -36,6 +36,17 @@ def as_user(script: str) -> None:
     assert proc.returncode == 0, f"the attacker's step failed: {proc.stderr}"
 
 
+def user_can(script: str) -> bool:
+    """Whether one of the attacker's steps works, as the job's user."""
+    return subprocess.run(["setpriv", f"--reuid={TEST_USER}", f"--regid={TEST_USER}", "--init-groups", "sh", "-ec", script],
+                          capture_output=True, cwd="/").returncode == 0
+
+
+def records_of_user(state: Path) -> None:
+    """A job's state folder as a release from before root kept the records left it: the user's."""
+    subprocess.run(["chown", "-R", f"{TEST_USER}:{TEST_USER}", str(state)], check=True)
+
+
 def user_can_read(path: Path) -> bool:
     proc = subprocess.run(["setpriv", f"--reuid={TEST_USER}", f"--regid={TEST_USER}", "--init-groups",
                            "cat", str(path)], capture_output=True, text=True, cwd="/")
@@ -187,14 +198,18 @@ def test_a_legacy_lock_folder_swapped_for_a_link_never_makes_apply_delete_roots_
 
 
 def test_logs_run_never_follows_a_planted_runs_link(project: Project, user_home: Path, victim: Path) -> None:
-    """`deployer logs --run` reads a run's own log in the job's state folder, which is the
-    user's: a `runs` link to a root-only folder must not make root print a file of it."""
+    """`deployer logs --run` reads a run's own log in the job's state folder. Root keeps it, so
+    the user cannot plant anything there; in a state folder still the user's (a release from
+    before root kept the records, until the next apply), a `runs` link to a root-only folder
+    must not make root print a file of it."""
     declare(project, "  counted:\n    script: tasks/hello.py\n    schedule: '0 3 * * *'\n    retention: {run_logs: 2}\n")
     assert project.deployer("apply", "dev", "--yes").exit_code == 0
     assert project.deployer("run", "dev", "counted").exit_code == 0
     state = HOME / "state/counted"
     [name] = os.listdir(state / "runs")
     (victim / name).write_text(SECRET + "\n")
+    assert not user_can(f"mv {state}/runs {state}/runs.old")
+    records_of_user(state)
     as_user(f"mv {state}/runs {state}/runs.old && ln -s {victim} {state}/runs")
 
     shown = project.deployer("logs", "dev", "counted", "--run", "last")
@@ -205,12 +220,14 @@ def test_logs_run_never_follows_a_planted_runs_link(project: Project, user_home:
 def test_a_running_marker_link_never_makes_root_read_a_root_only_file(project: Project, user_home: Path,
                                                                        victim: Path) -> None:
     """A `running` marker is JSON root reads; a link to root's own JSON must not be parsed
-    nor echoed by status or verify."""
+    nor echoed by status or verify (in a state folder still the user's: see above)."""
     declare(project, HELLO)
     assert project.deployer("apply", "dev", "--yes").exit_code == 0
     (victim / "token.json").write_text(json.dumps({"run_id": SECRET, "pid": 1, "start": "2026-01-01T00:00:00.000Z"}))
     os.chmod(victim / "token.json", 0o600)
     state = HOME / "state/hello"
+    assert not user_can(f"mkdir -p {state}/running")
+    records_of_user(state)
     as_user(f"mkdir -p {state}/running && ln -s {victim}/token.json {state}/running/x.json")
     for args in (("status", "dev", "--json"), ("verify", "dev", "--json")):
         seen = project.deployer(*args)
