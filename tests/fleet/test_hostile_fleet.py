@@ -1,5 +1,5 @@
-"""Issue 12, class 6 over real SSH: what the job's user writes on a host never stops deployer
-there, nor makes it call the host unreachable (tests/cron/test_hostile_records.py has every
+"""Issue 12, class 6 over real SSH: bad bytes in what is read on a host (the job user's log, the
+records root keeps) never stop deployer there, nor makes it call the host unreachable (tests/cron/test_hostile_records.py has every
 case on this machine; here, the ones that cross SSH)."""
 
 from __future__ import annotations
@@ -28,12 +28,16 @@ def test_bad_records_and_a_fifo_written_by_the_job_user_over_ssh(fleet_factory: 
     ran = p.deployer("run", "dev", "hello")
     assert ran.exit_code == 0 and "hello from h1" in ran.stdout, ran
 
-    # alice, the job's user, on the host: lines that are not runs, a marker with a bad pid,
-    # then a FIFO in place of her log (nothing ever writes to it: a plain open() would wait forever)
+    # alice, the job's user, cannot write her records (root keeps them); bad ones still come from
+    # a full disk, a hand edit or a release from before: lines that are not runs, a marker with a
+    # bad pid, written as root. Then alice puts a FIFO in place of her own log (nothing ever writes
+    # to it: a plain open() would wait forever)
     planted = b'1\n[]\n{"pid": "x"}\n\xff\n'
-    th.exec_on("h1", ["sh", "-c", f"cat >> {STATE}/ledger.jsonl"], user="alice", input=planted, text=False, check=True)
+    refused = th.exec_on("h1", ["sh", "-c", f"cat >> {STATE}/ledger.jsonl"], user="alice", input=planted, text=False)
+    assert refused.returncode != 0, "alice could write the ledger root keeps"
+    th.exec_on("h1", ["sh", "-c", f"cat >> {STATE}/ledger.jsonl"], input=planted, text=False, check=True)
     th.exec_on("h1", ["sh", "-c", f"echo '{{\"run_id\": \"r\", \"start\": \"s\", \"pid\": \"x\"}}' > {STATE}/running/x.json"],
-               user="alice", check=True)
+               check=True)
     log = f"{HOME}/logs/hello.log"
     th.exec_on("h1", ["sh", "-c", f"rm {log} && mkfifo {log}"], user="alice", check=True)
 
