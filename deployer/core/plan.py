@@ -176,6 +176,8 @@ def _dir_change(d: EnsureDir, seen: PathFact | None) -> str | None:
     if seen is None:
         owner = f" {d.owner}" if d.owner else ""
         return f"create folder ({_mode(d.mode)}{owner})"
+    if seen.type == "error":
+        return f"not looked at: {seen.error}"
     if seen.type != "dir":
         return f"is a {seen.type}, not a folder"
     wrong = []  # of an existing folder, only what deployer enforces (see DirSpec.enforce)
@@ -191,6 +193,8 @@ def _dir_change(d: EnsureDir, seen: PathFact | None) -> str | None:
 def _file_change(f: EnsureFile, seen: PathFact | None) -> str | None:
     if seen is None:
         return f"create empty file ({_mode(f.mode)}{' ' + f.owner if f.owner else ''})"
+    if seen.type == "error":
+        return f"not looked at: {seen.error}"
     if seen.type == "link":
         return "is a symlink: replace it with a file (never followed)"
     if seen.type != "file":
