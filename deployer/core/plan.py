@@ -14,6 +14,7 @@ from typing import Any
 from deployer.core import crontab
 from deployer.core.adopt import HandMade, hand_made, without_lines
 from deployer.core.facts import Facts, PathFact
+from deployer.core.home import home_errors, home_warnings
 from deployer.core.release import EnsureDir, EnsureFile, Release, ReleaseFile
 
 
@@ -229,8 +230,10 @@ def plan(release: Release, facts: Facts, adopt: bool = False) -> Plan:
             elif who.uid != 0:
                 p.errors.append(f"job '{job.id}' runs as '{user}', but deployer connects as '{who.user}', who is not root: "
                                 f"set ansible_become: true (sudo) or run_as: {who.user}")
+    p.errors += home_errors(release, facts)
     if p.errors:
         return p
+    p.warnings += home_warnings(release, facts)
 
     _plan_release(p)
     moved_from: dict[str, str] = {}

@@ -218,8 +218,10 @@ def materialize(desired: DesiredState, who: Identity) -> Release:
     def owner_of(user: str | None) -> str | None:
         return user if user and user != who.user else None
 
-    dirs = [EnsureDir(deploy_home, 0o755), EnsureDir(f"{deploy_home}/releases", 0o755),
-            EnsureDir(f"{deploy_home}/state", 0o755), EnsureDir(f"{deploy_home}/backups", 0o700)]
+    # home, releases and state: made 0755; existing ones keep their owner and mode (the applier
+    # refuses them when others can write them; see core/home.py)
+    dirs = [EnsureDir(deploy_home, 0o755, enforce=()), EnsureDir(f"{deploy_home}/releases", 0o755, enforce=()),
+            EnsureDir(f"{deploy_home}/state", 0o755, enforce=()), EnsureDir(f"{deploy_home}/backups", 0o700)]
     dirs += [EnsureDir(expand_home(d.path, home, who.uid), d.mode, owner_of(d.owner), d.group, d.enforce) for d in desired.dirs]
     job_files: list[EnsureFile] = []
     for job in jobs:

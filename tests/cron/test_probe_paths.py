@@ -108,9 +108,9 @@ def test_links_planted_on_the_way_never_make_the_probe_describe_roots_files(proj
             assert leaked(result) == [], f"{what} told of root's files: {leaked(result)}\n{result}"
             assert f"pid {holder.pid}" not in result.stdout, (what, result)
         plan = seen["plan dev"].stdout
-        assert (f"{USER_HOME}/logs/hello.log  not looked at: {USER_HOME}/logs is a symlink that root did not make"
+        assert (f"{USER_HOME}/logs/hello.log: not looked at: {USER_HOME}/logs is a symlink that root did not make"
                 in plan), plan
-        assert f"{USER_HOME}/logs  is a link, not a folder" in plan, plan
+        assert f"{USER_HOME}/logs: is a link, not a folder" in plan, plan
         verify = seen["verify dev"].stdout
         assert f"{USER_HOME}/legacy/q.lock not looked at: {USER_HOME}/legacy is a symlink that root did not make" in verify
         status = json.loads(seen["status dev --json"].stdout)
@@ -133,8 +133,8 @@ def test_fifos_planted_where_the_probe_looks_are_said_not_waited_on(project: Pro
             f"mkdir -p legacy && mkfifo legacy/q.lock")
     seen = looks(project)
     plan = seen["plan dev"].stdout
-    assert f"{USER_HOME}/logs/hello.log  is a FIFO, not a file" in plan, plan
-    assert f"{USER_HOME}/locks/hello.lock  is a FIFO, not a file" in plan, plan
+    assert f"{USER_HOME}/logs/hello.log: is a FIFO, not a file" in plan, plan
+    assert f"{USER_HOME}/locks/hello.lock: is a FIFO, not a file" in plan, plan
     verify = seen["verify dev"].stdout
     assert f"{USER_HOME}/legacy/q.lock is a FIFO, not a lock file: left alone" in verify, verify
     for what, result in seen.items():
