@@ -270,6 +270,11 @@ def plan(release: Release, facts: Facts, adopt: bool = False) -> Plan:
                 p.warnings.append(f"job '{dup.job}' may run twice: line {dup.line_number} of the crontab of {user} "
                                   f"runs a script of its name ({dup.line}), and so does another line; apply --adopt "
                                   "cannot tell which one the job replaces: remove it by hand (crontab -e)")
+            elif dup.undeclared:
+                p.warnings.append(f"job '{dup.job}' may run twice: line {dup.line_number} of the crontab of {user} "
+                                  f"runs a script of its name ({dup.line}); apply --adopt leaves it, since the job "
+                                  f"does not declare {dup.script} as the script it replaces: if it does, add "
+                                  f"legacy_scripts: [{dup.script}] to the job; if it is another app's, leave it")
             elif adopt:
                 p.changes.append(Change("crontab", f"crontab of {user}",
                                         f"adopt job '{dup.job}': remove hand-made line {dup.line_number}: {dup.line}"))
@@ -278,7 +283,7 @@ def plan(release: Release, facts: Facts, adopt: bool = False) -> Plan:
                                   f"already runs it by hand ({dup.line}); apply --adopt removes that line in the same "
                                   "change (a copy stays in the backup)")
         if adopt and found:
-            source = without_lines(source, {d.line_number for d in found if not d.ambiguous})
+            source = without_lines(source, {d.line_number for d in found if not d.ambiguous and not d.undeclared})
         try:
             after = crontab.splice(source, release.project, release.env, release.crontab_blocks.get(user))
         except crontab.CrontabConflict as exc:

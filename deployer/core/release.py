@@ -155,7 +155,8 @@ def _expand_job(job: JobSpec, home: str, uid: int) -> JobSpec:
         state_dir=x(job.state_dir), timeout=job.timeout, concurrency=job.concurrency,
         workdir=x(job.workdir) if job.workdir else None,
         env=tuple((n, v if n in job.secret_names else x(v)) for n, v in job.env), secret_names=job.secret_names,
-        legacy_locks=tuple(x(p) for p in job.legacy_locks), retention=job.retention,
+        legacy_locks=tuple(x(p) for p in job.legacy_locks), legacy_scripts=tuple(x(p) for p in job.legacy_scripts),
+        retention=job.retention,
         moves=tuple((x(a), x(b)) for a, b in job.moves),
     )
 

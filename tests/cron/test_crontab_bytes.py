@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_USER, Project
+from tests.conftest import TEST_USER, Project, write_crontab
 from tests.cron.test_crontab_tier import declare
 from tests.cron.test_lifecycle import version
 
@@ -150,6 +150,7 @@ ADOPTABLE = """\
   hello:
     script: tasks/hello.py
     args: [--max, "50"]
+    legacy_scripts: [/srv/shop/hello.py]
     schedule: "*/5 * * * *"
   purge:
     command: /usr/bin/php
@@ -194,6 +195,41 @@ def test_adoption_removes_only_the_lines_that_run_the_job(project: Project, user
     assert again.exit_code == 0, again
     assert "cannot tell which one the job replaces: remove it by hand" in again.stdout, again
     assert spool() == after + runs[0] + blog
+
+
+def test_another_apps_script_of_the_same_file_name_survives_adopt(project: Project, user_crontab: str) -> None:
+    """The job is tasks/process_email_queue.py; the same user's crontab runs another app's
+    process_email_queue.php (or .py), and nothing of the job's: a file name is not the job.
+    Reported (verify warns), never removed by apply --adopt; once the job declares the
+    hand-made script it replaces, that line (only) is adopted."""
+    project.write("tasks/process_email_queue.py", "print('queue')\n")
+    jobs = '  queue:\n    script: tasks/process_email_queue.py\n    schedule: "*/5 * * * *"\n'
+    around = b"# other apps\r\nMAILTO=ops@example.com\n"
+    for other, script in ((b"*/5 * * * * /usr/bin/php /var/www/otherapp/process_email_queue.php\n",
+                           "/var/www/otherapp/process_email_queue.php"),
+                          (b"0 * * * * python3 /srv/other/process_email_queue.py >> /var/log/other.log 2>&1\n",
+                           "/srv/other/process_email_queue.py")):
+        write_crontab(TEST_USER, None)
+        install_as_user(around + other)
+        declare(project, jobs)
+        planned = project.deployer("plan", "dev")
+        assert f"apply --adopt leaves it, since the job does not declare {script}" in " ".join(planned.stdout.split()), planned
+        adopted = project.deployer("apply", "dev", "--yes", "--adopt")
+        assert adopted.exit_code == 0, adopted
+        assert "adopt job" not in adopted.stdout, adopted
+        after = spool()
+        assert after == around + other + block(after)
+        verified = project.deployer("verify", "dev", "--json")
+        checks = json.loads(verified.stdout)["hosts"]["localhost"]["checks"]
+        assert [c["status"] for c in checks if c["name"] == "duplicate"] == ["warn"], checks
+
+        # Declared as the script the job replaces, the same line is the job's: adopted.
+        declare(project, jobs + f"    legacy_scripts: [{script}]\n")
+        adopted = project.deployer("apply", "dev", "--yes", "--adopt")
+        assert adopted.exit_code == 0, adopted
+        assert "adopt job 'queue': remove hand-made line 3" in adopted.stdout, adopted
+        after = spool()
+        assert after == around + block(after)
 
 
 def test_a_non_root_deploy_keeps_carriage_returns(project: Project, user_crontab: str) -> None:
