@@ -32,13 +32,14 @@ def home_errors(release: Release, facts: Facts) -> list[str]:
 
 
 def home_warnings(release: Release, facts: Facts) -> list[str]:
-    """An existing home that the jobs' users may not cross: their runs would fail."""
+    """An existing home that the jobs' users may not walk through (their wrapper opens each
+    folder on its way, which needs read and search): their runs would fail."""
     others = sorted({j.run_as for j in release.jobs if j.run_as and j.run_as != facts.identity.user})
     out = []
-    for suffix in OWN_FOLDERS[:2]:  # the run wrapper is under releases/
+    for suffix in OWN_FOLDERS:
         path = release.deploy_home + suffix
         seen = facts.paths.get(path)
-        if others and seen is not None and seen.type == "dir" and not seen.mode & 0o001:
+        if others and seen is not None and seen.type == "dir" and seen.mode & 0o005 != 0o005:
             out.append(f"{path} is mode {seen.mode:04o} (kept: deployer did not create it): "
-                       f"{', '.join(others)} may not reach the run wrapper under it; chmod o+x {path}")
+                       f"{', '.join(others)} may not reach the run wrapper and records under it; chmod o+rx {path}")
     return out

@@ -119,31 +119,33 @@ def test_an_existing_home_keeps_its_owner_and_mode(project: Project, user_cronta
     """An operator's folder declared as the home (and its releases/ and state/ folders) is
     not chmodded to 0755 nor chowned; deployer's own folders inside it get their modes."""
     home = outside / "apphome"
-    for folder, mode in ((home, 0o711), (home / "releases", 0o751), (home / "state", 0o701)):
+    for folder, mode in ((home, 0o705), (home / "releases", 0o745), (home / "state", 0o755)):
         folder.mkdir()
         os.chmod(folder, mode)
         os.chown(folder, 0, 60)  # group games: not deployer's to change
     _declare(project, f"  home: {home}\n")
     planned = project.deployer("plan", "dev")
     assert planned.exit_code == 0, planned
-    assert f"{home}: " not in planned.stdout and "0711 ->" not in planned.stdout, planned
+    assert f"{home}: " not in planned.stdout and "0705 ->" not in planned.stdout, planned
     applied = project.deployer("apply", "dev", "--yes")
     assert applied.exit_code == 0, applied
     assert [(st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) for st in
-            (home.stat(), (home / "releases").stat(), (home / "state").stat())] == [(0, 60, 0o711), (0, 60, 0o751),
-                                                                                   (0, 60, 0o701)]
+            (home.stat(), (home / "releases").stat(), (home / "state").stat())] == [(0, 60, 0o705), (0, 60, 0o745),
+                                                                                   (0, 60, 0o755)]
     assert stat.S_IMODE((home / "backups").stat().st_mode) == 0o700  # made by deployer
     assert not (home / ".created-by-deployer").exists()
     assert project.deployer("plan", "dev", "--detailed-exitcode").exit_code == 0
     assert [c["status"] for c in _files_check(project)] == ["pass"]
-    # The job's user crosses 0711 and 0751 (o+x): the job runs.
+    # The job's user walks through 0705 and 0745 (o+rx): the job runs.
     assert project.deployer("run", "dev", "hello").exit_code == 0
 
-    # Without o+x the job's user cannot reach its wrapper: plan says so, apply keeps the mode.
-    os.chmod(home / "releases", 0o750)
+    # Without o+rx the job's user cannot walk to its wrapper: plan says so, apply keeps the mode.
+    os.chmod(home / "releases", 0o711)
     warned = project.deployer("plan", "dev")
-    assert (f"{home}/releases is mode 0750 (kept: deployer did not create it): {TEST_USER} may not reach the run "
-            f"wrapper under it; chmod o+x {home}/releases") in " ".join(warned.stdout.split()), warned
+    assert (f"{home}/releases is mode 0711 (kept: deployer did not create it): {TEST_USER} may not reach the run "
+            f"wrapper and records under it; chmod o+rx {home}/releases") in " ".join(warned.stdout.split()), warned
+    assert project.deployer("apply", "dev", "--yes").exit_code == 0
+    assert stat.S_IMODE((home / "releases").stat().st_mode) == 0o711
 
 
 @pytest.mark.parametrize("unsafe", ["world-writable", "group-writable", "the job user's"])

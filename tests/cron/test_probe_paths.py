@@ -64,7 +64,7 @@ def declare(project: Project) -> None:
     project.declare(
         f"project: demo\ndefaults:\n  run_as: {TEST_USER}\n  timeout: 1m\n"
         f"  logs: {{dir: {USER_HOME}/logs, mode: '0750', owner: {TEST_USER}}}\n"
-        f"  locks: {{dir: {USER_HOME}/locks, mode: '0750', owner: {TEST_USER}}}\n"
+        f"  locks: {{dir: {USER_HOME}/locks, mode: '0755'}}\n"
         "jobs:\n  hello:\n    script: tasks/hello.py\n    schedule: '0 3 * * *'\n"
         f"    legacy_locks: [{USER_HOME}/legacy/q.lock]\n"
         "environments:\n  dev:\n    inventory: inventories/dev\n")
