@@ -172,3 +172,21 @@ def test_an_existing_home_others_can_write_is_refused(project: Project, user_cro
     assert _tree(home) == before
     crontab = subprocess.run(["crontab", "-u", TEST_USER, "-l"], capture_output=True, text=True)
     assert "BEGIN deployer" not in crontab.stdout
+
+
+def test_the_applier_itself_refuses_a_home_others_can_write(outside: Path) -> None:
+    """The same refusal on the target, for a home that became writable by others after plan
+    looked (plan's own check cannot see that): the real applier, run as apply runs it, writes
+    nothing there, not even its deploy lock."""
+    from deployer.engine import remote
+    from deployer.transport.local import LocalTransport
+
+    home = outside / "apphome"
+    home.mkdir()
+    os.chmod(home, 0o777)
+    before = _tree(home)
+    answer = remote.call(LocalTransport(), "applier", {"project": "demo", "env": "dev", "deploy_home": str(home),
+                                                        "revision": "0" * 12, "crontabs": [], "dirs": [], "files": []})
+    assert answer["ok"] is False and answer["kind"] == "unsafe-home", answer
+    assert answer["error"].startswith(f"{home} is writable by others than root (owner root, mode 0777)"), answer
+    assert answer["done"] == [] and _tree(home) == before
