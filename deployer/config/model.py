@@ -195,6 +195,9 @@ class JobFields(Strict):
     # Lock files of the hand-made setup this job replaces (e.g. /tmp/email_queue.lock):
     # verify reports them when stale, apply removes them when their process is gone.
     legacy_locks: list[Line] | None = None
+    # Scripts of the hand-made setup this job replaces (absolute paths): a crontab line that
+    # runs one of them is the job's own, which apply --adopt removes.
+    legacy_scripts: list[Line] | None = None
     # Ids this job had before a rename: its run history and log move to the new id.
     previous_ids: list[Line] | None = None
     retention: Retention | None = None

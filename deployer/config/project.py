@@ -65,6 +65,7 @@ class Job:
     hosts: tuple[str, ...] | None = None
     workdir: str | None = None
     legacy_locks: tuple[str, ...] = ()
+    legacy_scripts: tuple[str, ...] = ()
     previous_ids: tuple[str, ...] = ()
     retention: RetentionPolicy = RetentionPolicy()
     # Where each field was set, for errors found later (templates, secrets, inventory).

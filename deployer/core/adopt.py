@@ -14,6 +14,12 @@ one command (after an optional ``cd DIR &&``, redirections aside):
   the same name under another extension (``process_email_queue.php`` for
   ``process_email_queue.py``).
 
+A file name says which job a line may be, not that it is: ``/var/www/otherapp/
+process_email_queue.php`` is another app's script of the same name. So a script job's line
+is only *reported* (the job may run twice) unless the script it runs is one the job declares
+it replaces (``legacy_scripts:``, absolute paths): only those lines are removed by ``apply
+--adopt``. A command job's line is its exact argv, which says enough.
+
 A line that merely names the job's files (``rm -f /tmp/<job>.lock``, ``chmod +x
 .../<script>``, ``gzip .../<job>.log``) runs something else and is never claimed; nor is
 a line we cannot read for certain (shell expansions, subshells, pipes, quotes left open).
@@ -25,6 +31,7 @@ are cron's lines (split on ``\\n`` only) and are removed byte-exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import re
 from dataclasses import dataclass
@@ -51,6 +58,10 @@ class HandMade:
     # Another line also runs a script of this job's name from another path: which one the
     # job replaces is for a person to say, so neither is adopted.
     ambiguous: bool = False
+    # A script job's line running a script of its name that the job does not declare in
+    # legacy_scripts (``script``): perhaps another app's, so never removed.
+    undeclared: bool = False
+    script: str = ""
 
 
 # ----------------------------------------------------------------------------- cron's view of a line
@@ -223,6 +234,11 @@ def script_run(argv: list[str], job: JobSpec) -> str | None:
     return argv[script_at] if tuple(argv[script_at + 1:]) == job.args else None
 
 
+def _declared(path: str, job: JobSpec) -> bool:
+    """Whether the script a line runs is one the job says it replaces (the same absolute path)."""
+    return path.startswith("/") and posixpath.normpath(path) in {posixpath.normpath(p) for p in job.legacy_scripts}
+
+
 def runs_job(command: str, job: JobSpec) -> bool:
     """Whether a cron command runs ``job``: its exact argv (command jobs), or its script with
     its arguments (script jobs)."""
@@ -248,14 +264,15 @@ def hand_made(user: str, text: str | None, jobs: tuple[JobSpec, ...] | list[JobS
             argv = argv_of(command)
             for job in jobs:
                 if argv is not None and runs_job(command, job):
-                    found.append(HandMade(user, number, line, job.id))
-                    if job.script and (path := script_run(argv, job)) is not None:
+                    path = script_run(argv, job) if job.script else None
+                    found.append(HandMade(user, number, line, job.id, undeclared=path is not None and not _declared(path, job),
+                                          script=path or ""))
+                    if path is not None:
                         scripts.setdefault(job.id, set()).add(path)
                     break
         if line.startswith(_BLOCK_END):
             inside = False
-    return [HandMade(d.user, d.line_number, d.line, d.job, ambiguous=True) if len(scripts.get(d.job, ())) > 1 else d
-            for d in found]
+    return [dataclasses.replace(d, ambiguous=True) if len(scripts.get(d.job, ())) > 1 else d for d in found]
 
 
 def without_lines(text: str, numbers: set[int]) -> str:

@@ -89,6 +89,12 @@ def checks(plan: Plan) -> list[Check]:
         out.append(Check("files", PASS, f"{len(release.dirs)} folders and {len(release.job_files)} log/lock files have their owner and mode"))
 
     for dup in plan.hand_made:
+        if dup.undeclared and not dup.ambiguous:  # perhaps another app's script of the same name
+            out.append(Check("duplicate", WARN, f"job '{dup.job}' may also run from line {dup.line_number} of the "
+                                                f"crontab of {dup.user} ({dup.line}): if {dup.script} is the job's old "
+                                                f"script, declare legacy_scripts: [{dup.script}] and apply --adopt",
+                             job=dup.job))
+            continue
         fix = ("another line runs a script of the same name: remove the one it replaces by hand (crontab -e)"
                if dup.ambiguous else "apply --adopt removes that line")
         out.append(Check("duplicate", FAIL, f"job '{dup.job}' also runs from line {dup.line_number} of the crontab of "

@@ -52,6 +52,7 @@ class JobSpec:
     env: tuple[tuple[str, str], ...]
     secret_names: frozenset[str]
     legacy_locks: tuple[str, ...] = ()
+    legacy_scripts: tuple[str, ...] = ()  # the hand-made setup's scripts it replaces (adoption)
     retention: RetentionPolicy = RetentionPolicy()
     # (old path, new path) of a renamed job's state and log: moved once, if only the old exists
     moves: tuple[tuple[str, str], ...] = ()

@@ -11,11 +11,12 @@ from deployer.core.release import Identity
 
 @dataclass(frozen=True)
 class PathFact:
-    type: str  # dir | file | link | other | error
+    type: str  # dir | file | link | error | what else it is (FIFO, socket, character device...)
     mode: int = 0
     owner: str = ""
     group: str = ""
     sha256: str | None = None
+    error: str = ""  # type error: why the path was not looked at (a link planted on the way)
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,11 @@ class Facts:
 def _path(info: dict[str, Any] | None) -> PathFact | None:
     if info is None:
         return None
-    return PathFact(info.get("type", "other"), int(info.get("mode", 0)), info.get("owner", ""), info.get("group", ""),
-                    info.get("sha256"))
+    kind = info.get("type", "other")
+    if kind == "other":
+        kind = str(info.get("kind") or "special file")
+    return PathFact(kind, int(info.get("mode", 0)), info.get("owner", ""), info.get("group", ""),
+                    info.get("sha256"), str(info.get("error") or ""))
 
 
 def live_revision(crontabs: dict[str, CrontabFact], link: str | None, project: str, env: str) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 from deployer.core import crontab
 from deployer.core.adopt import HandMade, hand_made, without_lines
 from deployer.core.facts import Facts, PathFact
+from deployer.core.home import home_errors, home_warnings
 from deployer.core.release import EnsureDir, EnsureFile, KeepRecords, Release, ReleaseFile
 
 
@@ -183,6 +184,8 @@ def _dir_change(d: EnsureDir, seen: PathFact | None) -> str | None:
     if seen is None:
         owner = f" {d.owner}" if d.owner else ""
         return f"create folder ({_mode(d.mode)}{owner})"
+    if seen.type == "error":
+        return f"not looked at: {seen.error}"
     if seen.type != "dir":
         return f"is a {seen.type}, not a folder"
     wrong = []  # of an existing folder, only what deployer enforces (see DirSpec.enforce)
@@ -211,6 +214,8 @@ def records_holder(kept: KeepRecords, facts: Facts) -> str | None:
 def _file_change(f: EnsureFile, seen: PathFact | None) -> str | None:
     if seen is None:
         return f"create empty file ({_mode(f.mode)}{' ' + f.owner if f.owner else ''})"
+    if seen.type == "error":
+        return f"not looked at: {seen.error}"
     if seen.type == "link":
         return "is a symlink: replace it with a file (never followed)"
     if seen.type != "file":
@@ -245,8 +250,10 @@ def plan(release: Release, facts: Facts, adopt: bool = False) -> Plan:
             elif who.uid != 0:
                 p.errors.append(f"job '{job.id}' runs as '{user}', but deployer connects as '{who.user}', who is not root: "
                                 f"set ansible_become: true (sudo) or run_as: {who.user}")
+    p.errors += home_errors(release, facts)
     if p.errors:
         return p
+    p.warnings += home_warnings(release, facts)
 
     _plan_release(p)
     moved_from: dict[str, str] = {}
@@ -288,6 +295,11 @@ def plan(release: Release, facts: Facts, adopt: bool = False) -> Plan:
                 p.warnings.append(f"job '{dup.job}' may run twice: line {dup.line_number} of the crontab of {user} "
                                   f"runs a script of its name ({dup.line}), and so does another line; apply --adopt "
                                   "cannot tell which one the job replaces: remove it by hand (crontab -e)")
+            elif dup.undeclared:
+                p.warnings.append(f"job '{dup.job}' may run twice: line {dup.line_number} of the crontab of {user} "
+                                  f"runs a script of its name ({dup.line}); apply --adopt leaves it, since the job "
+                                  f"does not declare {dup.script} as the script it replaces: if it does, add "
+                                  f"legacy_scripts: [{dup.script}] to the job; if it is another app's, leave it")
             elif adopt:
                 p.changes.append(Change("crontab", f"crontab of {user}",
                                         f"adopt job '{dup.job}': remove hand-made line {dup.line_number}: {dup.line}"))
@@ -296,7 +308,7 @@ def plan(release: Release, facts: Facts, adopt: bool = False) -> Plan:
                                   f"already runs it by hand ({dup.line}); apply --adopt removes that line in the same "
                                   "change (a copy stays in the backup)")
         if adopt and found:
-            source = without_lines(source, {d.line_number for d in found if not d.ambiguous})
+            source = without_lines(source, {d.line_number for d in found if not d.ambiguous and not d.undeclared})
         try:
             after = crontab.splice(source, release.project, release.env, release.crontab_blocks.get(user))
         except crontab.CrontabConflict as exc:

@@ -166,7 +166,8 @@ def _expand_job(job: JobSpec, home: str, uid: int) -> JobSpec:
         state_dir=x(job.state_dir), timeout=job.timeout, concurrency=job.concurrency,
         workdir=x(job.workdir) if job.workdir else None,
         env=tuple((n, v if n in job.secret_names else x(v)) for n, v in job.env), secret_names=job.secret_names,
-        legacy_locks=tuple(x(p) for p in job.legacy_locks), retention=job.retention,
+        legacy_locks=tuple(x(p) for p in job.legacy_locks), legacy_scripts=tuple(x(p) for p in job.legacy_scripts),
+        retention=job.retention,
         moves=tuple((x(a), x(b)) for a, b in job.moves),
     )
 
@@ -244,8 +245,10 @@ def materialize(desired: DesiredState, who: Identity) -> Release:
     def owner_of(user: str | None) -> str | None:
         return user if user and user != who.user else None
 
-    dirs = [EnsureDir(deploy_home, 0o755), EnsureDir(f"{deploy_home}/releases", 0o755),
-            EnsureDir(f"{deploy_home}/state", 0o755), EnsureDir(f"{deploy_home}/backups", 0o700)]
+    # home, releases and state: made 0755; existing ones keep their owner and mode (the applier
+    # refuses them when others can write them; see core/home.py)
+    dirs = [EnsureDir(deploy_home, 0o755, enforce=()), EnsureDir(f"{deploy_home}/releases", 0o755, enforce=()),
+            EnsureDir(f"{deploy_home}/state", 0o755, enforce=()), EnsureDir(f"{deploy_home}/backups", 0o700)]
     dirs += [EnsureDir(expand_home(d.path, home, who.uid), d.mode, owner_of(d.owner), d.group, d.enforce) for d in desired.dirs]
     job_files: list[EnsureFile] = []
     records: list[KeepRecords] = []

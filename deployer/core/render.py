@@ -211,6 +211,8 @@ def render(project: Project, env: EnvironmentConfig, target: Target, all_targets
             secret_names=secret_names,
             legacy_locks=tuple(r.path(p, job.origin.get("legacy_locks", where) + (i,), "legacy lock")
                                for i, p in enumerate(job.legacy_locks)),
+            legacy_scripts=tuple(r.path(p, job.origin.get("legacy_scripts", where) + (i,), "legacy script")
+                                 for i, p in enumerate(job.legacy_scripts)),
             retention=job.retention,
             moves=tuple(move for old in job.previous_ids for move in (
                 (f"{deploy_home}/state/{old}", f"{deploy_home}/state/{job.id}"),

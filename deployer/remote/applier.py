@@ -561,8 +561,15 @@ def _purge_home(home, done):
         path = os.path.join(home, name)
         if os.path.lexists(path) and not os.path.isdir(path):
             os.unlink(path)
+    mark = os.path.join(home, HOME_MARK)
+    ours = os.path.isfile(mark) and not os.path.islink(mark)
     for name in HOME_FOLDERS + ("",):
         path = os.path.join(home, name) if name else home
+        if not name:
+            if not ours:  # an operator's folder declared as the home: it stays, even empty
+                done.append("kept %s: deployer did not create it" % home)
+                break
+            os.unlink(mark)
         try:
             os.rmdir(path)  # only when empty: what else is in it is not ours
             done.append("removed %s" % path)
@@ -638,10 +645,57 @@ def _stage(params, name):
         time.sleep(0.05)
 
 
+# deployer's own folders in its home: an existing one (an operator's folder declared as the
+# home) keeps its owner and mode, but only if nobody else can write it.
+OWN_FOLDERS = ("", "releases", "state")
+HOME_MARK = ".created-by-deployer"  # in a home deployer made: destroy --purge-logs may remove it
+
+
+def _own_folders(params):
+    """Which of the home, ``releases`` and ``state`` this apply will make (they are missing):
+    those get the declared owner and mode. One that exists is left as it is, and refused
+    when someone other than root (or the deploying user) could write it: whoever can add,
+    rename or remove entries there could swap a release under cron. Before anything is
+    written, the deploy lock included."""
+    fresh = set()
+    me = os.geteuid()
+    for name in OWN_FOLDERS:
+        path = os.path.join(params["deploy_home"], name) if name else params["deploy_home"]
+        try:
+            fd = open_dir(path)
+        except FileNotFoundError:
+            fresh.add(path)
+            continue
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if st.st_uid not in (0, me) or st.st_mode & 0o022:
+            raise Refused("unsafe-home", "%s is writable by others than %s (owner %s, mode %04o): deployer keeps "
+                                         "its releases and run records there and writes nothing into it; make it "
+                                         "%s's and not group- or world-writable (chmod go-w), or declare another home"
+                                         % (path, user_name(me), user_name(st.st_uid), stat.S_IMODE(st.st_mode),
+                                            user_name(me)))
+    return fresh
+
+
+def _mark_home(home, done):
+    """A home made by this apply says so: destroy --purge-logs removes only a home it made."""
+    fd = open_dir(home)
+    try:
+        os.close(os.open(HOME_MARK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+    done.append("created home %s" % home)
+
+
 def main(params):
     done = []
     try:
+        fresh = _own_folders(params)
         lock = _lock(params)
+        if params["deploy_home"] in fresh:
+            _mark_home(params["deploy_home"], done)
         _stage(params, "locked")  # test-only, see _stage
         try:
             crontabs = params.get("crontabs", [])
@@ -652,6 +706,8 @@ def main(params):
             for move in params.get("moves", []):
                 _move(move, done)
             for spec in params.get("dirs", []):
+                if spec["path"] in fresh:  # made by this apply (the lock or the release made it first)
+                    spec = dict(spec, enforce=["mode", "owner", "group"])
                 _ensure_dir(spec, done)
             for spec in params.get("files", []):
                 _ensure_file(spec, done)

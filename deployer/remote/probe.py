@@ -277,30 +277,47 @@ def _running(state_dir, problems):
 
 
 def _legacy_lock(path):
-    """A lock file of a hand-made setup: who it names, and whether that process lives."""
+    """A lock file of a hand-made setup: who it names, and whether that process lives.
+
+    Its folder may be the job's user's: it is walked by safefs and the file opened without
+    following a link or blocking on a FIFO; what is said of it (owner, mode, age, holders,
+    pid) comes from that one descriptor, never from a second look by name."""
     try:
-        os.close(open_dir(os.path.dirname(path)))  # safefs: never judge a file through a planted link
+        fd = open_file(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        return {"type": "error", "error": "%s %s" % (exc.filename, exc.strerror)}
-    info = describe_path(path)
-    if info is None or info["type"] != "file":
+        try:
+            st = lstat_at(path)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return {"type": "error", "error": _why(path, exc)}
+        if path_kind(st.st_mode) == "file":  # a hard link, or swapped meanwhile
+            return {"type": "error", "error": _why(path, exc)}
+        info = {"type": path_kind(st.st_mode)}  # a link or a FIFO planted there: what it is, nothing behind it
+        if info["type"] == "other":
+            info["type"] = file_kind(st.st_mode)
         return info
     try:
-        data = read_bytes(path, 64)
+        st = os.fstat(fd)
+        data = os.read(fd, 64)
     except OSError:
-        data = b""
+        st, data = None, b""
+    finally:
+        os.close(fd)
+    if st is None:
+        return None
+    info = {"type": "file", "mode": st.st_mode & 0o7777, "owner": user_name(st.st_uid), "group": group_name(st.st_gid)}
     words = data.decode("utf-8", "replace").split()
     digits = "".join(c for c in words[0] if c.isdigit()) if words else ""
     pid = int(digits) if digits else None
     info["pid"] = pid
     info["alive"] = _alive(pid) if pid else False
-    info["held"] = bool(_flock_holders(path))
-    try:
-        info["age"] = time.time() - os.lstat(path).st_mtime
-    except OSError:
-        return None  # gone since we looked: nothing to report
+    if not _LOCKS:
+        _LOCKS.append(read_lock_table())
+    info["held"] = bool(lock_holders_of(st, _LOCKS[0]))
+    info["age"] = time.time() - st.st_mtime
     return info
 
 
@@ -391,16 +408,34 @@ def _timezone():
     return "UTC"
 
 
-def _space(paths):
+def _space(paths, problems):
+    """Free space and inodes where the jobs write: of the folder itself, or of the nearest one
+    above it that exists, walked by safefs and measured on its descriptor (a log folder the
+    job's user swapped for a link is not measured through the link: said in ``problems``)."""
     out = {}
     for path in paths:
         probe_path = path
-        while probe_path and not os.path.exists(probe_path):
-            probe_path = os.path.dirname(probe_path)
+        while True:
+            try:
+                fd = open_dir(probe_path or "/")
+                break
+            except FileNotFoundError:
+                if probe_path in ("", "/"):
+                    fd = None
+                    break
+                probe_path = os.path.dirname(probe_path)
+            except OSError as exc:
+                problems.append("%s: free space not measured: %s" % (path, _why(probe_path, exc)))
+                fd = None
+                break
+        if fd is None:
+            continue
         try:
-            st = os.statvfs(probe_path or "/")
+            st = os.fstatvfs(fd)
         except OSError:
             continue
+        finally:
+            os.close(fd)
         out[path] = {"free_bytes": st.f_bavail * st.f_frsize, "total_bytes": st.f_blocks * st.f_frsize,
                      "free_inodes": st.f_favail, "total_inodes": st.f_files}
     return out
@@ -460,7 +495,7 @@ def main(params):
         "deployed_at": deployed_at,
         "jobs": _jobs_runtime(params.get("jobs", []), home, params.get("log_tail", 0), params.get("ledger_all", False),
                               params.get("run_log")),
-        "space": _space([expand(p, home) for p in params.get("space", [])]),
+        "space": _space([expand(p, home) for p in params.get("space", [])], problems),
         "rollback": _rollback_mark(deploy_home, problems),
         "backups": _backups(deploy_home, problems) if params.get("backups") else [],
         "problems": problems,

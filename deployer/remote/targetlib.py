@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 if "open_file" not in globals():  # imported as a module (unit tests), not sent after safefs's source
-    from deployer.remote.safefs import open_file
+    from deployer.remote.safefs import open_dir, open_file, split
 
 HOME_MARK = "\x00~\x00"
 DATA_MARK = "\x00data\x00"
@@ -155,22 +155,51 @@ def sha256_file(path, limit=None):
     return digest.hexdigest()
 
 
-def describe_path(path):
+def lstat_at(path):
+    """The ``os.lstat`` of ``path`` with its folders walked from / by safefs: a link planted on
+    the way (in a folder the job's user owns) is never followed, so root never reports what
+    is behind it (Unsafe, an OSError naming the link); the last name itself is not followed
+    either (a link there is a link), and nothing is opened there (a FIFO cannot block)."""
+    folder, name = split(path)
+    fd = open_dir(folder)
     try:
-        st = os.lstat(path)
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except OSError as exc:
+        exc.filename = path
+        raise
+    finally:
+        os.close(fd)
+
+
+def path_kind(mode):
+    if stat.S_ISLNK(mode):
+        return "link"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISREG(mode):
+        return "file"
+    return "other"
+
+
+def describe_path(path):
+    """What is at ``path`` (type, mode, owner, group), None when nothing is; a path that
+    cannot be looked at safely is {"type": "error", "error": why}."""
+    try:
+        st = lstat_at(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        return {"type": "error", "error": exc.strerror}
-    if stat.S_ISLNK(st.st_mode):
-        kind = "link"
-    elif stat.S_ISDIR(st.st_mode):
-        kind = "dir"
-    elif stat.S_ISREG(st.st_mode):
-        kind = "file"
-    else:
-        kind = "other"
-    return {"type": kind, "mode": st.st_mode & 0o7777, "owner": user_name(st.st_uid), "group": group_name(st.st_gid)}
+        return {"type": "error", "error": _why(path, exc)}
+    info = {"type": path_kind(st.st_mode), "mode": st.st_mode & 0o7777, "owner": user_name(st.st_uid),
+            "group": group_name(st.st_gid)}
+    if info["type"] == "other":
+        info["kind"] = file_kind(st.st_mode)  # a FIFO, a socket, a device: said as what it is
+    return info
+
+
+def _why(path, exc):
+    where = exc.filename if exc.filename and exc.filename != path else None
+    return "%s%s" % ((where + " ") if where else "", exc.strerror or exc)
 
 
 def read_lock_table():
@@ -185,9 +214,11 @@ def read_lock_table():
 def lock_holders(path, table, kinds=("FLOCK",)):
     """PIDs holding a lock of ``kinds`` on ``path`` (not following a link), per ``table``."""
     try:
-        st = os.stat(path, follow_symlinks=False)
+        st = lstat_at(path)  # its folders walked by safefs: never the file behind a planted link
     except OSError:
         return []
+    if not stat.S_ISREG(st.st_mode):
+        return []  # a link or a FIFO at the lock path holds no lock of ours
     return lock_holders_of(st, table, kinds)
 
 

@@ -160,6 +160,9 @@ def test_a_job_kept_by_hand_is_adopted_not_run_twice(project: Project, user_cron
     hand = "*/5 * * * * /usr/bin/php /srv/shop/hello.php >> /srv/shop/logs/hello.log 2>&1\n"
     write_crontab(TEST_USER, FOREIGN_BEFORE + hand + FOREIGN_AFTER)
     version(project, 1)
+    declared = (project.root / "deployer.yml").read_text()  # hello.py replaces the hand-made hello.php
+    project.write("deployer.yml", declared.replace("    script: tasks/hello.py\n",
+                                                   "    script: tasks/hello.py\n    legacy_scripts: [/srv/shop/hello.php]\n"))
 
     planned = project.deployer("plan", "dev")
     assert "warning: job 'hello' would run twice: line 7 of the crontab of deployer-test" in planned.stdout, planned

@@ -61,8 +61,14 @@ def test_removal_keeps_every_other_byte(lines: list[str], data: st.DataObject) -
     assert kept == "".join(line for n, line in enumerate(text.splitlines(keepends=True), start=1) if n not in drop)
 
 
+def declaring(release: Release, *scripts: str) -> Release:  # noqa: F811
+    """The release with its job declaring the hand-made scripts it replaces (legacy_scripts)."""
+    return dataclasses.replace(release, jobs=tuple(dataclasses.replace(j, legacy_scripts=scripts) for j in release.jobs))
+
+
 def test_plan_warns_and_adopt_removes_the_line_in_the_same_change(release: Release) -> None:  # noqa: F811
     script_line = "*/5 * * * * /usr/bin/python3 /srv/old/a.py >> /tmp/a.log 2>&1\n"  # the job's script is tasks/a.py
+    release = declaring(release, "/srv/old/a.py")  # ... which replaces the hand-made /srv/old/a.py
     facts = in_place(release, crontab="MAILTO=me\n" + script_line)
     p = plan(release, facts)
     assert p.empty and any("would run twice: line 2 of the crontab of alice" in w for w in p.warnings)
@@ -162,3 +168,45 @@ def test_any_crontab_text_is_read_without_a_crash(text: str, job: JobSpec) -> No
     """Whatever a crontab holds (it is the job user's to write), reading it never raises."""
     for found in hand_made("www-data", text, (job,)):
         assert found.line in text
+
+
+# ----------------------------------------------------------------------------- issue 12, class 4
+# Another app's script of the job's file name, alone in the crontab (no line of the job's own
+# beside it to make it ambiguous): adopted and deleted on main. A file name is not the job.
+
+
+@pytest.mark.parametrize("line", [
+    "*/5 * * * * /usr/bin/php /var/www/otherapp/process_email_queue.php",
+    "*/5 * * * * python3 /srv/other/process_email_queue.py",
+    "*/5 * * * * cd /srv/other && ./process_email_queue.py >/dev/null 2>&1",
+])
+def test_another_apps_script_of_the_same_file_name_is_reported_never_adopted(release: Release, line: str) -> None:  # noqa: F811
+    job = dataclasses.replace(release.jobs[0], script="process_email_queue.py", args=())
+    release = dataclasses.replace(release, jobs=(job,))
+    facts = in_place(release, crontab="MAILTO=me\n" + line + "\n")
+    [found] = hand_made("alice", facts.crontabs["alice"].text, release.jobs)
+    assert found.undeclared and not found.ambiguous
+    adopted = plan(release, facts, adopt=True)
+    assert adopted.crontab_changes == [] and adopted.empty
+    assert any(f"line 2 of the crontab of alice runs a script of its name ({line}); apply --adopt leaves it" in w
+               for w in adopted.warnings), adopted.warnings
+    [check] = [c for c in checks(adopted) if c.name == "duplicate"]
+    assert check.status == "warn" and "declare legacy_scripts: [" in check.detail
+
+    # Declared as the script the job replaces, the same line is the job's: adopted.
+    declared = declaring(release, found.script if found.script.startswith("/") else "/srv/other/process_email_queue.py")
+    if found.script.startswith("/"):
+        [cc] = plan(declared, in_place(declared, crontab="MAILTO=me\n" + line + "\n"), adopt=True).crontab_changes
+        assert cc.after == "MAILTO=me\n" + declared.crontab_blocks["alice"]
+    else:  # a relative script path is never taken for a declared absolute one
+        assert plan(declared, in_place(declared, crontab="MAILTO=me\n" + line + "\n"), adopt=True).crontab_changes == []
+
+
+def test_a_declared_legacy_script_is_adopted_only_at_that_path() -> None:
+    job = dataclasses.replace(EMAIL, legacy_scripts=("/srv/shop/process_email_queue.php",))
+    text = ("*/5 * * * * /usr/bin/php /srv/shop/process_email_queue.php\n"
+            "*/5 * * * * /usr/bin/php /srv/shop//process_email_queue.php\n")  # the same path, as the kernel reads it
+    assert [(d.line_number, d.undeclared) for d in hand_made("www-data", text, (job,))] == [(1, False), (2, False)]
+    other = "*/5 * * * * /usr/bin/php /var/www/otherapp/process_email_queue.php\n"
+    assert [(d.undeclared, d.script) for d in hand_made("www-data", other, (job,))] == [
+        (True, "/var/www/otherapp/process_email_queue.php")]
