@@ -202,9 +202,41 @@ def _cron_daemon():
         else:
             why = _cron_binary(pid)
         if why is None:
-            return {"running": True, "process": comm, "pid": int(pid), "ignored": ignored}
+            return {"running": True, "process": comm, "pid": int(pid), "flavour": _cron_flavour(pid, comm),
+                    "ignored": ignored}
         ignored.append("pid %s '%s': %s" % (pid, comm, why))
-    return {"running": False, "process": None, "pid": None, "ignored": ignored[:10]}
+    return {"running": False, "process": None, "pid": None, "flavour": None, "ignored": ignored[:10]}
+
+
+# The program of a cron daemon -> which cron it is (the names deployer's cron engine knows).
+# Debian/Ubuntu's cron package installs /usr/sbin/cron; cronie's daemon is crond; busybox's
+# crond is busybox itself (``busybox crond``, or a link named crond to it, as on Alpine).
+# fcron and dcron are not known: None, and the controller uses the inventory or its default.
+FLAVOUR_OF_PROGRAM = {"cron": "debian", "crond": "cronie", "cronie": "cronie", "busybox": "busybox"}
+
+
+def _cron_flavour(pid, comm):
+    """Which cron the daemon ``pid`` is, from the program it runs: /proc/PID/exe (links
+    resolved by the kernel, so a crond that is busybox says busybox), else (not root: we may
+    not read exe) the real path of its argv[0], else its process name."""
+    try:
+        program = os.readlink("/proc/%s/exe" % pid)
+    except OSError:
+        program = None
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv0 = f.read(4096).split(b"\0")[0].decode("utf-8", "replace")
+            if argv0.startswith("/"):
+                program = os.path.realpath(argv0)
+        except OSError:
+            pass
+    if program is not None:
+        if program.endswith(" (deleted)"):
+            program = program[:-len(" (deleted)")]
+        name = os.path.basename(program)
+    else:
+        name = comm
+    return FLAVOUR_OF_PROGRAM.get(name)
 
 
 def _text_lines(path, count, problems, max_bytes=4 << 20):
