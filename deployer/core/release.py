@@ -91,6 +91,7 @@ class Release:
     crontab_blocks: dict[str, str]  # user -> block text (markers included)
     jobs: tuple[JobSpec, ...]
     keep_releases: int
+    cron_flavour: str | None = None  # the inventory's deployer_cron_flavour (see timing.cron_rules)
 
     @property
     def release_dir(self) -> str:
@@ -230,5 +231,5 @@ def materialize(desired: DesiredState, who: Identity) -> Release:
     return Release(
         project=desired.project, env=desired.env, target=desired.target, deploy_home=deploy_home,
         revision=revision, files=tuple(files), dirs=tuple(unique_dirs), job_files=tuple(job_files),
-        crontab_blocks=blocks, jobs=jobs, keep_releases=desired.keep_releases,
+        crontab_blocks=blocks, jobs=jobs, keep_releases=desired.keep_releases, cron_flavour=desired.cron_flavour,
     )
