@@ -89,7 +89,8 @@ def cron_flavour_of(cron: object) -> str | None:
 
 
 def parse_facts(data: dict[str, Any], project: str, env: str) -> Facts:
-    cron = data.get("cron") if isinstance(data.get("cron"), dict) else {}
+    raw_cron = data.get("cron")
+    cron: dict[str, Any] = raw_cron if isinstance(raw_cron, dict) else {}
     crontabs = {u: CrontabFact(c.get("text"), c.get("error")) for u, c in data.get("crontabs", {}).items()}
     return Facts(
         hostname=data["hostname"],

@@ -212,10 +212,12 @@ def _cron_daemon():
 # Debian/Ubuntu's cron package installs /usr/sbin/cron; cronie's daemon is crond; busybox's
 # crond is busybox itself (``busybox crond``, or a link named crond to it, as on Alpine).
 # fcron and dcron are not known: None, and the controller uses the inventory or its default.
+# A cronie installed under the name cron would read as debian: no distribution we know does that.
 FLAVOUR_OF_PROGRAM = {"cron": "debian", "crond": "cronie", "cronie": "cronie", "busybox": "busybox"}
+BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox", "/sbin/busybox", "/usr/sbin/busybox")
 
 
-def _cron_flavour(pid, comm):
+def _cron_flavour(pid, comm, busybox_paths=BUSYBOX_PATHS):
     """Which cron the daemon ``pid`` is, from the program it runs: /proc/PID/exe (links
     resolved by the kernel, so a crond that is busybox says busybox), else (not root: we may
     not read exe) the real path of its argv[0], else its process name."""
@@ -230,13 +232,17 @@ def _cron_flavour(pid, comm):
                 program = os.path.realpath(argv0)
         except OSError:
             pass
-    if program is not None:
-        if program.endswith(" (deleted)"):
-            program = program[:-len(" (deleted)")]
-        name = os.path.basename(program)
-    else:
-        name = comm
-    return FLAVOUR_OF_PROGRAM.get(name)
+    if program is None:
+        return FLAVOUR_OF_PROGRAM.get(comm)
+    if program.endswith(" (deleted)"):
+        program = program[:-len(" (deleted)")]
+    for busybox in busybox_paths:  # a hard link named crond to busybox (no link for the kernel to resolve)
+        try:
+            if os.path.samefile(program, busybox):
+                return "busybox"
+        except OSError:
+            continue
+    return FLAVOUR_OF_PROGRAM.get(os.path.basename(program))
 
 
 def _text_lines(path, count, problems, max_bytes=4 << 20):

@@ -60,6 +60,12 @@ def days(first: date, last: date) -> list[date]:
     return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
+def next_fire(entry: cronengine.Entry, now: datetime) -> str:
+    fire = cronengine.next_fire(entry, now, "UTC")
+    assert fire is not None
+    return fire.isoformat()
+
+
 def checks_of(report: dict[str, Any], name: str) -> dict[str | None, dict[str, Any]]:
     return {c["job"]: c for c in report["hosts"]["h1"]["checks"] if c["name"] == name}
 
@@ -123,8 +129,8 @@ def test_busybox_host_is_probed_and_read_by_busybox_rules(fleet_factory: Any, tm
     seen = datetime.now(timezone.utc)
     assert datetime.fromisoformat(rows["busybox-day"]["next_run"]) - seen < timedelta(seconds=70), rows
     after = cronengine.parse(missed, "busybox")
-    assert rows["missed"]["next_run"] == cronengine.next_fire(after, seen, "UTC").isoformat(), rows
-    assert rows["missed"]["next_run"] != cronengine.next_fire(cronengine.parse(missed, "debian"), seen, "UTC").isoformat()
+    assert rows["missed"]["next_run"] == next_fire(after, seen), rows
+    assert rows["missed"]["next_run"] != next_fire(cronengine.parse(missed, "debian"), seen), rows
 
     # verify: the probe found busybox crond; missed is late by busybox's rules.
     result, report = p.deployer_json("verify", "dev")
@@ -146,7 +152,7 @@ def test_busybox_host_is_probed_and_read_by_busybox_rules(fleet_factory: Any, tm
     host = explained["hosts"][0]
     assert (host["flavour"], host["flavour_from"]) == ("busybox", "probe"), host
     assert host["timezone"] in ("UTC", "Etc/UTC"), host  # the times above were computed in UTC
-    assert host["jobs"][0]["fires"] == [cronengine.next_fire(after, datetime.now(timezone.utc), "UTC").isoformat()], host
+    assert host["jobs"][0]["fires"] == [next_fire(after, datetime.now(timezone.utc))], host
     result, offline = p.deployer_json("explain", "dev", "missed", "--count", "1", "--tz", "UTC")
     assert (offline["hosts"][0]["flavour"], offline["hosts"][0]["flavour_from"]) == ("debian", "default"), offline
 
