@@ -20,8 +20,8 @@ from deployer.remote import cronengine
 from deployer.errors import InvalidInput, Problem
 from deployer.remote.cronengine import DEFAULT_FLAVOUR, FLAVOUR_NAMES, FLAVOURS, zone
 
-__all__ = ["FLAVOUR_VAR", "CronRules", "cron_rules", "entry_of", "fires_after", "flavour_of", "in_words", "next_fire", "period", "previous_fire",
-           "zone"]
+__all__ = ["FLAVOUR_VAR", "CronRules", "cron_rules", "declared_flavour", "entry_of", "fires_after", "flavour_of", "in_words",
+           "next_fire", "period", "previous_fire", "zone"]
 
 # The inventory variable that says which cron a host runs (default: Debian's).
 FLAVOUR_VAR = "deployer_cron_flavour"

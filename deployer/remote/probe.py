@@ -211,8 +211,9 @@ def _cron_daemon():
 # The program of a cron daemon -> which cron it is (the names deployer's cron engine knows).
 # Debian/Ubuntu's cron package installs /usr/sbin/cron; cronie's daemon is crond; busybox's
 # crond is busybox itself (``busybox crond``, or a link named crond to it, as on Alpine).
-# fcron and dcron are not known: None, and the controller uses the inventory or its default.
-# A cronie installed under the name cron would read as debian: no distribution we know does that.
+# fcron is not known: None, and the controller uses the inventory or its default. The name is
+# all we read for the others: dcron's daemon, also called crond, reads as cronie, and a cronie
+# installed as cron reads as debian; deployer_cron_flavour in the inventory says otherwise.
 FLAVOUR_OF_PROGRAM = {"cron": "debian", "crond": "cronie", "cronie": "cronie", "busybox": "busybox"}
 BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox", "/sbin/busybox", "/usr/sbin/busybox")
 
