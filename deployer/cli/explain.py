@@ -2,7 +2,8 @@
 as the target's cron will really run them (its zone, its flavour, DST nights included).
 
 The zone comes from the host's probe, or from ``--tz`` without contacting any host; the
-flavour of cron from the inventory variable ``deployer_cron_flavour`` (default debian).
+flavour of cron from the inventory variable ``deployer_cron_flavour`` when set, else from
+the probe (the daemon the host runs; not with ``--tz``), else debian (timing.cron_rules).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from rich.text import Text
 from deployer.cli.main import Context, _guard, _session, accept_new_option, cli, env_argument, json_option, limit_option, \
     parallel_option
 from deployer.cli.ops import _job_ids, _reachable, _unanswered
-from deployer.core.timing import FLAVOUR_VAR, entry_of, fires_after, flavour_of, in_words
+from deployer.core.timing import cron_rules, entry_of, fires_after, in_words
 from deployer.errors import EXIT_OK, InvalidInput, Problem
 from deployer.remote.cronengine import FLAVOUR_NAMES
 
@@ -103,7 +104,9 @@ def explain(ctx: Context, env: str, job: str | None, start: str | None, count: i
             states = session.states
         hosts: list[dict[str, Any]] = []
         for state in states:
-            flavour = flavour_of(state.target.vars, f"{state.name}.{FLAVOUR_VAR}", str(session.env.inventory_shown))
+            # --tz: no probe, so the inventory's flavour or the default
+            rules = cron_rules(state.desired.cron_flavour, state.facts.cron_flavour if state.facts else None)
+            flavour = rules.flavour
             host_tz = zone_given or _probed_zone(ctx, state.name, state.facts.timezone if state.facts else "UTC")
             moment = _moment(start, host_tz)
             jobs = []
@@ -117,7 +120,7 @@ def explain(ctx: Context, env: str, job: str | None, start: str | None, count: i
                     "fires": [f.astimezone(ZoneInfo(host_tz)).isoformat() for f in fires],
                     "notes": [_note(spec.schedule, flavour, f, host_tz) for f in fires],
                 })
-            hosts.append({"host": state.name, "timezone": host_tz, "flavour": flavour,
+            hosts.append({"host": state.name, "timezone": host_tz, "flavour": flavour, "flavour_from": rules.source,
                           "from": moment.astimezone(ZoneInfo(host_tz)).replace(microsecond=0).isoformat(), "jobs": jobs})
         if ctx.output.json_mode:
             ctx.output.emit_json({"project": session.project.name, "env": session.env.name, "hosts": hosts})

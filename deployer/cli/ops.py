@@ -22,7 +22,7 @@ from deployer.cli.main import (Context, _guard, _session, accept_new_option, cli
 from deployer.cli.output import shown
 from deployer.core import crontab
 from deployer.core.health import ago, consecutive_failures, parse_time
-from deployer.core.timing import in_words, next_fire
+from deployer.core.timing import cron_rules, in_words, next_fire
 from deployer.engine.remote import isolated
 from deployer.engine.session import Reads, Session, TargetState
 from deployer.errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, InvalidInput, Problem
@@ -92,13 +92,14 @@ def _status_rows(state: TargetState) -> list[dict[str, Any]]:
     assert state.facts is not None and state.release is not None
     facts = state.facts
     now = datetime.fromtimestamp(facts.now, timezone.utc)
+    rules = cron_rules(state.release.cron_flavour, facts.cron_flavour)
     rows = []
     for job in state.release.jobs:
         info = facts.jobs.get(job.id, {})
         runs = info.get("runs", [])
         last = runs[-1] if runs else None
         success = info.get("last_success")
-        following = next_fire(job.schedule, now, facts.timezone)
+        following = next_fire(job.schedule, now, facts.timezone, rules.flavour)
         running = [r for r in info.get("running", []) if r.get("alive")]
         rows.append({
             "host": state.name,
@@ -110,6 +111,7 @@ def _status_rows(state: TargetState) -> list[dict[str, Any]]:
             "last_success": success.get("start") if success else None,
             "last_success_ago": ago(parse_time(success.get("start")) if success else None, now),
             "next_run": following.isoformat() if following else None,
+            "cron_flavour": rules.flavour,  # whose rules next_run follows (timing.cron_rules)
             "consecutive_failures": consecutive_failures(runs),
             "running": [{"pid": r.get("pid"), "since": r.get("start"), "run_id": r.get("run_id")} for r in running],
         })

@@ -9,6 +9,8 @@ from deployer.core import crontab
 from deployer.core.facts import Facts
 from deployer.core.plan import Plan, ledger_path, rolled_back
 from deployer.core.release import crontab_user
+from deployer.core.timing import CronRules, cron_rules
+from deployer.remote.cronengine import FLAVOUR_NAMES
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 
@@ -158,12 +160,22 @@ def _owned_by(facts: Facts, user: str, *paths: str) -> bool:
     return all(seen is None or seen.owner == user for seen in (facts.paths.get(p) for p in paths))
 
 
+def cron_daemon_check(facts: Facts, rules: CronRules) -> Check:
+    """The running daemon, and whose rules the fire times follow; a warning when the
+    inventory names another cron than the one that runs (the inventory still wins)."""
+    if rules.source == "inventory" and facts.cron_flavour not in (None, rules.flavour):
+        return Check("cron-daemon", WARN, f"{facts.cron_process} is running ({FLAVOUR_NAMES[facts.cron_flavour]}), "
+                                          f"but fire times follow {rules}: fix or remove that variable")
+    return Check("cron-daemon", PASS, f"{facts.cron_process} is running; fire times by {rules}")
+
+
 def _runtime_checks(plan: Plan, job_ids: set[str]) -> list[Check]:
     """What does not depend on the revision: cron running, disk, each job's runs."""
     release, facts = plan.release, plan.facts
     out: list[Check] = []
+    rules = cron_rules(release.cron_flavour, facts.cron_flavour)
     if facts.cron_running:
-        out.append(Check("cron-daemon", PASS, f"{facts.cron_process} is running"))
+        out.append(cron_daemon_check(facts, rules))
     else:
         ignored = [str(i) for i in (facts.raw.get("cron") or {}).get("ignored") or []]
         # processes named cron that are not the daemon (a user's, a zombie, a container's)
@@ -177,7 +189,7 @@ def _runtime_checks(plan: Plan, job_ids: set[str]) -> list[Check]:
     out.extend(space_checks(facts))
     for job in release.jobs:
         if job.id in job_ids:
-            out.extend(job_checks(job, facts))
+            out.extend(job_checks(job, facts, rules=rules))
     # What the probe could not read or parse (written by the job's user, or damaged): said, skipped.
     out.extend(Check("records", WARN, problem) for problem in facts.problems)
     for job in release.jobs:

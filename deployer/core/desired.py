@@ -85,3 +85,4 @@ class DesiredState:
     script_names: frozenset[str]  # which of ``files`` are task scripts (made executable)
     dirs: tuple[DirSpec, ...]
     skipped: tuple[tuple[str, str], ...] = ()  # (job id, why it is not on this target)
+    cron_flavour: str | None = None  # the inventory's deployer_cron_flavour (None: not set)

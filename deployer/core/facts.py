@@ -7,6 +7,7 @@ from typing import Any
 
 from deployer.core import crontab
 from deployer.core.release import Identity
+from deployer.remote.cronengine import FLAVOURS
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class Facts:
     current: str | None
     cron_running: bool
     cron_process: str | None = None
+    # Which cron the running daemon is (debian | cronie | busybox); None: none runs, or one
+    # deployer does not know.
+    cron_flavour: str | None = None
     now: float = 0.0  # the target's clock
     timezone: str = "UTC"
     deployed_at: float | None = None  # when `current` last moved
@@ -81,7 +85,16 @@ def live_revision(crontabs: dict[str, CrontabFact], link: str | None, project: s
     return revisions.pop() if len(revisions) == 1 else link
 
 
+def cron_flavour_of(cron: object) -> str | None:
+    """The flavour the probe says the target's cron daemon is. The answer comes from the
+    target, so it may be anything: only the names of the flavours deployer knows count."""
+    flavour = cron.get("flavour") if isinstance(cron, dict) else None
+    return flavour if isinstance(flavour, str) and flavour in FLAVOURS else None
+
+
 def parse_facts(data: dict[str, Any], project: str, env: str) -> Facts:
+    raw_cron = data.get("cron")
+    cron: dict[str, Any] = raw_cron if isinstance(raw_cron, dict) else {}
     crontabs = {u: CrontabFact(c.get("text"), c.get("error")) for u, c in data.get("crontabs", {}).items()}
     return Facts(
         hostname=data["hostname"],
@@ -96,8 +109,9 @@ def parse_facts(data: dict[str, Any], project: str, env: str) -> Facts:
                   for rev, r in data.get("releases", {}).items()},
         current=live_revision(crontabs, data.get("current"), project, env),
         current_link=data.get("current"),
-        cron_running=bool(data.get("cron", {}).get("running")),
-        cron_process=data.get("cron", {}).get("process"),
+        cron_running=bool(cron.get("running")),
+        cron_process=cron.get("process"),
+        cron_flavour=cron_flavour_of(cron) if cron.get("running") else None,
         now=float(data.get("now", 0.0)),
         timezone=str(data.get("timezone") or "UTC"),
         deployed_at=data.get("deployed_at"),

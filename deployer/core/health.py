@@ -13,7 +13,7 @@ from typing import Any
 from deployer.core.checks import FAIL, PASS, WARN, Check
 from deployer.core.desired import JobSpec
 from deployer.core.facts import Facts
-from deployer.core.timing import period, previous_fire
+from deployer.core.timing import CronRules, cron_rules, period, previous_fire
 
 FAILURES = {"failure", "timeout", "crashed"}
 
@@ -77,7 +77,9 @@ def stale_legacy_locks(job: JobSpec, facts: Facts) -> list[tuple[str, str]]:
     return stale
 
 
-def job_checks(job: JobSpec, facts: Facts, limits: Thresholds = Thresholds()) -> list[Check]:
+def job_checks(job: JobSpec, facts: Facts, limits: Thresholds = Thresholds(), rules: CronRules | None = None) -> list[Check]:
+    """The job's checks; its fire times by ``rules`` (default: what the probe found, else Debian's)."""
+    flavour = (rules or cron_rules(None, facts.cron_flavour)).flavour
     info = facts.jobs.get(job.id, {})
     runs: list[dict[str, Any]] = list(info.get("runs", []))
     now = datetime.fromtimestamp(facts.now, timezone.utc) if facts.now else datetime.now(timezone.utc)
@@ -88,7 +90,7 @@ def job_checks(job: JobSpec, facts: Facts, limits: Thresholds = Thresholds()) ->
         return [Check("freshness", WARN, "not deployed yet: no run is expected", job.id)]
 
     # Freshness: the last scheduled time that is older than the grace must have a run.
-    due = previous_fire(job.schedule, now - limits.grace, facts.timezone)
+    due = previous_fire(job.schedule, now - limits.grace, facts.timezone, flavour)
     started = [t for r in runs if (t := parse_time(r.get("start"))) is not None]
     last_start = max(started) if started else None
     if due is None:
@@ -164,7 +166,7 @@ def job_checks(job: JobSpec, facts: Facts, limits: Thresholds = Thresholds()) ->
                                                   "(take it out of the crontab)", job.id))
 
     # The declaration itself: a timeout as long as the period lets runs pile up on the lock.
-    every = period(job.schedule, now, facts.timezone)
+    every = period(job.schedule, now, facts.timezone, flavour)
     if every is not None and timedelta(seconds=job.timeout) >= every:
         out.append(Check("timeout", WARN, f"timeout {job.timeout}s is not shorter than the period "
                                           f"({int(every.total_seconds())}s): runs will be skipped while one is late", job.id))

@@ -102,6 +102,7 @@ class Release:
     jobs: tuple[JobSpec, ...]
     keep_releases: int
     records: tuple[KeepRecords, ...] = ()  # run records root keeps (see KeepRecords)
+    cron_flavour: str | None = None  # the inventory's deployer_cron_flavour (see timing.cron_rules)
 
     @property
     def release_dir(self) -> str:
@@ -265,4 +266,5 @@ def materialize(desired: DesiredState, who: Identity) -> Release:
         project=desired.project, env=desired.env, target=desired.target, deploy_home=deploy_home,
         revision=revision, files=tuple(files), dirs=tuple(unique_dirs), job_files=tuple(job_files),
         crontab_blocks=blocks, jobs=jobs, keep_releases=desired.keep_releases, records=tuple(records),
+        cron_flavour=desired.cron_flavour,
     )

@@ -20,10 +20,12 @@ from deployer.config.inventory import Target
 from deployer.config.chars import control_character
 from deployer.config.project import DEFAULT_LOCK_MODE, DEFAULT_LOG_MODE, EnvironmentConfig, Job, Project
 from deployer.config.sandbox import BoundedEnvironment
+from deployer.config.schedule import ScheduleError, normalize
 from deployer.config.secrets import resolve_env
 from deployer.config.yamlsource import KeyPath
 from deployer.core.crontab import unsafe_character
 from deployer.core.desired import DATA, HOME, DesiredState, DirSpec, JobSpec
+from deployer.core.timing import FLAVOUR_VAR, declared_flavour
 from deployer.errors import InvalidInput, Problem
 
 _CR = "\x00cr\x00"
@@ -151,6 +153,11 @@ def render(project: Project, env: EnvironmentConfig, target: Target, all_targets
     if r.problems:  # every other path derives from home: one mistake, one message
         raise InvalidInput(r.problems)
     r.context["deploy_home"] = deploy_home
+    try:
+        flavour = declared_flavour(target.vars, f"{target.name}.{FLAVOUR_VAR}", env.inventory_shown)
+    except InvalidInput as exc:
+        r.problems.extend(exc.problems)
+        flavour = None
     log_dir = r.path(settings.log_dir, ("defaults", "logs", "dir"), "log directory")
     lock_dir = r.path(settings.lock_dir, ("defaults", "locks", "dir"), "lock directory")
 
@@ -193,6 +200,15 @@ def render(project: Project, env: EnvironmentConfig, target: Target, all_targets
                     if job.log_file else f"{log_dir}/{job.id}.log")
         log_dir_users.setdefault(posixpath.dirname(log_file), set()).add(job.run_as)
         workdir = r.path(job.workdir, job.origin.get("workdir", where), "workdir") if job.workdir else None
+        if flavour is not None:
+            # The declaration was checked as Debian's cron reads it; this host runs the cron
+            # its inventory names, whose crontab may refuse what Debian's takes (busybox: '7').
+            try:
+                normalize(job.schedule, flavour)
+            except ScheduleError as exc:
+                r.problems.append(project.source.problem(
+                    job.origin.get("schedule", where + ("schedule",)),
+                    f"{exc} (host {target.name}: {FLAVOUR_VAR} is {flavour} in inventory {env.inventory_shown})"))
         jobs.append(JobSpec(
             id=job.id,
             description=job.description,
@@ -240,4 +256,5 @@ def render(project: Project, env: EnvironmentConfig, target: Target, all_targets
         script_names=frozenset(script_names),
         dirs=tuple(dirs[k] for k in sorted(dirs)),
         skipped=tuple(skipped),
+        cron_flavour=flavour,
     )

@@ -9,6 +9,7 @@ Times are evaluated in the target's timezone, since that is the one its cron use
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 
@@ -17,24 +18,54 @@ from cron_descriptor import ExpressionDescriptor, Options
 from deployer.config.schedule import ALIASES
 from deployer.remote import cronengine
 from deployer.errors import InvalidInput, Problem
-from deployer.remote.cronengine import DEFAULT_FLAVOUR, FLAVOURS, zone
+from deployer.remote.cronengine import DEFAULT_FLAVOUR, FLAVOUR_NAMES, FLAVOURS, zone
 
-__all__ = ["FLAVOUR_VAR", "entry_of", "fires_after", "flavour_of", "in_words", "next_fire", "period", "previous_fire",
-           "zone"]
+__all__ = ["FLAVOUR_VAR", "CronRules", "cron_rules", "declared_flavour", "entry_of", "fires_after", "flavour_of", "in_words",
+           "next_fire", "period", "previous_fire", "zone"]
 
 # The inventory variable that says which cron a host runs (default: Debian's).
 FLAVOUR_VAR = "deployer_cron_flavour"
 
 
 def flavour_of(host_vars: dict[str, object], key_path: str, file: str | None = None) -> str:
+    """The inventory's ``deployer_cron_flavour`` of a host (checked), or the default."""
+    return declared_flavour(host_vars, key_path, file) or DEFAULT_FLAVOUR
+
+
+def declared_flavour(host_vars: dict[str, object], key_path: str, file: str | None = None) -> str | None:
+    """The inventory's ``deployer_cron_flavour`` of a host, checked; None when not set."""
     value = host_vars.get(FLAVOUR_VAR)
     if value is None:
-        return DEFAULT_FLAVOUR
+        return None
     if value not in FLAVOURS:
         raise InvalidInput([Problem(f"'{value}' is not a cron deployer knows; write one of {', '.join(FLAVOURS)} "
                                     "(debian: Debian/Ubuntu cron, cronie: Fedora/RHEL, busybox: busybox crond)",
                                     file=file, key_path=key_path)])
     return str(value)
+
+
+@dataclass(frozen=True)
+class CronRules:
+    """Whose rules a host's fire times follow, and why those."""
+
+    flavour: str  # debian | cronie | busybox
+    source: str  # inventory | probe | default
+
+    def __str__(self) -> str:
+        why = {"inventory": f"as {FLAVOUR_VAR} in the inventory says", "probe": "probed",
+               "default": "the default: no cron daemon deployer knows was seen"}[self.source]
+        return f"the rules of {FLAVOUR_NAMES[self.flavour]}, {why}"
+
+
+def cron_rules(declared: str | None, probed: str | None) -> CronRules:
+    """The one choice of a host's cron flavour, wherever fire times are computed: what the
+    operator wrote in the inventory wins; else the daemon the probe found; else Debian's.
+    ``probed`` is None without a probe (explain --tz) or when no known daemon runs."""
+    if declared is not None:
+        return CronRules(declared, "inventory")
+    if probed is not None:
+        return CronRules(probed, "probe")
+    return CronRules(DEFAULT_FLAVOUR, "default")
 
 
 @lru_cache(maxsize=512)

@@ -202,9 +202,48 @@ def _cron_daemon():
         else:
             why = _cron_binary(pid)
         if why is None:
-            return {"running": True, "process": comm, "pid": int(pid), "ignored": ignored}
+            return {"running": True, "process": comm, "pid": int(pid), "flavour": _cron_flavour(pid, comm),
+                    "ignored": ignored}
         ignored.append("pid %s '%s': %s" % (pid, comm, why))
-    return {"running": False, "process": None, "pid": None, "ignored": ignored[:10]}
+    return {"running": False, "process": None, "pid": None, "flavour": None, "ignored": ignored[:10]}
+
+
+# The program of a cron daemon -> which cron it is (the names deployer's cron engine knows).
+# Debian/Ubuntu's cron package installs /usr/sbin/cron; cronie's daemon is crond; busybox's
+# crond is busybox itself (``busybox crond``, or a link named crond to it, as on Alpine).
+# fcron is not known: None, and the controller uses the inventory or its default. The name is
+# all we read for the others: dcron's daemon, also called crond, reads as cronie, and a cronie
+# installed as cron reads as debian; deployer_cron_flavour in the inventory says otherwise.
+FLAVOUR_OF_PROGRAM = {"cron": "debian", "crond": "cronie", "cronie": "cronie", "busybox": "busybox"}
+BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox", "/sbin/busybox", "/usr/sbin/busybox")
+
+
+def _cron_flavour(pid, comm, busybox_paths=BUSYBOX_PATHS):
+    """Which cron the daemon ``pid`` is, from the program it runs: /proc/PID/exe (links
+    resolved by the kernel, so a crond that is busybox says busybox), else (not root: we may
+    not read exe) the real path of its argv[0], else its process name."""
+    try:
+        program = os.readlink("/proc/%s/exe" % pid)
+    except OSError:
+        program = None
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv0 = f.read(4096).split(b"\0")[0].decode("utf-8", "replace")
+            if argv0.startswith("/"):
+                program = os.path.realpath(argv0)
+        except OSError:
+            pass
+    if program is None:
+        return FLAVOUR_OF_PROGRAM.get(comm)
+    if program.endswith(" (deleted)"):
+        program = program[:-len(" (deleted)")]
+    for busybox in busybox_paths:  # a hard link named crond to busybox (no link for the kernel to resolve)
+        try:
+            if os.path.samefile(program, busybox):
+                return "busybox"
+        except OSError:
+            continue
+    return FLAVOUR_OF_PROGRAM.get(os.path.basename(program))
 
 
 def _text_lines(path, count, problems, max_bytes=4 << 20):
