@@ -213,14 +213,7 @@ def _copy_ledger(dfd, path, uid, gid, owners):
             return  # already the new owner's own file
         start = max(st.st_size - LEDGER_KEPT, 0)
         os.lseek(fd, start, os.SEEK_SET)
-        chunks, left = [], st.st_size - start
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        data = b"".join(chunks)
+        data = read_fd(fd, st.st_size - start)
         if start:
             data = data[data.find(b"\n") + 1:]  # from the first whole line
     finally:

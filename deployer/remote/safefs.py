@@ -178,16 +178,21 @@ def read_bytes(path, limit, owners=None):
     """At most ``limit`` bytes of a regular file, opened safely (see ``open_file``)."""
     fd = open_file(path, os.O_RDONLY, owners=owners)
     try:
-        chunks, left = [], limit
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+        return read_fd(fd, limit)
     finally:
         os.close(fd)
+
+
+def read_fd(fd, limit):
+    """At most ``limit`` bytes from where ``fd`` stands, in chunks (a file may be huge)."""
+    chunks, left = [], limit
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def list_dir(path):
