@@ -230,8 +230,7 @@ def test_another_apps_script_of_the_same_file_name_survives_adopt(project: Proje
         adopted = project.deployer("apply", "dev", "--yes", "--adopt")
         assert adopted.exit_code == 0, adopted
         assert "adopt job" not in adopted.stdout, adopted
-        after = spool()
-        assert after == around + other + block(after)
+        assert spool() == around + other and block(spool(BLOCK_USER))  # our block is root's
         verified = project.deployer("verify", "dev", "--json")
         checks = json.loads(verified.stdout)["hosts"]["localhost"]["checks"]
         assert [c["status"] for c in checks if c["name"] == "duplicate"] == ["warn"], checks
@@ -241,8 +240,7 @@ def test_another_apps_script_of_the_same_file_name_survives_adopt(project: Proje
         adopted = project.deployer("apply", "dev", "--yes", "--adopt")
         assert adopted.exit_code == 0, adopted
         assert "adopt job 'queue': remove hand-made line 3" in adopted.stdout, adopted
-        after = spool()
-        assert after == around + block(after)
+        assert spool() == around and block(spool(BLOCK_USER))
 
 
 def test_a_non_root_deploy_keeps_carriage_returns(project: Project, user_crontab: str) -> None:
@@ -293,10 +291,10 @@ def test_without_root_a_spool_file_written_without_cron_header_loses_its_first_t
     table = b"# restored from backup\n# by the ops team\n# on Monday\n# fourth stays\n0 1 * * * /usr/local/bin/backup.sh\n"
     hidden, shown = table.split(b"\n", 3)[:3], table.split(b"\n", 3)[3]
 
-    def write_spool_as_root() -> None:
-        path = SPOOL / TEST_USER
+    def write_spool_as_root(user: str = TEST_USER) -> None:
+        path = SPOOL / user
         path.write_bytes(table)
-        shutil.chown(path, TEST_USER, "crontab")
+        shutil.chown(path, user, "crontab")
         path.chmod(0o600)
 
     write_spool_as_root()
@@ -309,11 +307,11 @@ def test_without_root_a_spool_file_written_without_cron_header_loses_its_first_t
     assert after == shown + block(after)
     assert all(line not in after for line in hidden)
 
-    # As root, the same table keeps every line.
+    # As root, the same table in the crontab that gets our block (root's) keeps every line.
     write_crontab(TEST_USER, None)
-    write_spool_as_root()
+    write_spool_as_root(BLOCK_USER)
     declare(project, "  hello:\n    script: tasks/hello.py\n    schedule: '*/5 * * * *'\n")
     applied = project.deployer("apply", "dev", "--yes")
     assert applied.exit_code == 0, applied
-    after = spool()
+    after = spool(BLOCK_USER)
     assert after == table + block(after)
