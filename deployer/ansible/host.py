@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from deployer.cli.output import Output
-from deployer.core.checks import FAIL, WARN
+from deployer.core.check import FAIL, WARN
 from deployer.core.plan import CrontabChange
 from deployer.config.project import Project
 from deployer.engine.session import (CHANGED, FAILED, OK, UNREACHABLE, Session, TargetState, apply_target, guard,

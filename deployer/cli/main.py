@@ -18,6 +18,7 @@ import click
 from deployer import __version__
 from deployer.cli.output import Output, render_text
 from deployer.config.inventory import load_inventory
+from deployer.core.check import FAIL, WARN
 from deployer.core.render import check_job_hosts
 from deployer.core.render import render as render_target
 from deployer.engine.session import CHANGED, Session, default_parallel
@@ -296,7 +297,7 @@ def junit_xml(session: Session, clean: Callable[[str], str] = str) -> str:
     suites = ET.Element("testsuites", name=f"deployer verify {session.project.name}/{session.env.name}")
     for state in session.states:
         suite = ET.SubElement(suites, "testsuite", name=state.name, tests=str(max(1, len(state.checks))),
-                              failures=str(sum(c.status == "fail" for c in state.checks)), errors="0",
+                              failures=str(sum(c.status == FAIL for c in state.checks)), errors="0",
                               time=f"{state.seconds:.3f}")
         if not state.checks:
             case = ET.SubElement(suite, "testcase", classname=state.name, name="reach")
@@ -307,9 +308,9 @@ def junit_xml(session: Session, clean: Callable[[str], str] = str) -> str:
             name = f"{check.name} {check.job}" if check.job else check.name
             case = ET.SubElement(suite, "testcase", classname=state.name, name=name)
             detail = clean(check.detail)
-            if check.status == "fail":
+            if check.status == FAIL:
                 ET.SubElement(case, "failure", message=detail).text = detail
-            elif check.status == "warn":
+            elif check.status == WARN:
                 ET.SubElement(case, "system-out").text = f"warning: {detail}"
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 

@@ -22,12 +22,13 @@ from deployer.cli.main import (Context, _guard, _session, accept_new_option, cli
 from deployer.cli.output import shown
 from deployer.core import crontab
 from deployer.core.health import ago, consecutive_failures, parse_time
+from deployer.core.outcomes import CRASHED, FAILURE, SKIPPED_LOCKED, SUCCESS, TIMEOUT
 from deployer.core.timing import cron_rules, in_words, next_fire
 from deployer.engine.remote import isolated
 from deployer.engine.session import Reads, Session, TargetState
 from deployer.errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, InvalidInput, Problem
 
-OUTCOME_STYLE = {"success": "green", "failure": "red", "timeout": "red", "crashed": "red", "skipped-locked": "yellow"}
+OUTCOME_STYLE: dict[str, str] = {SUCCESS: "green", FAILURE: "red", TIMEOUT: "red", CRASHED: "red", SKIPPED_LOCKED: "yellow"}
 
 
 class LineStream:

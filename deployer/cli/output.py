@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from deployer.core.checks import FAIL, PASS, WARN
+from deployer.core.check import FAIL, PASS, WARN
 from deployer.core.desired import show_home
 from deployer.core.plan import Change, CrontabChange
 from deployer.engine.session import CHANGED, FAILED, OK, UNREACHABLE, Session, TargetState

@@ -26,7 +26,8 @@ from typing import Any
 from deployer.config.inventory import Target, limit_targets, load_inventory
 from deployer.config.cached import load_project_cached
 from deployer.config.project import EnvironmentConfig, Project
-from deployer.core.checks import FAIL, WARN, Check, checks
+from deployer.core.check import FAIL, WARN, Check
+from deployer.core.checks import checks
 from deployer.core.desired import DesiredState
 from deployer.core.facts import Facts, parse_facts
 from deployer.core.plan import Plan, ledger_path, plan
