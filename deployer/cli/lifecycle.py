@@ -12,7 +12,8 @@ from deployer.cli.main import (Context, _count, _guard, _session, accept_new_opt
                                limit_option, parallel_option)
 from deployer.core.lifecycle import LifecyclePlan, history
 from deployer.engine.lifecycle import DESTROY, ROLLBACK, execute, prepare
-from deployer.engine.session import CHANGED, Reads, Session
+from deployer.engine.outcome import CHANGED
+from deployer.engine.session import Reads, Session
 
 
 def _show(ctx: Context, session: Session, plans: dict[str, LifecyclePlan]) -> None:

@@ -18,11 +18,12 @@ import click
 from deployer import __version__
 from deployer.cli.output import Output, render_text
 from deployer.config.inventory import load_inventory
-from deployer.core.check import FAIL, WARN
 from deployer.core.render import check_job_hosts
 from deployer.core.render import render as render_target
-from deployer.engine.session import CHANGED, Session, default_parallel
-from deployer.errors import EXIT_CHANGES, EXIT_INVALID, EXIT_OK, InvalidInput, Problem
+from deployer.core.check import FAIL, WARN
+from deployer.engine.outcome import CHANGED
+from deployer.engine.session import Session, default_parallel
+from deployer.errors import EXIT_INVALID, EXIT_OK, InvalidInput, Problem
 from deployer.transport import ConnectOptions
 
 
@@ -206,10 +207,7 @@ def plan(ctx: Context, env: str, limit: str | None, parallel: int, detailed_exit
             ctx.output.plan(session)
         if out_file:
             Path(out_file).write_text(json.dumps(session.saved_plan(), indent=2) + "\n")
-        code = session.exit_code()
-        if code == EXIT_OK and detailed_exitcode and any(s.status == CHANGED for s in session.states):
-            return EXIT_CHANGES
-        return code
+        return session.exit_code(changes_pending=detailed_exitcode)
 
     _guard(ctx, work)
 

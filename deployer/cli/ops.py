@@ -26,7 +26,8 @@ from deployer.core.outcomes import CRASHED, FAILURE, SKIPPED_LOCKED, SUCCESS, TI
 from deployer.core.timing import cron_rules, in_words, next_fire
 from deployer.engine.remote import isolated
 from deployer.engine.session import Reads, Session, TargetState
-from deployer.errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, InvalidInput, Problem
+from deployer.engine.outcome import exit_code_of
+from deployer.errors import EXIT_FAILED, EXIT_OK, InvalidInput, Problem
 
 OUTCOME_STYLE: dict[str, str] = {SUCCESS: "green", FAILURE: "red", TIMEOUT: "red", CRASHED: "red", SKIPPED_LOCKED: "yellow"}
 
@@ -76,10 +77,7 @@ def _reachable(ctx: Context, session: Session, job: str | None = None) -> list[T
 def _unanswered(session: Session) -> int:
     """The exit code the hosts without facts make: 4 when one could not be reached, 1 when
     it was reached but its probe failed there (never "unreachable" for a host that answered)."""
-    codes = {s.exit_code for s in session.states if s.facts is None}
-    if EXIT_UNREACHABLE in codes:
-        return EXIT_UNREACHABLE
-    return EXIT_FAILED if codes else EXIT_OK
+    return exit_code_of(s.status for s in session.states if s.facts is None)
 
 
 def _job_ids(session: Session, job: str | None) -> None:

@@ -13,7 +13,8 @@ from rich.text import Text
 from deployer.core.check import FAIL, PASS, WARN
 from deployer.core.desired import show_home
 from deployer.core.plan import Change, CrontabChange
-from deployer.engine.session import CHANGED, FAILED, OK, UNREACHABLE, Session, TargetState
+from deployer.engine.outcome import CHANGED, FAILED, OK, UNREACHABLE
+from deployer.engine.session import Session, TargetState
 from deployer.errors import InvalidInput
 
 STATUS_STYLE = {OK: "green", CHANGED: "yellow", FAILED: "red", UNREACHABLE: "magenta"}
