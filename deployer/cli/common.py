@@ -21,6 +21,8 @@ P = ParamSpec("P")
 
 
 class Context:
+    """What every command gets from the group's options: the declaration, the output, SSH trust."""
+
     def __init__(self, file: str, json_mode: bool, color: bool | None) -> None:
         self.file = file
         self.output = Output(json_mode, color)
@@ -28,6 +30,7 @@ class Context:
 
 
 def counted(n: int, word: str) -> str:
+    """``1 host``, ``2 hosts``."""
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
@@ -51,6 +54,7 @@ def guarded(command: Callable[Concatenate[Context, P], int]) -> Callable[Concate
 
 
 def open_session(ctx: Context, env: str, limit: str | None, parallel: int) -> Session:
+    """The environment's targets, rendered (no host contacted yet); their secrets are redacted from all output."""
     options = ConnectOptions(accept_new_host_keys=ctx.accept_new_host_keys)
     session = Session.load(ctx.file, env, limit, parallel, connect_options=options)
     if len(session.states) > 1 and not ctx.output.json_mode and ctx.output.err.is_terminal:
