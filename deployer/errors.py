@@ -1,4 +1,4 @@
-"""Exit codes and the errors that carry them.
+"""Exit codes and the errors that lead to them (engine/outcome.py maps one to the other).
 
 The exit codes are part of the interface (documented in the README) and never change
 meaning:
@@ -19,6 +19,7 @@ EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_CHANGES = 3
 EXIT_UNREACHABLE = 4
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,7 @@ class InvalidInput(Exception):
 
 
 class TargetError(Exception):
-    """Something went wrong on (or on the way to) one target."""
-
-    exit_code = EXIT_FAILED
+    """Something went wrong on (or on the way to) one target: it failed (exit 1)."""
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -74,9 +73,7 @@ class TargetError(Exception):
 
 
 class Unreachable(TargetError):
-    """The target could not be reached at all: exit 4."""
-
-    exit_code = EXIT_UNREACHABLE
+    """The target could not be reached at all: it is unreachable (exit 4)."""
 
 
 class ChangedUnderUs(TargetError):

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from deployer.cli.output import Output
-from deployer.core.checks import FAIL, WARN
+from deployer.core.check import FAIL, WARN
 from deployer.core.plan import CrontabChange
 from deployer.config.project import Project
-from deployer.engine.session import (CHANGED, FAILED, OK, UNREACHABLE, Session, TargetState, apply_target, guard,
+from deployer.engine.outcome import CHANGED, FAILED, OK, UNREACHABLE
+from deployer.engine.session import (Session, TargetState, apply_target, guard,
                                      load_environment, observe_target, render_states, verify_target)
 from deployer.engine.lifecycle import ROLLBACK, prepare_target
 from deployer.engine.session import Reads, send_bundle

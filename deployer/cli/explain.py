@@ -15,9 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import click
 from rich.text import Text
 
-from deployer.cli.main import Context, _guard, _session, accept_new_option, cli, env_argument, json_option, limit_option, \
-    parallel_option
-from deployer.cli.ops import _job_ids, _reachable, _unanswered
+from deployer.cli.common import (Context, accept_new_option, check_job, env_argument, guarded, json_option, limit_option,
+                                 open_session, parallel_option, reachable, unanswered)
 from deployer.core.timing import cron_rules, entry_of, fires_after, in_words
 from deployer.errors import EXIT_OK, InvalidInput, Problem
 from deployer.remote.cronengine import FLAVOUR_NAMES
@@ -75,7 +74,7 @@ def _day_rule(schedule: str, flavour: str) -> str:
     return "days matching EITHER the day-of-month or the day-of-week"
 
 
-@cli.command()
+@click.command()
 @env_argument
 @click.argument("job", required=False)
 @click.option("--from", "start", metavar="TIME", help="Start after this time (ISO 8601; default now).")
@@ -86,57 +85,55 @@ def _day_rule(schedule: str, flavour: str) -> str:
 @accept_new_option
 @json_option
 @click.pass_obj
+@guarded
 def explain(ctx: Context, env: str, job: str | None, start: str | None, count: int, tz: str | None,
-            limit: str | None, parallel: int) -> None:
+            limit: str | None, parallel: int) -> int:
     """Each job's schedule in words and its next fire times, as the host's cron runs them."""
+    zone_given = _check_zone(tz) if tz else None
+    session = open_session(ctx, env, limit, parallel)
+    check_job(session, job)
+    if zone_given is None:
+        try:
+            session.observe()
+        finally:
+            session.close()
+        states = reachable(ctx, session, job)
+    else:
+        states = session.states
+    hosts: list[dict[str, Any]] = []
+    for state in states:
+        # --tz: no probe, so the inventory's flavour or the default
+        rules = cron_rules(state.desired.cron_flavour, state.facts.cron_flavour if state.facts else None)
+        flavour = rules.flavour
+        host_tz = zone_given or _probed_zone(ctx, state.name, state.facts.timezone if state.facts else "UTC")
+        moment = _moment(start, host_tz)
+        jobs = []
+        for spec in state.desired.jobs:
+            if job is not None and spec.id != job:
+                continue
+            fires = fires_after(spec.schedule, moment, host_tz, count, flavour)
+            jobs.append({
+                "job": spec.id, "schedule": spec.schedule, "words": in_words(spec.schedule),
+                "days": _day_rule(spec.schedule, flavour),
+                "fires": [f.astimezone(ZoneInfo(host_tz)).isoformat() for f in fires],
+                "notes": [_note(spec.schedule, flavour, f, host_tz) for f in fires],
+            })
+        hosts.append({"host": state.name, "timezone": host_tz, "flavour": flavour, "flavour_from": rules.source,
+                      "from": moment.astimezone(ZoneInfo(host_tz)).replace(microsecond=0).isoformat(), "jobs": jobs})
+    if ctx.output.json_mode:
+        ctx.output.emit_json({"project": session.project.name, "env": session.env.name, "hosts": hosts})
+    else:
+        for host in hosts:
+            ctx.output.out.print(Text(ctx.output.safe(f"── {host['host']} ({host['timezone']}, "
+                                                      f"{FLAVOUR_NAMES[host['flavour']]}) after {host['from']}"),
+                                      style="bold"))
+            for j in host["jobs"]:
+                ctx.output.out.print(Text(f"   {j['job']}  {j['schedule']}  ({j['words']})"))
+                if j["days"]:
+                    ctx.output.out.print(Text(f"      on {j['days']}", style="dim"))
+                if not j["fires"]:
+                    ctx.output.out.print(Text("      no fire time: runs at boot only", style="dim"))
+                for fire, note in zip(j["fires"], j["notes"]):
+                    ctx.output.out.print(Text(f"      {fire}") + Text(f"  {note}" if note else "", style="yellow"))
+    return EXIT_OK if zone_given else unanswered(session)
 
-    def work() -> int:
-        zone_given = _check_zone(tz) if tz else None
-        session = _session(ctx, env, limit, parallel)
-        _job_ids(session, job)
-        if zone_given is None:
-            try:
-                session.observe()
-            finally:
-                session.close()
-            states = _reachable(ctx, session, job)
-        else:
-            states = session.states
-        hosts: list[dict[str, Any]] = []
-        for state in states:
-            # --tz: no probe, so the inventory's flavour or the default
-            rules = cron_rules(state.desired.cron_flavour, state.facts.cron_flavour if state.facts else None)
-            flavour = rules.flavour
-            host_tz = zone_given or _probed_zone(ctx, state.name, state.facts.timezone if state.facts else "UTC")
-            moment = _moment(start, host_tz)
-            jobs = []
-            for spec in state.desired.jobs:
-                if job is not None and spec.id != job:
-                    continue
-                fires = fires_after(spec.schedule, moment, host_tz, count, flavour)
-                jobs.append({
-                    "job": spec.id, "schedule": spec.schedule, "words": in_words(spec.schedule),
-                    "days": _day_rule(spec.schedule, flavour),
-                    "fires": [f.astimezone(ZoneInfo(host_tz)).isoformat() for f in fires],
-                    "notes": [_note(spec.schedule, flavour, f, host_tz) for f in fires],
-                })
-            hosts.append({"host": state.name, "timezone": host_tz, "flavour": flavour, "flavour_from": rules.source,
-                          "from": moment.astimezone(ZoneInfo(host_tz)).replace(microsecond=0).isoformat(), "jobs": jobs})
-        if ctx.output.json_mode:
-            ctx.output.emit_json({"project": session.project.name, "env": session.env.name, "hosts": hosts})
-        else:
-            for host in hosts:
-                ctx.output.out.print(Text(ctx.output.safe(f"── {host['host']} ({host['timezone']}, "
-                                                          f"{FLAVOUR_NAMES[host['flavour']]}) after {host['from']}"),
-                                          style="bold"))
-                for j in host["jobs"]:
-                    ctx.output.out.print(Text(f"   {j['job']}  {j['schedule']}  ({j['words']})"))
-                    if j["days"]:
-                        ctx.output.out.print(Text(f"      on {j['days']}", style="dim"))
-                    if not j["fires"]:
-                        ctx.output.out.print(Text("      no fire time: runs at boot only", style="dim"))
-                    for fire, note in zip(j["fires"], j["notes"]):
-                        ctx.output.out.print(Text(f"      {fire}") + Text(f"  {note}" if note else "", style="yellow"))
-        return EXIT_OK if zone_given else _unanswered(session)
-
-    _guard(ctx, work)

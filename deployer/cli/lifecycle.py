@@ -8,11 +8,12 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from deployer.cli.main import (Context, _count, _guard, _session, accept_new_option, cli, confirm, env_argument, json_option,
-                               limit_option, parallel_option)
+from deployer.cli.common import (Context, accept_new_option, confirm, counted, env_argument, guarded, json_option,
+                                 limit_option, open_session, parallel_option, yes_option)
 from deployer.core.lifecycle import LifecyclePlan, history
 from deployer.engine.lifecycle import DESTROY, ROLLBACK, execute, prepare
-from deployer.engine.session import CHANGED, Reads, Session
+from deployer.engine.outcome import CHANGED
+from deployer.engine.session import Reads, Session
 
 
 def _show(ctx: Context, session: Session, plans: dict[str, LifecyclePlan]) -> None:
@@ -44,13 +45,13 @@ def _as_json(session: Session, plans: dict[str, LifecyclePlan], done: bool) -> d
 
 
 def _run(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, kind: str, **options: Any) -> int:
-    session = _session(ctx, env, limit, parallel)
+    session = open_session(ctx, env, limit, parallel)
     try:
         plans = prepare(session, kind, **options)
         if not ctx.output.json_mode:
             _show(ctx, session, plans)
         pending = sum(s.status == CHANGED for s in session.states)
-        if (refused := confirm(ctx, pending, yes, kind, "changed", f"{kind.capitalize()} {_count(pending, 'host')}?")) is not None:
+        if (refused := confirm(ctx, pending, yes, kind, "changed", f"{kind.capitalize()} {counted(pending, 'host')}?")) is not None:
             return refused
         execute(session, plans, kind)
     finally:
@@ -62,30 +63,27 @@ def _run(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, ki
     return session.exit_code()
 
 
-@cli.command()
+@click.command()
 @env_argument
 @limit_option
 @parallel_option
 @accept_new_option
 @click.option("--to", "to", metavar="REVISION", help="Go back to this revision (a prefix is enough; see --list).")
 @click.option("--list", "list_only", is_flag=True, help="Show the revisions each host can go back to; change nothing.")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (for CI).")
+@yes_option
 @json_option
 @click.pass_obj
-def rollback(ctx: Context, env: str, limit: str | None, parallel: int, to: str | None, list_only: bool, yes: bool) -> None:
+@guarded
+def rollback(ctx: Context, env: str, limit: str | None, parallel: int, to: str | None, list_only: bool, yes: bool) -> int:
     """Put back the previous release (or --to REVISION) from what each host kept: crontab entries,
     scripts, env files, manifest. Lines of the crontab that are not ours stay as they are now."""
-
-    def work() -> int:
-        if list_only:
-            return _list(ctx, env, limit, parallel)
-        return _run(ctx, env, limit, parallel, yes, ROLLBACK, to=to)
-
-    _guard(ctx, work)
+    if list_only:
+        return _list(ctx, env, limit, parallel)
+    return _run(ctx, env, limit, parallel, yes, ROLLBACK, to=to)
 
 
 def _list(ctx: Context, env: str, limit: str | None, parallel: int) -> int:
-    session = _session(ctx, env, limit, parallel)
+    session = open_session(ctx, env, limit, parallel)
     try:
         session.observe(Reads(backups=True))
     finally:
@@ -109,20 +107,18 @@ def _list(ctx: Context, env: str, limit: str | None, parallel: int) -> int:
     return session.exit_code()
 
 
-@cli.command()
+@click.command()
 @env_argument
 @limit_option
 @parallel_option
 @accept_new_option
 @click.option("--purge-logs", is_flag=True, help="Also remove the jobs' logs, run history and backups.")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (for CI).")
+@yes_option
 @json_option
 @click.pass_obj
-def destroy(ctx: Context, env: str, limit: str | None, parallel: int, purge_logs: bool, yes: bool) -> None:
+@guarded
+def destroy(ctx: Context, env: str, limit: str | None, parallel: int, purge_logs: bool, yes: bool) -> int:
     """Remove this environment's jobs from every host: our crontab block, scripts, wrapper, env
     files. Logs and run history stay unless --purge-logs; lines we do not own stay byte for byte."""
+    return _run(ctx, env, limit, parallel, yes, DESTROY, purge_logs=purge_logs)
 
-    def work() -> int:
-        return _run(ctx, env, limit, parallel, yes, DESTROY, purge_logs=purge_logs)
-
-    _guard(ctx, work)

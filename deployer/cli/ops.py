@@ -17,17 +17,18 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from deployer.cli.main import (Context, _guard, _session, accept_new_option, cli, env_argument, json_option, limit_option,
-                               parallel_option)
+from deployer.cli.common import (Context, accept_new_option, check_job, env_argument, guarded, json_option, limit_option,
+                                 open_session, parallel_option, reachable, unanswered)
 from deployer.cli.output import shown
 from deployer.core import crontab
 from deployer.core.health import ago, consecutive_failures, parse_time
+from deployer.core.outcomes import CRASHED, FAILURE, SKIPPED_LOCKED, SUCCESS, TIMEOUT
 from deployer.core.timing import cron_rules, in_words, next_fire
 from deployer.engine.remote import isolated
-from deployer.engine.session import Reads, Session, TargetState
-from deployer.errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, InvalidInput, Problem
+from deployer.engine.session import Reads, TargetState
+from deployer.errors import EXIT_FAILED, EXIT_OK
 
-OUTCOME_STYLE = {"success": "green", "failure": "red", "timeout": "red", "crashed": "red", "skipped-locked": "yellow"}
+OUTCOME_STYLE: dict[str, str] = {SUCCESS: "green", FAILURE: "red", TIMEOUT: "red", CRASHED: "red", SKIPPED_LOCKED: "yellow"}
 
 
 class LineStream:
@@ -54,38 +55,6 @@ class LineStream:
         text = self.redact(data.decode("utf-8", "replace"))
         sys.stdout.write(shown(text, newlines=True) if self.terminal else text)
         sys.stdout.flush()
-
-
-def _reachable(ctx: Context, session: Session, job: str | None = None) -> list[TargetState]:
-    """The hosts that answered; for the others, why not. Files of the answering hosts that
-    could not be read (or lines that are not run records) are said once, as warnings."""
-    for state in session.states:
-        if state.facts is None:
-            ctx.output.err.print(Text(ctx.output.safe(f"{state.name}: {state.error}"), style="red"))
-            continue
-        problems = list(state.facts.problems)
-        for job_id, info in state.facts.jobs.items():
-            if job is None or job_id == job:
-                problems += info.get("problems") or []
-        for problem in problems:
-            ctx.output.err.print(Text(ctx.output.safe(f"{state.name}: warning: {problem}"), style="yellow"))
-    return [s for s in session.states if s.facts is not None]
-
-
-def _unanswered(session: Session) -> int:
-    """The exit code the hosts without facts make: 4 when one could not be reached, 1 when
-    it was reached but its probe failed there (never "unreachable" for a host that answered)."""
-    codes = {s.exit_code for s in session.states if s.facts is None}
-    if EXIT_UNREACHABLE in codes:
-        return EXIT_UNREACHABLE
-    return EXIT_FAILED if codes else EXIT_OK
-
-
-def _job_ids(session: Session, job: str | None) -> None:
-    declared = {j.id for s in session.states for j in s.desired.jobs}
-    if job is not None and job not in declared:
-        known = ", ".join(sorted(declared)) or "none"
-        raise InvalidInput([Problem(f"no job '{job}' is deployed to these hosts (jobs: {known})", file=session.project.file)])
 
 
 def _status_rows(state: TargetState) -> list[dict[str, Any]]:
@@ -118,7 +87,7 @@ def _status_rows(state: TargetState) -> list[dict[str, Any]]:
     return rows
 
 
-@cli.command()
+@click.command()
 @env_argument
 @click.argument("job", required=False)
 @limit_option
@@ -126,45 +95,42 @@ def _status_rows(state: TargetState) -> list[dict[str, Any]]:
 @accept_new_option
 @json_option
 @click.pass_obj
-def status(ctx: Context, env: str, job: str | None, limit: str | None, parallel: int) -> None:
+@guarded
+def status(ctx: Context, env: str, job: str | None, limit: str | None, parallel: int) -> int:
     """One row per job and host: schedule, last run, last success, next run, failures, running."""
-
-    def work() -> int:
-        session = _session(ctx, env, limit, parallel)
-        _job_ids(session, job)
-        try:
-            session.observe()
-        finally:
-            session.close()
-        rows = [r for s in _reachable(ctx, session, job) for r in _status_rows(s) if job is None or r["job"] == job]
-        if ctx.output.json_mode:
-            ctx.output.emit_json({"project": session.project.name, "env": session.env.name, "jobs": rows})
-        else:
-            table = Table(title=f"status {session.project.name}/{session.env.name}", title_justify="left", show_edge=False)
-            for column in ("host", "job", "schedule", "last run", "last success", "next run", "fails", "running"):
-                table.add_column(column)
-            now = datetime.now(timezone.utc)
-            for r in rows:
-                last = r["last_run"]
-                last_text = Text("never", style="dim")
-                if last:
-                    when = ago(parse_time(last["start"]), now)
-                    last_text = Text(f"{when} ") + Text(str(last["outcome"]), style=OUTCOME_STYLE.get(str(last["outcome"]), ""))
-                    if last.get("duration") is not None:
-                        last_text += Text(f" {last['duration']:.1f}s")
-                following = datetime.fromisoformat(r["next_run"]) if r["next_run"] else None
-                next_text = f"in {ago(now, following).removesuffix(' ago')}" if following and following > now else "-"
-                running = ", ".join(f"pid {x['pid']} since {ago(parse_time(x['since']), now)}" for x in r["running"]) or "-"
-                fails = Text(str(r["consecutive_failures"]), style="red" if r["consecutive_failures"] else "")
-                table.add_row(r["host"], r["job"], f"{r['schedule']} ({r['schedule_words']})", last_text,
-                              r["last_success_ago"], next_text, fails, running)
-            ctx.output.out.print(table)
-        return _unanswered(session)
-
-    _guard(ctx, work)
+    session = open_session(ctx, env, limit, parallel)
+    check_job(session, job)
+    try:
+        session.observe()
+    finally:
+        session.close()
+    rows = [r for s in reachable(ctx, session, job) for r in _status_rows(s) if job is None or r["job"] == job]
+    if ctx.output.json_mode:
+        ctx.output.emit_json({"project": session.project.name, "env": session.env.name, "jobs": rows})
+    else:
+        table = Table(title=f"status {session.project.name}/{session.env.name}", title_justify="left", show_edge=False)
+        for column in ("host", "job", "schedule", "last run", "last success", "next run", "fails", "running"):
+            table.add_column(column)
+        now = datetime.now(timezone.utc)
+        for r in rows:
+            last = r["last_run"]
+            last_text = Text("never", style="dim")
+            if last:
+                when = ago(parse_time(last["start"]), now)
+                last_text = Text(f"{when} ") + Text(str(last["outcome"]), style=OUTCOME_STYLE.get(str(last["outcome"]), ""))
+                if last.get("duration") is not None:
+                    last_text += Text(f" {last['duration']:.1f}s")
+            following = datetime.fromisoformat(r["next_run"]) if r["next_run"] else None
+            next_text = f"in {ago(now, following).removesuffix(' ago')}" if following and following > now else "-"
+            running = ", ".join(f"pid {x['pid']} since {ago(parse_time(x['since']), now)}" for x in r["running"]) or "-"
+            fails = Text(str(r["consecutive_failures"]), style="red" if r["consecutive_failures"] else "")
+            table.add_row(r["host"], r["job"], f"{r['schedule']} ({r['schedule_words']})", last_text,
+                          r["last_success_ago"], next_text, fails, running)
+        ctx.output.out.print(table)
+    return unanswered(session)
 
 
-@cli.command()
+@click.command()
 @env_argument
 @click.argument("job")
 @click.option("--host", "-H", "host", metavar="HOST", help="Only this host (or group).")
@@ -176,31 +142,28 @@ def status(ctx: Context, env: str, job: str | None, limit: str | None, parallel:
 @accept_new_option
 @json_option
 @click.pass_obj
-def logs(ctx: Context, env: str, job: str, host: str | None, lines: int, run: str | None, parallel: int) -> None:
+@guarded
+def logs(ctx: Context, env: str, job: str, host: str | None, lines: int, run: str | None, parallel: int) -> int:
     """The end of a job's log on each host, each line prefixed by its host."""
-
-    def work() -> int:
-        session = _session(ctx, env, host, parallel)
-        _job_ids(session, job)
-        try:
-            session.observe(Reads(log_tail=0 if run else lines,
-                                  run_log={"job": job, "run": run, "lines": lines} if run else None))
-        finally:
-            session.close()
-        unanswered = _unanswered(session)
-        jobs = {state.name: state.facts.jobs[job] for state in _reachable(ctx, session, job)
-                if state.facts is not None and job in state.facts.jobs}
-        if run:
-            return _show_run_logs(ctx, job, run, {name: info.get("run_log") or {} for name, info in jobs.items()},
-                                  unanswered)
-        result = {name: info.get("log_tail", []) for name, info in jobs.items()}
-        if ctx.output.json_mode:
-            ctx.output.emit_json({"job": job, "hosts": result})
-        else:
-            _print_prefixed(ctx, result)
-        return unanswered
-
-    _guard(ctx, work)
+    session = open_session(ctx, env, host, parallel)
+    check_job(session, job)
+    try:
+        session.observe(Reads(log_tail=0 if run else lines,
+                              run_log={"job": job, "run": run, "lines": lines} if run else None))
+    finally:
+        session.close()
+    missing = unanswered(session)
+    jobs = {state.name: state.facts.jobs[job] for state in reachable(ctx, session, job)
+            if state.facts is not None and job in state.facts.jobs}
+    if run:
+        return _show_run_logs(ctx, job, run, {name: info.get("run_log") or {} for name, info in jobs.items()},
+                              missing)
+    result = {name: info.get("log_tail", []) for name, info in jobs.items()}
+    if ctx.output.json_mode:
+        ctx.output.emit_json({"job": job, "hosts": result})
+    else:
+        _print_prefixed(ctx, result)
+    return missing
 
 
 def _print_prefixed(ctx: Context, result: dict[str, list[str]]) -> None:
@@ -210,7 +173,7 @@ def _print_prefixed(ctx: Context, result: dict[str, list[str]]) -> None:
             ctx.output.print(f"{name:<{width}} | {line}")
 
 
-def _show_run_logs(ctx: Context, job: str, selector: str, found: dict[str, dict[str, Any]], unanswered: int) -> int:
+def _show_run_logs(ctx: Context, job: str, selector: str, found: dict[str, dict[str, Any]], missing: int) -> int:
     """``logs --run``: the run's ledger line as a header, then its own log's last lines."""
     if ctx.output.json_mode:
         ctx.output.emit_json({"job": job, "run": selector, "hosts": found})
@@ -226,106 +189,101 @@ def _show_run_logs(ctx: Context, job: str, selector: str, found: dict[str, dict[
             if info.get("error"):
                 ctx.output.err.print(Text(ctx.output.safe(f"{name}: {info['error']}"), style="red"))
             _print_prefixed(ctx, {name: info.get("lines", [])})
-    if unanswered:
-        return unanswered
+    if missing:
+        return missing
     return EXIT_OK if any(info.get("lines") is not None for info in found.values()) else EXIT_FAILED
 
 
-@cli.command(name="run")
+@click.command(name="run")
 @env_argument
 @click.argument("job")
 @click.option("--host", "-H", "host", metavar="HOST", help="Only this host (or group).")
 @accept_new_option
 @click.pass_obj
-def run_now(ctx: Context, env: str, job: str, host: str | None) -> None:
+@guarded
+def run_now(ctx: Context, env: str, job: str, host: str | None) -> int:
     """Run a job now, through its wrapper (lock, timeout, log, ledger with trigger: manual).
 
     The output is shown as it is written to the log; the exit code is the job's.
     """
-
-    def work() -> int:
-        session = _session(ctx, env, host, 1)
-        _job_ids(session, job)
-        code = EXIT_OK
-        try:
-            session.observe()
-            for state in _reachable(ctx, session):
-                assert state.facts is not None and state.transport is not None and state.release is not None
-                spec = next((j for j in state.release.jobs if j.id == job), None)
-                current = state.facts.current
-                if spec is None:
-                    continue
-                if current is None or f"jobs/{job}.json" not in state.facts.releases.get(current, {}):
-                    ctx.output.err.print(Text(f"{state.name}: job {job} is not deployed there yet: run deployer apply {env} first",
-                                              style="red"))
-                    code = max(code, EXIT_FAILED)
-                    continue
-                who = state.facts.identity
-                user = spec.run_as or who.user
-                # Started by root's cron, root starts it here too: its wrapper keeps the records
-                # and runs the job as its user. A release whose entry is in the user's crontab
-                # (from before) has a wrapper that must run as that user.
-                blocks = state.facts.release_blocks.get(current) or {}
-                if who.uid == 0 and job in crontab.block_jobs(blocks.get(who.user)):
-                    user = who.user
-                home = (state.facts.users.get(user) or {}).get("home") or who.home
-                # The environment cron gives a job, not ours: what runs by hand is what cron runs.
-                # The wrapper isolated (-I: nothing of the job user's Python site runs in it); no
-                # terminal reaches it: the transport gives it none, its output comes through a pipe.
-                argv = ["env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", f"LOGNAME={user}", f"USER={user}", "SHELL=/bin/sh",
-                        *isolated(state.desired.python, f"{state.facts.deploy_home}/releases/{current}/run", job,
-                                  "--trigger", "manual", "--tee")]
-                if user != who.user:
-                    argv = ["runuser", "-u", user, "--", *argv]
-                if len(session.states) > 1:
-                    ctx.output.out.print(Text(f"── {state.name}: {shlex.join(argv)}", style="bold"))
-                shown = LineStream(ctx.output.redact)
-                result = state.transport.run(argv, timeout=spec.timeout + 60, on_stdout=shown.feed)
-                shown.close()
-                if result.stderr:
-                    ctx.output.err.print(Text(ctx.output.safe(result.stderr.decode("utf-8", "replace").rstrip(), newlines=True)))
-                code = result.exit_code if code == EXIT_OK else code
-        finally:
-            session.close()
-        return _unanswered(session) or code
-
-    _guard(ctx, work)
+    session = open_session(ctx, env, host, 1)
+    check_job(session, job)
+    code = EXIT_OK
+    try:
+        session.observe()
+        for state in reachable(ctx, session):
+            assert state.facts is not None and state.transport is not None and state.release is not None
+            spec = next((j for j in state.release.jobs if j.id == job), None)
+            current = state.facts.current
+            if spec is None:
+                continue
+            if current is None or f"jobs/{job}.json" not in state.facts.releases.get(current, {}):
+                ctx.output.err.print(Text(f"{state.name}: job {job} is not deployed there yet: run deployer apply {env} first",
+                                          style="red"))
+                code = max(code, EXIT_FAILED)
+                continue
+            who = state.facts.identity
+            user = spec.run_as or who.user
+            # Started by root's cron, root starts it here too: its wrapper keeps the records
+            # and runs the job as its user. A release whose entry is in the user's crontab
+            # (from before) has a wrapper that must run as that user.
+            blocks = state.facts.release_blocks.get(current) or {}
+            if who.uid == 0 and job in crontab.block_jobs(blocks.get(who.user)):
+                user = who.user
+            home = (state.facts.users.get(user) or {}).get("home") or who.home
+            # The environment cron gives a job, not ours: what runs by hand is what cron runs.
+            # The wrapper isolated (-I: nothing of the job user's Python site runs in it); no
+            # terminal reaches it: the transport gives it none, its output comes through a pipe.
+            argv = ["env", "-i", "PATH=/usr/bin:/bin", f"HOME={home}", f"LOGNAME={user}", f"USER={user}", "SHELL=/bin/sh",
+                    *isolated(state.desired.python, f"{state.facts.deploy_home}/releases/{current}/run", job,
+                              "--trigger", "manual", "--tee")]
+            if user != who.user:
+                argv = ["runuser", "-u", user, "--", *argv]
+            if len(session.states) > 1:
+                ctx.output.out.print(Text(f"── {state.name}: {shlex.join(argv)}", style="bold"))
+            shown = LineStream(ctx.output.redact)
+            result = state.transport.run(argv, timeout=spec.timeout + 60, on_stdout=shown.feed)
+            shown.close()
+            if result.stderr:
+                ctx.output.err.print(Text(ctx.output.safe(result.stderr.decode("utf-8", "replace").rstrip(), newlines=True)))
+            code = result.exit_code if code == EXIT_OK else code
+    finally:
+        session.close()
+    return unanswered(session) or code
 
 
-@cli.command()
+@click.command()
 @env_argument
 @click.option("--export", "export", type=click.Path(dir_okay=False), required=True, help="SQLite file to write (merged if it exists).")
 @limit_option
 @parallel_option
 @accept_new_option
 @click.pass_obj
-def history(ctx: Context, env: str, export: str, limit: str | None, parallel: int) -> None:
+@guarded
+def history(ctx: Context, env: str, export: str, limit: str | None, parallel: int) -> int:
     """Every run recorded on every host, into a SQLite file for statistics."""
+    session = open_session(ctx, env, limit, parallel)
+    try:
+        session.observe(Reads(ledger_all=True))
+    finally:
+        session.close()
+    db = sqlite3.connect(export)
+    with db:
+        db.execute("""create table if not exists runs (
+            host text not null, project text, env text, job text not null, run_id text not null,
+            start text, "end" text, duration real, exit_code integer, outcome text, pid integer,
+            user text, revision text, trigger text, primary key (host, run_id))""")
+        count = 0
+        for state in reachable(ctx, session):
+            assert state.facts is not None
+            for info in state.facts.jobs.values():
+                for e in info.get("ledger", []):  # run records, their fields typed by the probe
+                    db.execute("insert or ignore into runs values (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
+                        state.name, e.get("project"), e.get("env"), e.get("job"), e.get("run_id"), e.get("start"),
+                        e.get("end"), e.get("duration"), e.get("exit_code"), e.get("outcome"), e.get("pid"),
+                        e.get("user"), e.get("revision"), e.get("trigger")))
+                    count += 1
+    db.close()
+    ctx.output.print(f"{count} runs from {len(reachable(ctx, session))} hosts written to {Path(export)}")
+    return unanswered(session)
 
-    def work() -> int:
-        session = _session(ctx, env, limit, parallel)
-        try:
-            session.observe(Reads(ledger_all=True))
-        finally:
-            session.close()
-        db = sqlite3.connect(export)
-        with db:
-            db.execute("""create table if not exists runs (
-                host text not null, project text, env text, job text not null, run_id text not null,
-                start text, "end" text, duration real, exit_code integer, outcome text, pid integer,
-                user text, revision text, trigger text, primary key (host, run_id))""")
-            count = 0
-            for state in _reachable(ctx, session):
-                assert state.facts is not None
-                for info in state.facts.jobs.values():
-                    for e in info.get("ledger", []):  # run records, their fields typed by the probe
-                        db.execute("insert or ignore into runs values (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
-                            state.name, e.get("project"), e.get("env"), e.get("job"), e.get("run_id"), e.get("start"),
-                            e.get("end"), e.get("duration"), e.get("exit_code"), e.get("outcome"), e.get("pid"),
-                            e.get("user"), e.get("revision"), e.get("trigger")))
-                        count += 1
-        db.close()
-        ctx.output.print(f"{count} runs from {len(_reachable(ctx, session))} hosts written to {Path(export)}")
-        return _unanswered(session)
-
-    _guard(ctx, work)

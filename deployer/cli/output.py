@@ -10,10 +10,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from deployer.core.checks import FAIL, PASS, WARN
+from deployer.core.check import FAIL, PASS, WARN
 from deployer.core.desired import show_home
 from deployer.core.plan import Change, CrontabChange
-from deployer.engine.session import CHANGED, FAILED, OK, UNREACHABLE, Session, TargetState
+from deployer.engine.outcome import CHANGED, FAILED, OK, UNREACHABLE
+from deployer.engine.session import Session, TargetState
 from deployer.errors import InvalidInput
 
 STATUS_STYLE = {OK: "green", CHANGED: "yellow", FAILED: "red", UNREACHABLE: "magenta"}

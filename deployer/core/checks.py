@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from deployer.core import crontab
+from deployer.core.check import FAIL, PASS, WARN, Check
 from deployer.core.facts import Facts
+from deployer.core.health import job_checks, space_checks
 from deployer.core.plan import Plan, ledger_path, rolled_back
 from deployer.core.release import crontab_user
 from deployer.core.timing import CronRules, cron_rules
 from deployer.remote.cronengine import FLAVOUR_NAMES
 
-PASS, WARN, FAIL = "pass", "warn", "fail"
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str  # pass | warn | fail
-    detail: str
-    job: str | None = None
 
 
 def _rolled_back_checks(plan: Plan, held: dict[str, Any]) -> list[Check]:
@@ -183,8 +175,6 @@ def _runtime_checks(plan: Plan, job_ids: set[str]) -> list[Check]:
         out.append(Check("cron-daemon", FAIL, f"no cron daemon is running: no job will run (start cron){but}"))
 
     out.append(_trust_check(plan, job_ids))
-
-    from deployer.core.health import job_checks, space_checks  # health builds on Check
 
     out.extend(space_checks(facts))
     for job in release.jobs:

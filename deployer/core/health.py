@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from deployer.core.checks import FAIL, PASS, WARN, Check
+from deployer.core.check import FAIL, PASS, WARN, Check
 from deployer.core.desired import JobSpec
 from deployer.core.facts import Facts
+from deployer.core.legacy import stale_legacy_locks
+from deployer.core.outcomes import FAILURES, SUCCESS
 from deployer.core.timing import CronRules, cron_rules, period, previous_fire
-
-FAILURES = {"failure", "timeout", "crashed"}
-
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -56,25 +55,11 @@ def consecutive_failures(runs: list[dict[str, Any]]) -> int:
     count = 0
     for run in reversed(runs):
         outcome = run.get("outcome")
-        if outcome == "success":
+        if outcome == SUCCESS:
             break
         if outcome in FAILURES:
             count += 1
     return count
-
-
-def stale_legacy_locks(job: JobSpec, facts: Facts) -> list[tuple[str, str]]:
-    """(path, why) of the job's legacy lock files that nothing holds any more."""
-    stale = []
-    for path, info in facts.jobs.get(job.id, {}).get("legacy_locks", {}).items():
-        if not info or info.get("type") != "file" or info.get("held"):
-            continue
-        pid = info.get("pid")
-        if pid and not info.get("alive"):
-            stale.append((path, f"pid {pid} is gone"))
-        elif not pid and float(info.get("age", 0)) > job.timeout:
-            stale.append((path, f"no pid in it, {int(float(info.get('age', 0)) // 60)} min old"))
-    return stale
 
 
 def job_checks(job: JobSpec, facts: Facts, limits: Thresholds = Thresholds(), rules: CronRules | None = None) -> list[Check]:

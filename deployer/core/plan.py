@@ -15,6 +15,7 @@ from deployer.core import crontab
 from deployer.core.adopt import HandMade, hand_made, without_lines
 from deployer.core.facts import Facts, PathFact
 from deployer.core.home import home_errors, home_warnings
+from deployer.core.legacy import stale_legacy_locks
 from deployer.core.release import EnsureDir, EnsureFile, KeepRecords, Release, ReleaseFile
 
 
@@ -318,8 +319,6 @@ def plan(release: Release, facts: Facts, adopt: bool = False) -> Plan:
             p.crontab_changes.append(CrontabChange(user, before, after))
             if (edit := _block_drift(before, after, release.project, release.env)) is not None:
                 p.changes.append(Change("crontab", f"crontab of {user}", edit))
-    from deployer.core.health import stale_legacy_locks  # health needs plan's facts, not the reverse
-
     for job in release.jobs:
         for path, why in stale_legacy_locks(job, facts):
             p.stale_locks.append(path)

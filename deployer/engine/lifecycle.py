@@ -8,8 +8,8 @@ target that has something to do.
 from __future__ import annotations
 
 from deployer.core.lifecycle import LifecyclePlan, plan_destroy, plan_rollback
-from deployer.engine.session import CHANGED, FAILED, OK, Reads, Session, TargetState, send_bundle
-from deployer.errors import EXIT_FAILED, EXIT_OK
+from deployer.engine.outcome import CHANGED, FAILED, OK
+from deployer.engine.session import Reads, Session, TargetState, send_bundle
 
 ROLLBACK, DESTROY = "rollback", "destroy"
 
@@ -33,9 +33,9 @@ def prepare_target(state: TargetState, kind: str, to: str | None = None, purge_l
         lp = plan_destroy(state.release, state.facts, purge_logs)
     # The declaration's own plan does not matter here (a target may lag behind it).
     if lp.errors:
-        state.status, state.exit_code, state.error = FAILED, EXIT_FAILED, "; ".join(lp.errors)
+        state.status, state.error = FAILED, "; ".join(lp.errors)
     else:
-        state.status, state.exit_code, state.error = (OK if lp.empty else CHANGED), EXIT_OK, None
+        state.status, state.error = (OK if lp.empty else CHANGED), None
     return lp
 
 

@@ -26,19 +26,18 @@ from typing import Any
 from deployer.config.inventory import Target, limit_targets, load_inventory
 from deployer.config.cached import load_project_cached
 from deployer.config.project import EnvironmentConfig, Project
-from deployer.core.checks import FAIL, WARN, Check, checks
+from deployer.core.check import FAIL, WARN, Check
+from deployer.core.checks import checks
 from deployer.core.desired import DesiredState
 from deployer.core.facts import Facts, parse_facts
 from deployer.core.plan import Plan, ledger_path, plan
 from deployer.core.release import Release, materialize
 from deployer.core.render import check_job_hosts, render
 from deployer.engine import remote
-from deployer.errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, ChangedUnderUs, InvalidInput, Problem, TargetError
+from deployer.engine.outcome import CHANGED, EXIT_CODES, FAILED, OK, TargetStatus, exit_code_of, status_of
+from deployer.errors import ChangedUnderUs, InvalidInput, Problem, TargetError
 from deployer.transport import ConnectOptions, connect
 from deployer.transport.base import Counters, Transport
-
-OK, CHANGED, FAILED, UNREACHABLE = "ok", "changed", "failed", "unreachable"
-
 
 @dataclass(frozen=True)
 class Reads:
@@ -63,9 +62,8 @@ class TargetState:
     facts: Facts | None = None
     release: Release | None = None
     plan: Plan | None = None
-    status: str = OK
+    status: TargetStatus = OK
     error: str | None = None
-    exit_code: int = EXIT_OK
     applied: list[str] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     seconds: float = 0.0
@@ -75,13 +73,17 @@ class TargetState:
         return self.target.name
 
     @property
+    def exit_code(self) -> int:
+        """This target's exit code: its status's (engine/outcome.py), never kept apart from it."""
+        return EXIT_CODES[self.status]
+
+    @property
     def counters(self) -> Counters:
         return self.transport.counters if self.transport else Counters()
 
     def fail(self, exc: TargetError) -> None:
-        self.status = UNREACHABLE if exc.exit_code == EXIT_UNREACHABLE else FAILED
+        self.status = status_of(exc)
         self.error = str(exc)
-        self.exit_code = exc.exit_code
 
 
 @dataclass
@@ -150,13 +152,9 @@ class Session:
         self._each(lambda state: verify_target(state, strict), [s for s in self.states if s.plan is not None])
 
     # ------------------------------------------------------------------ results
-    def exit_code(self) -> int:
-        codes = {s.exit_code for s in self.states}
-        if EXIT_UNREACHABLE in codes:
-            return EXIT_UNREACHABLE
-        if codes - {EXIT_OK}:
-            return EXIT_FAILED
-        return EXIT_OK
+    def exit_code(self, changes_pending: bool = False) -> int:
+        """The command's exit code from its targets' statuses (engine/outcome.py)."""
+        return exit_code_of((s.status for s in self.states), changes_pending)
 
     def saved_plan(self) -> dict[str, Any]:
         """What ``plan --out`` keeps: enough to refuse an apply if anything moved since."""
@@ -223,7 +221,7 @@ def observe_target(state: TargetState, reads: Reads = NOTHING_MORE, adopt: bool 
     state.release = materialize(state.desired, state.facts.identity)
     state.plan = plan(state.release, state.facts, adopt)
     if state.plan.errors:
-        state.status, state.exit_code = FAILED, EXIT_FAILED
+        state.status = FAILED
         state.error = "; ".join(state.plan.errors)
     elif not state.plan.empty:
         state.status = CHANGED
@@ -260,10 +258,10 @@ def verify_target(state: TargetState, strict: bool = False) -> None:
     failing = {FAIL, WARN} if strict else {FAIL}
     failed = sorted({c.name for c in state.checks if c.status in failing})
     if failed:
-        state.status, state.exit_code = FAILED, EXIT_FAILED
+        state.status = FAILED
         state.error = state.error or f"failed: {', '.join(failed)}"
     else:
-        state.status, state.exit_code = OK, EXIT_OK
+        state.status = OK
 
 
 def _digest(text: str | None) -> str | None:

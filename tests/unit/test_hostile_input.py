@@ -14,7 +14,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from deployer.cli.main import junit_xml
+from deployer.cli.deploy import junit_xml
 from deployer.cli.output import Output, shown
 from deployer.core.health import parse_time
 from deployer.remote import targetlib

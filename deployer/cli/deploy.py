@@ -1,0 +1,200 @@
+"""Declaring and deploying: validate, render, plan, apply, verify.
+
+validate and render contact no host; plan, apply and verify probe each host once, and
+apply sends each host that has changes one bundle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from deployer.cli.common import (Context, accept_new_option, adopt_option, confirm, counted, env_argument, guarded,
+                                 json_option, limit_option, open_session, parallel_option, yes_option)
+from deployer.cli.output import render_text
+from deployer.config.inventory import load_inventory
+from deployer.core.check import FAIL, WARN
+from deployer.core.render import check_job_hosts
+from deployer.core.render import render as render_target
+from deployer.engine.outcome import CHANGED
+from deployer.engine.session import Session
+from deployer.errors import EXIT_OK, InvalidInput, Problem
+
+
+@click.command()
+@json_option
+@click.pass_obj
+@guarded
+def validate(ctx: Context) -> int:
+    """Check the declaration and every environment's inventory; touch no target."""
+    from deployer.config.load import load_project  # validate always validates: no cache
+
+    project = load_project(ctx.file)
+    problems: list[Problem] = []
+    hosts = 0
+    for env in project.environments.values():
+        try:
+            targets = load_inventory(env.inventory, env.inventory_shown)
+            check_job_hosts(project, env, targets)
+            hosts += len(targets)
+            for target in targets:  # templates too; secrets are plan's business
+                try:
+                    render_target(project, env, target, targets, resolve_secrets=False)
+                except InvalidInput as exc:
+                    problems.extend(exc.problems)
+        except InvalidInput as exc:
+            problems.extend(exc.problems)
+    problems = list(dict.fromkeys(problems))
+    if problems:
+        raise InvalidInput(problems)
+    jobs = {job.id for env in project.environments.values() for job in env.jobs}
+    if ctx.output.json_mode:
+        ctx.output.emit_json({"ok": True, "project": project.name, "environments": list(project.environments),
+                              "jobs": sorted(jobs), "hosts": hosts})
+    else:
+        ctx.output.print(f"{ctx.file}: valid — project {project.name}, {counted(len(jobs), 'job')}, "
+                         f"environments {', '.join(project.environments)} ({counted(hosts, 'host')})", style="green")
+    return EXIT_OK
+
+
+@click.command()
+@env_argument
+@limit_option
+@json_option
+@click.pass_obj
+@guarded
+def render(ctx: Context, env: str, limit: str | None) -> int:
+    """Print what would be installed on each host, without contacting any."""
+    session = open_session(ctx, env, limit, 1)
+    if ctx.output.json_mode:
+        ctx.output.emit_json({"hosts": {s.name: {"jobs": [j.id for j in s.desired.jobs],
+                                                 "skipped": dict(s.desired.skipped)} for s in session.states}})
+    else:
+        ctx.output.print(render_text(session))
+    return EXIT_OK
+
+
+@click.command()
+@env_argument
+@limit_option
+@parallel_option
+@accept_new_option
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 3 when there are changes to apply (0 when none).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Save the plan, to apply exactly it with apply --plan.")
+@adopt_option
+@json_option
+@click.pass_obj
+@guarded
+def plan(ctx: Context, env: str, limit: str | None, parallel: int, detailed_exitcode: bool, out_file: str | None,
+         adopt: bool) -> int:
+    """Show what apply would change on each host (nothing is written)."""
+    session = open_session(ctx, env, limit, parallel)
+    try:
+        session.observe(adopt=adopt)
+    finally:
+        session.close()
+    if ctx.output.json_mode:
+        ctx.output.emit_json(ctx.output.plan_json(session))
+    else:
+        ctx.output.plan(session)
+    if out_file:
+        Path(out_file).write_text(json.dumps(session.saved_plan(), indent=2) + "\n")
+    return session.exit_code(changes_pending=detailed_exitcode)
+
+
+@click.command()
+@env_argument
+@limit_option
+@parallel_option
+@accept_new_option
+@yes_option
+@click.option("--plan", "plan_file", type=click.Path(exists=True, dir_okay=False),
+              help="Apply only if nothing changed since this saved plan (plan --out).")
+@adopt_option
+@json_option
+@click.pass_obj
+@guarded
+def apply(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, plan_file: str | None, adopt: bool) -> int:
+    """Make every host match the declaration (a second apply changes nothing)."""
+    expected = None
+    if plan_file:
+        try:
+            expected = json.loads(Path(plan_file).read_text())["targets"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InvalidInput([Problem(f"not a saved plan ({exc})", file=plan_file)]) from None
+    session = open_session(ctx, env, limit, parallel)
+    try:
+        session.observe(adopt=adopt)
+        pending = [s for s in session.states if s.status == CHANGED]
+        if not ctx.output.json_mode:
+            ctx.output.plan(session)
+        if expected is None and (refused := confirm(ctx, len(pending), yes, "apply", "applied",
+                                                      f"Apply these changes to {counted(len(pending), 'host')}?")) is not None:
+            return refused
+        session.apply(expected)
+    finally:
+        session.close()
+    if ctx.output.json_mode:
+        ctx.output.emit_json(ctx.output.plan_json(session, applied=True))
+    else:
+        ctx.output.summary(session, "apply")
+    return session.exit_code()
+
+
+@click.command()
+@env_argument
+@limit_option
+@parallel_option
+@click.option("--strict", is_flag=True, help="Warnings fail too (exit 1).")
+@click.option("--junit", "junit_file", type=click.Path(dir_okay=False), help="Also write the checks as JUnit XML, for CI.")
+@accept_new_option
+@json_option
+@click.pass_obj
+@guarded
+def verify(ctx: Context, env: str, limit: str | None, parallel: int, strict: bool, junit_file: str | None) -> int:
+    """Audit every host and job: crontab, files, cron daemon, runs, freshness, locks, disk."""
+    session = open_session(ctx, env, limit, parallel)
+    try:
+        session.observe()
+        session.verify(strict=strict)
+    finally:
+        session.close()
+    if junit_file:
+        Path(junit_file).write_text(junit_xml(session, lambda text: ctx.output.safe(text, newlines=True)), encoding="utf-8")
+    if ctx.output.json_mode:
+        ctx.output.emit_json(ctx.output.checks_json(session))
+    else:
+        ctx.output.checks(session)
+        ctx.output.summary(session, "verify")
+    return session.exit_code()
+
+
+def junit_xml(session: Session, clean: Callable[[str], str] = str) -> str:
+    """One testsuite per host, one testcase per check; fail is a failure, warn a skipped-with-message.
+
+    ``clean`` redacts each text and escapes control characters (XML 1.0 cannot hold most of
+    them: one in a check's detail would make the whole file unreadable to CI)."""
+    from xml.etree import ElementTree as ET
+
+    suites = ET.Element("testsuites", name=f"deployer verify {session.project.name}/{session.env.name}")
+    for state in session.states:
+        suite = ET.SubElement(suites, "testsuite", name=state.name, tests=str(max(1, len(state.checks))),
+                              failures=str(sum(c.status == FAIL for c in state.checks)), errors="0",
+                              time=f"{state.seconds:.3f}")
+        if not state.checks:
+            case = ET.SubElement(suite, "testcase", classname=state.name, name="reach")
+            ET.SubElement(case, "error", message=clean(state.error or "no result")).text = clean(state.error or "")
+            suite.set("errors", "1")
+            continue
+        for check in state.checks:
+            name = f"{check.name} {check.job}" if check.job else check.name
+            case = ET.SubElement(suite, "testcase", classname=state.name, name=name)
+            detail = clean(check.detail)
+            if check.status == FAIL:
+                ET.SubElement(case, "failure", message=detail).text = detail
+            elif check.status == WARN:
+                ET.SubElement(case, "system-out").text = f"warning: {detail}"
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
