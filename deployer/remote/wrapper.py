@@ -24,6 +24,7 @@ environment cron gives that user's jobs. The job's user can then no longer forge
 Exit code: the job's own (so ``deployer run`` and cron's mail see it), 124 on timeout.
 """
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -219,7 +220,7 @@ class Run:
     def user_side(self):
         """Where the job's user's files (log, lock) are opened: with that user's ids when root
         started us for another user, else as we are."""
-        return AsUser(self.as_user) if self.as_user else _Same()
+        return AsUser(self.as_user) if self.as_user else contextlib.nullcontext()
 
     def check_records_kept(self):
         """Root keeps this job's records: refuse to run while its state folder is still the
@@ -355,14 +356,6 @@ def prune_run_logs(state_dir, keep):
                 pass
     finally:
         os.close(dfd)
-
-
-class _Same:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
 
 
 def _user():
