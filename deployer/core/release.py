@@ -14,8 +14,8 @@ import hashlib
 import json
 import shlex
 from dataclasses import dataclass
-from importlib import resources
 
+from deployer.core.bundle import bundle
 from deployer.core.crontab import begin_marker, end_marker
 from deployer.core.desired import DesiredState, JobSpec, expand_home
 from deployer.core.templates import render_template
@@ -113,16 +113,13 @@ class Release:
         return frozenset(value for job in self.jobs for name, value in job.env if name in job.secret_names and value)
 
 
-SAFEFS_MARK = b"# <safefs>"
+# The release's ``run``: the wrapper's module and what it imports, then the call cron makes.
+WRAPPER_MAIN = "\nif __name__ == '__main__':\n    _sys.exit(_sys.modules['deployer.remote.wrapper'].entry(_sys.argv[1:], __file__))\n"
 
 
 def wrapper_source() -> bytes:
-    """The run wrapper with safefs's source inlined: one self-contained file per release."""
-    package = resources.files("deployer.remote")
-    wrapper = package.joinpath("wrapper.py").read_bytes()
-    if SAFEFS_MARK not in wrapper:
-        raise RuntimeError("deployer/remote/wrapper.py lacks the '# <safefs>' line")
-    return wrapper.replace(SAFEFS_MARK, package.joinpath("safefs.py").read_bytes(), 1)
+    """The run wrapper bundled with the target modules it imports: one self-contained file per release."""
+    return ("#!/usr/bin/env python3\n" + bundle("wrapper") + WRAPPER_MAIN).encode()
 
 
 def env_file(job: JobSpec, mask_secrets: bool = False) -> bytes:

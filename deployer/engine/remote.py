@@ -14,32 +14,22 @@ from __future__ import annotations
 import base64
 import json
 import os
-from functools import cache
-from importlib import resources
 from typing import Any
 
+from deployer.core.bundle import bundle
 from deployer.errors import TargetError, Unreachable
 from deployer.transport.base import Transport
 
-INLINE_MARK = "# <targetlib>"
 # Test-only: names a stage at which the applier pauses (tests/faults/). Not a user setting.
 TEST_PAUSE_ENV = "DEPLOYER_TEST_PAUSE_AT"
 
 
-@cache
-def script_source(name: str) -> str:
-    """safefs's and targetlib's sources inlined into the named target-side module's."""
-    package = resources.files("deployer.remote")
-    lib = package.joinpath("safefs.py").read_text(encoding="utf-8") + "\n\n" + package.joinpath("targetlib.py").read_text(encoding="utf-8")
-    body = package.joinpath(f"{name}.py").read_text(encoding="utf-8")
-    if INLINE_MARK not in body:
-        raise RuntimeError(f"deployer/remote/{name}.py lacks the '{INLINE_MARK}' line")
-    return body.replace(INLINE_MARK, lib, 1)
-
-
 def build_script(name: str, params: dict[str, Any]) -> bytes:
+    """The target module ``name`` bundled with what it imports, then a call of its ``main``."""
     encoded = base64.b64encode(json.dumps(params).encode()).decode()
-    return (script_source(name) + f"\n\nos.chdir('/')\nmain(decode_params({encoded!r}))\n").encode()
+    return (bundle(name) + "\n\nimport os\nos.chdir('/')\n"
+            f"_sys.modules['deployer.remote.{name}'].main("
+            f"_sys.modules['deployer.remote.targetlib'].decode_params({encoded!r}))\n").encode()
 
 
 def isolated(python: str, *args: str) -> list[str]:

@@ -1,6 +1,7 @@
 """The applier: makes one planned change on a target, in one exec.
 
-Runs on the target (standard library only; targetlib's source is sent before it). Order
+Runs on the target (standard library only; bundled with the target modules it imports,
+see deployer/core/bundle.py). Order
 matters, so that a failure at any point leaves the old state working or the new one
 complete, never a mix:
 
@@ -19,12 +20,21 @@ complete, never a mix:
 Prints one JSON line: what was done, or the error.
 """
 
+import base64
 import errno
 import fcntl
+import grp
+import json
+import os
+import pwd
 import shutil
+import stat
+import subprocess
 import time
 
-# <targetlib>
+from deployer.remote.safefs import Unsafe, check_file, open_dir, read_fd, split, writable_by_others
+from deployer.remote.targetlib import (crontab_argv, emit, lock_holders_of, open_regular, read_crontab,
+                                       read_lock_table, user_name)
 
 
 class Refused(Exception):

@@ -1,15 +1,23 @@
 """The probe: everything deployer needs to know about a target, in one exec.
 
-Runs on the target (standard library only; targetlib's source is sent before it). Reads,
+Runs on the target (standard library only; bundled with the target modules it imports,
+see deployer/core/bundle.py). Reads,
 never writes. Prints one JSON line of facts.
 """
 
+import base64
+import json
 import os
+import pwd
 import socket
 import sys
 import time
 
-# <targetlib>
+from deployer.remote.safefs import list_dir, open_dir, open_file, read_bytes
+from deployer.remote.targetlib import (_why, describe_path, emit, expand, file_kind, group_name, lock_holders,
+                                       lock_holders_of, lstat_at, my_home, open_regular, parse_run_lines, path_kind,
+                                       read_crontab, read_json_file, read_lock_table, run_record, sha256_file,
+                                       tail_lines, user_name)
 
 
 def _releases(deploy_home):

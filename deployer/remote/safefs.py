@@ -1,7 +1,7 @@
 """Root acting on paths that other users may control, without being led astray.
 
-Runs on the target (standard library only). Its source is sent in front of the probe's and
-the applier's, and copied into the run wrapper of every release, like targetlib's.
+Runs on the target (standard library only). It travels bundled with the probe, the applier
+and the run wrapper of every release (see deployer/core/bundle.py).
 
 A path such as /home/www-data/logs/a/job.log is not one object but a chain of folders, any
 of which the job's user may swap for a symlink between the moment root looks and the moment

@@ -1,8 +1,7 @@
 """Helpers shared by the code that runs ON a target (probe and applier).
 
-Standard library only. This file is not imported on the target: its source is sent in
-front of the probe's or the applier's, over stdin to ``python3 -`` (see
-``deployer.engine.remote``), so targets need nothing but python3 and cron.
+Standard library only. On the target it travels bundled with the probe or the applier
+(see ``deployer.core.bundle``), so targets need nothing but python3 and cron.
 """
 
 import base64
@@ -16,8 +15,7 @@ import stat
 import subprocess
 import sys
 
-if "open_file" not in globals():  # imported as a module (unit tests), not sent after safefs's source
-    from deployer.remote.safefs import open_dir, open_file, split
+from deployer.remote.safefs import open_dir, open_file, split
 
 HOME_MARK = "\x00~\x00"
 DATA_MARK = "\x00data\x00"
@@ -261,7 +259,7 @@ JSON_LIMIT = 8 << 20  # a marker, an index, a manifest: far more than deployer e
 def open_regular(path):
     """A read descriptor on the regular file at ``path``; OSError for anything else (a link,
     there or on the way; a FIFO, a device, a folder; a hard link), without ever waiting on it.
-    The folders are walked from / by safefs (sent before this file)."""
+    The folders are walked from / by safefs."""
     fd = open_file(path, os.O_RDONLY)
     try:
         mode = os.fstat(fd).st_mode

@@ -37,7 +37,7 @@ import sys
 import time
 import uuid
 
-# <safefs>
+from deployer.remote.safefs import Unsafe, open_dir, open_file, split, unlink_file
 
 OUTCOME_SUCCESS = "success"
 OUTCOME_FAILURE = "failure"
@@ -373,7 +373,7 @@ def _kill_group(pgid, sig):
         pass
 
 
-def main(argv):
+def main(argv, script):
     if len(argv) < 1 or argv[0] in ("-h", "--help"):
         sys.stderr.write("usage: run JOB_ID [--trigger cron|manual] [--tee]\n")
         return 2
@@ -382,7 +382,7 @@ def main(argv):
     if "--trigger" in argv[1:-1]:
         trigger = argv[argv.index("--trigger") + 1]
     tee = "--tee" in argv[1:]  # `deployer run`: the output goes to the log and to us
-    release = os.path.dirname(os.path.realpath(__file__))  # through the `current` link: the real revision
+    release = os.path.dirname(os.path.realpath(script))  # through the `current` link: the real revision
     run = Run(release, job_id, trigger)
     spec = run.spec
     if run.as_user:
@@ -506,9 +506,10 @@ def main(argv):
     return exit_code
 
 
-def entry(argv):
+def entry(argv, script):
+    """Run one job; ``script`` is the release's ``run`` file that was started (it names the release)."""
     try:
-        return main(argv)
+        return main(argv, script)
     except NotKept as exc:
         sys.stderr.write("deployer run: %s\n" % exc)
         return 1
@@ -526,4 +527,4 @@ def entry(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(entry(sys.argv[1:]))
+    sys.exit(entry(sys.argv[1:], __file__))

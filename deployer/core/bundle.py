@@ -1,0 +1,129 @@
+"""The code that runs on a target, as one self-contained Python script.
+
+The target side (``deployer/remote/``) is made of real modules with real imports, so that
+linters, type checkers and unit tests read them as they are. A target needs nothing
+installed but python3, so at send time the modules a piece of target code imports are
+packed into one script, each kept a module of its own under its own name: the script
+registers ``deployer`` and ``deployer.remote`` as empty packages, then runs each module's
+source (dependencies first) into a fresh module object in ``sys.modules``. The modules'
+own ``from deployer.remote import safefs`` lines then find them. Tracebacks name the real
+file and line (``deployer/remote/applier.py``, line 212), which splicing text never did.
+
+Ansible's module_utils and pyinfra's facts solve the same problem the same way: the
+controller owns the code, the target receives it whole with each run.
+
+A target module may import the standard library and other target modules, nothing else:
+anything else is refused here, when the bundle is built, not on a production host.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from functools import cache
+from importlib import resources
+
+PACKAGE = "deployer.remote"
+
+_PROLOGUE = '''\
+# deployer target code: {entry} and the modules it imports, each a module of its own.
+# Built by deployer (deployer/core/bundle.py) from its own sources; edit those, not this.
+import sys as _sys
+import types as _types
+
+
+def _deployer_package(name):
+    package = _types.ModuleType(name)
+    package.__path__ = []
+    _sys.modules[name] = package
+    return package
+
+
+def _deployer_module(name, source):
+    module = _types.ModuleType(name)
+    module.__file__ = "<deployer>/" + name.replace(".", "/") + ".py"
+    _sys.modules[name] = module
+    exec(compile(source, module.__file__, "exec"), module.__dict__)
+    parent, _, child = name.rpartition(".")
+    setattr(_sys.modules[parent], child, module)
+    return module
+
+
+_deployer_package("deployer").remote = _deployer_package("deployer.remote")
+'''
+
+
+class BundleError(RuntimeError):
+    """A target module imports something a target may not have: a bug of deployer's."""
+
+
+@cache
+def module_source(name: str) -> str:
+    """The source of ``deployer/remote/<name>.py``."""
+    return resources.files(PACKAGE).joinpath(f"{name}.py").read_text(encoding="utf-8")
+
+
+@cache
+def target_imports(name: str) -> tuple[str, ...]:
+    """The other target modules that ``name`` imports, in the order they appear.
+
+    Raises BundleError for an import that is neither the standard library nor a target module.
+    """
+    found: list[str] = []
+    for node in ast.walk(ast.parse(module_source(name), filename=f"deployer/remote/{name}.py")):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == PACKAGE:  # from deployer.remote import safefs
+                modules = [f"{PACKAGE}.{alias.name}" for alias in node.names]
+            else:
+                modules = [node.module]
+        elif isinstance(node, ast.ImportFrom):
+            raise BundleError(f"deployer/remote/{name}.py, line {node.lineno}: relative imports are not bundled; "
+                              f"write `from {PACKAGE} import ...`")
+        else:
+            continue
+        for module in modules:
+            top = module.partition(".")[0]
+            if module.startswith(PACKAGE + "."):
+                child = module[len(PACKAGE) + 1:].partition(".")[0]
+                if child not in found:
+                    found.append(child)
+            elif top == "__future__" or top in sys.stdlib_module_names:
+                continue
+            else:
+                raise BundleError(f"deployer/remote/{name}.py, line {node.lineno}: imports {module}, which a "
+                                  f"target does not have (standard library and {PACKAGE} only)")
+    return tuple(found)
+
+
+def load_order(entry: str) -> tuple[str, ...]:
+    """``entry`` and every target module it needs, each after the modules it imports."""
+    order: list[str] = []
+    visiting: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise BundleError(f"target modules import each other in a circle: {' -> '.join([*visiting, name])}")
+        visiting.append(name)
+        for dependency in target_imports(name):
+            visit(dependency)
+        visiting.pop()
+        order.append(name)
+
+    visit(entry)
+    return tuple(order)
+
+
+@cache
+def bundle(entry: str) -> str:
+    """One script that defines ``deployer.remote.<entry>`` and what it imports; run nothing yet.
+
+    The caller appends what to run (see ``deployer.engine.remote`` and the release's wrapper).
+    """
+    parts = [_PROLOGUE.format(entry=f"{PACKAGE}.{entry}")]
+    for name in load_order(entry):
+        parts.append(f"\n_deployer_module({PACKAGE + '.' + name!r}, {module_source(name)!r})\n")
+    return "".join(parts)
