@@ -65,12 +65,18 @@ def module_source(name: str) -> str:
 
 @cache
 def target_imports(name: str) -> tuple[str, ...]:
-    """The other target modules that ``name`` imports, in the order they appear.
+    """The other target modules that ``deployer/remote/<name>.py`` imports, in the order they appear."""
+    return imports_of(module_source(name), f"deployer/remote/{name}.py")
 
-    Raises BundleError for an import that is neither the standard library nor a target module.
+
+def imports_of(source: str, shown: str) -> tuple[str, ...]:
+    """The target modules a target module's ``source`` imports (``shown`` names it in errors).
+
+    Raises BundleError for an import that is neither the standard library nor a target module:
+    a target has python3 and nothing else.
     """
     found: list[str] = []
-    for node in ast.walk(ast.parse(module_source(name), filename=f"deployer/remote/{name}.py")):
+    for node in ast.walk(ast.parse(source, filename=shown)):
         if isinstance(node, ast.Import):
             modules = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -79,7 +85,7 @@ def target_imports(name: str) -> tuple[str, ...]:
             else:
                 modules = [node.module]
         elif isinstance(node, ast.ImportFrom):
-            raise BundleError(f"deployer/remote/{name}.py, line {node.lineno}: relative imports are not bundled; "
+            raise BundleError(f"{shown}, line {node.lineno}: a relative import is not bundled; "
                               f"write `from {PACKAGE} import ...`")
         else:
             continue
@@ -89,11 +95,9 @@ def target_imports(name: str) -> tuple[str, ...]:
                 child = module[len(PACKAGE) + 1:].partition(".")[0]
                 if child not in found:
                     found.append(child)
-            elif top == "__future__" or top in sys.stdlib_module_names:
-                continue
-            else:
-                raise BundleError(f"deployer/remote/{name}.py, line {node.lineno}: imports {module}, which a "
-                                  f"target does not have (standard library and {PACKAGE} only)")
+            elif top != "__future__" and top not in sys.stdlib_module_names:
+                raise BundleError(f"{shown}, line {node.lineno}: imports {module}, which a target does not have "
+                                  f"(standard library and {PACKAGE} only)")
     return tuple(found)
 
 
