@@ -110,7 +110,7 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, src: SourceM
                 )
                 continue
             key = str(key) if not isinstance(key, str) else key
-            child = path + (key,)
+            child = (*path, key)
             if key in result:
                 problems.append(
                     Problem(
@@ -125,7 +125,7 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, src: SourceM
             result[key] = _build(loader, value_node, child, src, problems, budget)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_build(loader, item, path + (i,), src, problems, budget) for i, item in enumerate(node.value)]
+        return [_build(loader, item, (*path, i), src, problems, budget) for i, item in enumerate(node.value)]
     value = _scalar(loader, node)  # type: ignore[arg-type]
     if isinstance(value, bool):
         src.booleans[path] = str(node.value)

@@ -19,7 +19,6 @@ from typing import Any
 from deployer.errors import Unreachable
 from deployer.transport.base import Become, Counters, Result
 
-
 # No controlling terminal, not the operator's folder.
 DETACHED: dict[str, Any] = {"start_new_session": True, "cwd": "/"}
 
@@ -36,10 +35,7 @@ class LocalTransport:
         full = self.become.wrap(argv) if self.become and self.become.user != _me() else argv
         started = time.monotonic()
         try:
-            if on_stdout is not None:
-                proc = _streamed(full, stdin, timeout, on_stdout)
-            else:
-                proc = _collected(full, stdin, timeout)
+            proc = _streamed(full, stdin, timeout, on_stdout) if on_stdout is not None else _collected(full, stdin, timeout)
         except FileNotFoundError:
             raise Unreachable(f"'{full[0]}' is not installed on this machine") from None
         except subprocess.TimeoutExpired:
