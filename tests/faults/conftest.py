@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 
+from tests.fleet.conftest import FleetProject, make_project
 from tests.harness import TestHosts
 from tests.harness.fixtures import fleet_factory  # noqa: F401  (a fixture, used by the tests)
-from tests.fleet.conftest import FleetProject, make_project
 
 HOME = "/var/lib/deployer/demo-dev"  # deploy home of project demo, env dev, as root
 PAUSE_ENV = "DEPLOYER_TEST_PAUSE_AT"
@@ -259,7 +259,7 @@ def fast_link(th: TestHosts, host: str = "h1") -> None:
 
 
 @pytest.fixture
-def one_host(fleet_factory: Callable[..., TestHosts], tmp_path: Path) -> Iterator[FleetProject]:
+def one_host(fleet_factory: Callable[..., TestHosts], tmp_path: Path) -> Iterator[FleetProject]:  # noqa: F811 - pytest's fixture, by name
     """One host h1 with foreign lines in root's crontab, and a project targeting it as root."""
     th = fleet_factory(["h1"])
     p = make_project(th, tmp_path)

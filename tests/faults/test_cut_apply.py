@@ -19,10 +19,26 @@ from typing import Any
 
 import pytest
 
+from tests.faults.conftest import (
+    PAUSE_ENV,
+    Controller,
+    at_the_prompt,
+    converges,
+    declare_v2,
+    deploy_v1,
+    fast_link,
+    pause_marker,
+    paused_pid,
+    pid_alive,
+    release_pause,
+    slow_link,
+    start_deployer,
+    stdin_pythons,
+    target_state,
+    wait_for,
+    whole_revision,
+)
 from tests.fleet.conftest import FleetProject
-from tests.faults.conftest import (PAUSE_ENV, Controller, converges, declare_v2, deploy_v1, fast_link, pause_marker,
-                                   paused_pid, pid_alive, release_pause, slow_link, start_deployer,
-                                   stdin_pythons, target_state, at_the_prompt, wait_for, whole_revision)
 
 pytestmark = pytest.mark.fleet
 

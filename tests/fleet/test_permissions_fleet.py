@@ -109,7 +109,7 @@ def test_the_wrapper_never_follows_a_link_planted_after_apply(host: FleetProject
     # alice runs the job and owns its log folder: she can swap her own files for links. The
     # link's target is a file she may write too; the wrapper must still not write through it.
     sh(p, f"printf 'keep me\\n' > /home/alice/notes && rm -f {path} && ln -s /home/alice/notes {path}"
-          if which == "log" else f"printf 'keep me\\n' > /home/alice/notes", user="alice")
+          if which == "log" else "printf 'keep me\\n' > /home/alice/notes", user="alice")
     if which == "lock":  # the lock folder is root's: root plants that one
         sh(p, f"rm -f {path} && ln -s /home/alice/notes {path}")
     before = stat(p, "/home/alice/notes")["/home/alice/notes"]

@@ -134,7 +134,7 @@ def test_secret_values_stay_in_the_env_file(fleet_factory: Any, tmp_path: Path) 
         wait_for(lambda: th.exec_on("h1", ["test", "-e", "/tmp/slow-started"]).returncode == 0 or run.poll() is not None,
                  "the job to start")
         assert run.poll() is None, run.communicate()
-        during = scan(p, values + ["/tmp/slow-go"])
+        during = scan(p, [*values, "/tmp/slow-go"])
     finally:
         th.exec_on("h1", ["touch", "/tmp/slow-go"])
         out, err = run.communicate(timeout=120)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from deployer.config.inventory import Target
-from deployer.transport.base import Become
 from deployer.transport.address import parse_ssh_address as parse_ssh_host
+from deployer.transport.base import Become
 from deployer.transport.incus import IncusTransport, instance_name, ssh_target
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-NOW = datetime(2025, 2, 1, 3, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 2, 1, 3, 0, tzinfo=UTC)
 
 
 def make(path: Path, days_old: float, text: str = "line\n") -> Path:

@@ -6,19 +6,18 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import shutil
 import socket
 import socketserver
 import sqlite3
 import ssl
 import subprocess
-import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
-
-import pytest
 
 import process_email_queue
+import pytest
 
 NOW = "2025-02-01T02:00:00"
 PASSWORD = "s3cret-Pa55word"
@@ -196,7 +195,7 @@ def test_is_loopback(host, loopback):
 class SmtpHandler(socketserver.StreamRequestHandler):
     """Just enough SMTP for smtplib: EHLO, AUTH PLAIN, MAIL, RCPT, DATA, RSET, QUIT."""
 
-    server: "SmtpServer"
+    server: SmtpServer
 
     def reply(self, text: str) -> None:
         self.wfile.write(text.encode() + b"\r\n")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
-import pytest
-
 import purge_events
+import pytest
 
 
 def events_dir(shop_env: dict[str, str]) -> Path:
@@ -21,7 +20,7 @@ def touch(path: Path, modified: str | None = None) -> Path:
     """Create ``path``; ``modified`` is an ISO date for its mtime (default: now)."""
     path.write_text('{"type": "demo"}\n')
     if modified:
-        when = datetime.fromisoformat(modified).replace(tzinfo=timezone.utc).timestamp()
+        when = datetime.fromisoformat(modified).replace(tzinfo=UTC).timestamp()
         os.utime(path, (when, when))
     return path
 

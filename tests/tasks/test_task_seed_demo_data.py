@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 NOW = "2025-02-01T02:00:00"
@@ -45,8 +45,8 @@ def test_seed_covers_twenty_months_of_events(run_task, shop_env):
     assert len(events) == 20
     assert (events[0], events[-1]) == ("events-2023-07.jsonl", "events-2025-02.jsonl")
     log = Path(shop_env["SHOP_LOG_ROOT"]) / "archive" / "app-2.log"
-    modified = datetime.fromtimestamp(log.stat().st_mtime, timezone.utc)
-    assert modified == datetime(2024, 12, 23, 2, 0, tzinfo=timezone.utc)  # 40 days before NOW
+    modified = datetime.fromtimestamp(log.stat().st_mtime, UTC)
+    assert modified == datetime(2024, 12, 23, 2, 0, tzinfo=UTC)  # 40 days before NOW
 
 
 def test_every_task_has_work_after_seeding(run_task, shop_env):

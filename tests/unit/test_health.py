@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,8 +11,6 @@ from deployer.core.facts import Facts
 from deployer.core.health import job_checks
 from deployer.core.release import Identity
 from deployer.core.timing import next_fire, period, previous_fire
-
-UTC = timezone.utc
 
 
 def at(text: str) -> datetime:
@@ -95,7 +92,7 @@ def test_failures_warn_then_fail() -> None:
     one = [run("2026-06-01T10:00:00"), run("2026-06-01T10:05:00", "failure", 2)]
     assert details(job_checks(job(), facts("2026-06-01T10:06:00", "2026-06-01T09:00:00", one)))[1] == (
         "success", "warn", "last run failure (exit 2); last success 6m ago")
-    three = one + [run("2026-06-01T10:10:00", "timeout", 124), run("2026-06-01T10:15:00", "crashed", 137)]
+    three = [*one, run("2026-06-01T10:10:00", "timeout", 124), run("2026-06-01T10:15:00", "crashed", 137)]
     assert details(job_checks(job(), facts("2026-06-01T10:16:00", "2026-06-01T09:00:00", three)))[1] == (
         "success", "fail", "3 failed runs in a row; last success 16m ago")
 
