@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from deployer.config import model
+from deployer.config.chars import control_character
 from deployer.config.project import (
     DEFAULT_HOME,
     DEFAULT_KEEP_RELEASES,
@@ -441,7 +442,7 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
                 problems.append(src.problem(origin["command"],
                                             f"'{command}' looks like a shell line; 'command' is one program (path or name), put its arguments in 'args' as a list"))
                 continue
-            found = model.control_character(command)
+            found = control_character(command)
             if found:
                 problems.append(src.problem(origin["command"], f"contains the control character {found}; 'command' is one program (path or name)"))
                 continue

@@ -42,7 +42,7 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                mark = self.peek_event().start_mark
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # types-PyYAML leaves Parser.peek_event unannotated
                 raise _TooBig(f"values are nested more than {MAX_DEPTH} levels deep; a declaration needs far fewer "
                               "(an unclosed '[' or '{'?)", mark.line + 1)
             return super().compose_node(parent, index)

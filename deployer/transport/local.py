@@ -8,13 +8,14 @@ Python could otherwise open ``/dev/tty`` and type into that shell (TIOCSTI). Ove
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from deployer.errors import Unreachable
 from deployer.transport.base import Become, Counters, Result
@@ -103,7 +104,8 @@ def _streamed(full: list[str], stdin: bytes, timeout: float | None,
             except BrokenPipeError:
                 pass  # the command did not read its input; its exit code says why
         try:
-            while chunk := proc.stdout.read1(65536):
+            # A pipe of Popen's default buffering (bufsize=-1) is a BufferedReader; typeshed says IO.
+            while chunk := cast("io.BufferedReader", proc.stdout).read1(65536):
                 out.append(chunk)
                 on_stdout(chunk)
         except KeyboardInterrupt:

@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paramiko  # type: ignore[import-untyped]  # no stubs: paramiko's types are Any below
-from paramiko.auth_strategy import AuthSource, AuthStrategy, InMemoryPrivateKey  # type: ignore[import-untyped]
+import paramiko
+from paramiko.auth_strategy import AuthSource, AuthStrategy, InMemoryPrivateKey
 
 from deployer.config.inventory import Target
 from deployer.errors import TargetError, Unreachable
@@ -287,19 +287,19 @@ def resolve_jump(spec: str, fallback_keys: list[str], timeout: float) -> Hop:
 # --------------------------------------------------------------------------- host keys
 
 
-class UnknownHostKey(paramiko.SSHException):  # type: ignore[misc]
+class UnknownHostKey(paramiko.SSHException):
     def __init__(self, name: str, key: paramiko.PKey, authorities: list[KnownLine] | None = None) -> None:
         super().__init__(f"unknown host key for {name}")
         self.name, self.key, self.authorities = name, key, authorities or []
 
 
-class ChangedHostKey(paramiko.SSHException):  # type: ignore[misc]
+class ChangedHostKey(paramiko.SSHException):
     def __init__(self, name: str, key: paramiko.PKey) -> None:
         super().__init__(f"changed host key for {name}")
         self.name, self.key = name, key
 
 
-class RevokedHostKey(paramiko.SSHException):  # type: ignore[misc]
+class RevokedHostKey(paramiko.SSHException):
     def __init__(self, name: str, key: paramiko.PKey, line: KnownLine) -> None:
         super().__init__(f"revoked host key for {name}")
         self.name, self.key, self.line = name, key, line
@@ -447,7 +447,7 @@ class KnownHosts:
             client.get_host_keys().add(name, line.key_type, key)
 
 
-class HostKeyPolicy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
+class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
     """A key paramiko was not given (see KnownHosts.load_into): revoked, unknown or new.
 
     paramiko calls this only for a key none of whose type it was given; a different key of
@@ -476,11 +476,11 @@ class HostKeyPolicy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
 # --------------------------------------------------------------------------- authentication
 
 
-class KeyFiles(AuthStrategy):  # type: ignore[misc]
+class KeyFiles(AuthStrategy):
     """The key files of the hop, in order, then the keys of a running ssh-agent."""
 
     def __init__(self, user: str, keys: list[paramiko.PKey], agent: paramiko.Agent | None) -> None:
-        super().__init__(ssh_config=None)
+        super().__init__(ssh_config=paramiko.SSHConfig())  # paramiko's base class only keeps it; KeyFiles reads none
         self.user, self.keys, self.agent = user, keys, agent
 
     def get_sources(self) -> Iterator[AuthSource]:
