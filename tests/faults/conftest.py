@@ -318,7 +318,8 @@ def on_host(th: TestHosts, host: str) -> Run:
 def state_through(run: Run) -> dict[str, Any]:
     proc = run(["python3", "-c", STATE_SCRIPT, HOME])
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    state: dict[str, Any] = json.loads(proc.stdout)
+    return state
 
 
 def paused_pid_through(run: Run, stage: str) -> int | None:
@@ -338,7 +339,8 @@ def pid_alive_through(run: Run, pid: int) -> bool:
 def stdin_pythons_through(run: Run) -> list[dict[str, int]]:
     proc = run(["python3", "-c", APPLIERS_SCRIPT])
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    appliers: list[dict[str, int]] = json.loads(proc.stdout)
+    return appliers
 
 
 def converges_through(p: Any, new: str, state: Callable[[], dict[str, Any]], host: str = "h1") -> None:

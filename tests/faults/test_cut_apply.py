@@ -103,7 +103,8 @@ def transfer_in_progress(p: FleetProject, controller: Controller, bundle: int) -
         readers = [r for r in stdin_pythons(p.th) if 1024 * 1024 < r["rchar"] < bundle // 2]
         return readers[0] if readers else None
 
-    return wait_for(midway, "the bundle's transfer to be under way", every=0.02)
+    reader: dict[str, int] = wait_for(midway, "the bundle's transfer to be under way", every=0.02)
+    return reader
 
 
 @pytest.mark.parametrize("fault", ["controller-killed", "link-down", "applier-killed"])

@@ -56,7 +56,8 @@ print(json.dumps(out))
 def stat(p: FleetProject, *paths: str) -> dict[str, Any]:
     proc = p.th.exec_on("h1", ["python3", "-c", STAT, *paths])
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    modes: dict[str, Any] = json.loads(proc.stdout)
+    return modes
 
 
 def sh(p: FleetProject, script: str, user: str | None = None) -> None:

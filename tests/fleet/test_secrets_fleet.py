@@ -95,7 +95,8 @@ def scan(p: FleetProject, values: list[str], *folders: str) -> dict[str, Any]:
     """Where on the host the values are: argv and environ of every process, every file under ``folders``."""
     proc = p.th.exec_on("h1", ["python3", "-c", SCAN, *folders], input=json.dumps(values))
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    found: dict[str, Any] = json.loads(proc.stdout)
+    return found
 
 
 def assert_redacted(values: list[str], *outputs: str) -> None:

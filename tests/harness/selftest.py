@@ -26,11 +26,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hosts import DEFAULT_STATE_DIR, TestHosts, _mountpoints, _pid_alive, cleanup_stale
+# Run as a script (python3 tests/harness/selftest.py), beside hosts.py; the type checker sees the package.
+if TYPE_CHECKING:
+    from tests.harness.hosts import DEFAULT_STATE_DIR, TestHosts, _mountpoints, _pid_alive, cleanup_stale
+else:
+    from hosts import DEFAULT_STATE_DIR, TestHosts, _mountpoints, _pid_alive, cleanup_stale
 
 TIMINGS: dict[str, float] = {}
 FAILURES: list[str] = []

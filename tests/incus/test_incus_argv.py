@@ -20,7 +20,7 @@ def target(name: str = "web", **variables: object) -> Target:
     ({"ansible_host": "c1", "ansible_incus_host": "c2"}, "c2"),  # ansible_incus_host wins, as in the plugin
 ])
 def test_instance_name(variables: dict[str, object], expected: str) -> None:
-    assert instance_name(target(**variables)) == expected
+    assert instance_name(target("web", **variables)) == expected
 
 
 def test_argv_local_remote_project_user_and_become() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import sys
 from datetime import UTC, datetime
+from types import ModuleType
 
 import pytest
 
@@ -44,7 +45,7 @@ def _engine_line(schedule: str) -> str:
                      bits(e.months, 1), bits(frozenset(dows), 0)])
 
 
-def test_parser_agrees_with_entry_c(oracle) -> None:
+def test_parser_agrees_with_entry_c(oracle: ModuleType) -> None:
     schedules = corpus.parse_corpus()
     real = oracle.parse(schedules)
     assert len(real) == len(schedules)
@@ -65,7 +66,7 @@ def _queries(tz: str, transitions: list[int]) -> list[int]:
 
 
 @pytest.mark.parametrize("tz", ZONES)
-def test_fire_instants_agree_with_cron_main_loop(oracle, tz: str) -> None:
+def test_fire_instants_agree_with_cron_main_loop(oracle: ModuleType, tz: str) -> None:
     accepted = [s for s, r in zip(corpus.run_corpus(), oracle.parse(corpus.run_corpus()), strict=True) if r.startswith("OK")
                 and s != "@reboot"]
     clock = cronengine._clock(tz)

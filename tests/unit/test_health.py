@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
+from deployer.core.check import Check
 from deployer.core.desired import JobSpec
 from deployer.core.facts import Facts
 from deployer.core.health import job_checks
@@ -51,7 +54,7 @@ def job(schedule: str = "*/5 * * * *", timeout: int = 120) -> JobSpec:
 
 
 def facts(now: str, deployed: str | None, runs: list[dict[str, object]] | None = None, **job_info: object) -> Facts:
-    info = {"runs": runs or [], "last_success": next((r for r in reversed(runs or []) if r["outcome"] == "success"), None),
+    info: dict[str, Any] = {"runs": runs or [], "last_success": next((r for r in reversed(runs or []) if r["outcome"] == "success"), None),
             "running": [], "lock": {"holders": [], "content": ""}}
     info.update(job_info)
     return Facts(hostname="h", identity=Identity("u", 1000, "/home/u"), python="python3", python_version="3.11",
@@ -64,8 +67,8 @@ def run(start: str, outcome: str = "success", exit_code: int = 0) -> dict[str, o
     return {"start": start + "Z", "outcome": outcome, "exit_code": exit_code}
 
 
-def details(checks: list[object]) -> list[tuple[str, str, str]]:
-    return [(c.name, c.status, c.detail) for c in checks]  # type: ignore[attr-defined]
+def details(checks: Sequence[Check]) -> list[tuple[str, str, str]]:
+    return [(c.name, c.status, c.detail) for c in checks]
 
 
 def test_fresh_job_passes() -> None:
