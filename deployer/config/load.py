@@ -9,16 +9,27 @@ naming the file, the key path and the line.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from deployer.config import model
-from deployer.config.project import (DEFAULT_HOME, DEFAULT_KEEP_RELEASES, DEFAULT_LOCK_DIR, DEFAULT_LOG_DIR,
-                                     DEFAULT_TIMEOUT, EnvironmentConfig, Job, Project, RetentionPolicy, Secret, Settings,
-                                     Variable)
+from deployer.config.chars import control_character
+from deployer.config.project import (
+    DEFAULT_HOME,
+    DEFAULT_KEEP_RELEASES,
+    DEFAULT_LOCK_DIR,
+    DEFAULT_LOG_DIR,
+    DEFAULT_TIMEOUT,
+    EnvironmentConfig,
+    Job,
+    Project,
+    RetentionPolicy,
+    Secret,
+    Settings,
+    Variable,
+)
 from deployer.config.yamlsource import KeyPath, SourceMap, format_key_path, load_yaml_file
 from deployer.errors import InvalidInput, Problem
 
@@ -241,9 +252,9 @@ def _check_var_names(raw: dict[str, Any], src: SourceMap) -> list[Problem]:
             continue
         for name in variables:
             if name in RESERVED_VARS:
-                problems.append(src.problem(path + (name,), f"'{name}' is set by deployer itself; choose another variable name"))
+                problems.append(src.problem((*path, name), f"'{name}' is set by deployer itself; choose another variable name"))
             elif not model.ENV_NAME.fullmatch(name):
-                problems.append(src.problem(path + (name,), f"'{name}' is not a valid variable name (letters, digits and '_')"))
+                problems.append(src.problem((*path, name), f"'{name}' is not a valid variable name (letters, digits and '_')"))
     return problems
 
 
@@ -251,7 +262,7 @@ def _check_env_names(env: Any, path: KeyPath, src: SourceMap) -> list[Problem]:
     if not isinstance(env, dict):
         return []
     return [
-        src.problem(path + (name,), f"'{name}' is not a valid environment variable name (letters, digits and '_', not starting with a digit)")
+        src.problem((*path, name), f"'{name}' is not a valid environment variable name (letters, digits and '_', not starting with a digit)")
         for name in env
         if not model.ENV_NAME.fullmatch(name)
     ]
@@ -336,11 +347,11 @@ def _merge(layers: list[tuple[KeyPath, model.JobFields | model.Defaults | None]]
                 merged = dict(values.get("env", {}))
                 for var, var_value in value.items():
                     merged[var] = var_value
-                    origin[f"env.{var}"] = path + ("env", var)
+                    origin[f"env.{var}"] = (*path, "env", var)
                 values["env"] = merged
             else:
                 values[name] = value
-            origin[name] = path + (name,)
+            origin[name] = (*path, name)
     return values, origin
 
 
@@ -389,9 +400,9 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
 
     inventory_path = _inside(root, env.inventory)
     if Path(env.inventory).is_absolute() or inventory_path is None:
-        problems.append(src.problem(env_path + ("inventory",), f"inventory '{env.inventory}' must be a path inside the project folder"))
+        problems.append(src.problem((*env_path, "inventory"), f"inventory '{env.inventory}' must be a path inside the project folder"))
     elif not inventory_path.exists():
-        problems.append(src.problem(env_path + ("inventory",), f"inventory '{env.inventory}' does not exist (looked in {root})"))
+        problems.append(src.problem((*env_path, "inventory"), f"inventory '{env.inventory}' does not exist (looked in {root})"))
 
     jobs: list[Job] = []
     for job_id, base in decl.jobs.items():
@@ -406,7 +417,7 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
             (("defaults",), model.JobFields(env=env_defaults) if env_defaults else None),
             (("defaults",), shared_defaults),
             (("jobs", job_id), base),
-            (env_path + ("jobs", job_id), override),
+            ((*env_path, "jobs", job_id), override),
         ]
         values, origin = _merge(layers)
         where: KeyPath = ("jobs", job_id)
@@ -431,7 +442,7 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
                 problems.append(src.problem(origin["command"],
                                             f"'{command}' looks like a shell line; 'command' is one program (path or name), put its arguments in 'args' as a list"))
                 continue
-            found = model.control_character(command)
+            found = control_character(command)
             if found:
                 problems.append(src.problem(origin["command"], f"contains the control character {found}; 'command' is one program (path or name)"))
                 continue
@@ -476,5 +487,5 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
         raise InvalidInput(problems)
     variables = {name: Variable(name, value, ("vars", name)) for name, value in decl.vars.items()}
     for name, value in (env.vars or {}).items():
-        variables[name] = Variable(name, value, env_path + ("vars", name))
+        variables[name] = Variable(name, value, (*env_path, "vars", name))
     return EnvironmentConfig(env_name, inventory_path or root, env.inventory, settings, tuple(jobs), tuple(variables.values()))

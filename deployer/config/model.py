@@ -102,7 +102,7 @@ class SecretSource(Strict):
     key: Line | None = None
 
     @model_validator(mode="after")
-    def _one_source(self) -> "SecretSource":
+    def _one_source(self) -> SecretSource:
         if (self.env is None) == (self.file is None):
             raise ValueError("a secret needs exactly one of 'env' or 'file'")
         if self.key is not None and self.file is None:

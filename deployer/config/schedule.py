@@ -13,8 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from deployer.remote.cronengine import (ALIASES, DEFAULT_FLAVOUR, FLAVOUR_NAMES, CronSyntaxError, c_atoi,
-                                        never_fires_reason, parse)
+from deployer.remote.cronengine import ALIASES, DEFAULT_FLAVOUR, FLAVOUR_NAMES, CronSyntaxError, c_atoi, never_fires_reason, parse
 
 __all__ = ["ALIASES", "SPECIAL", "ScheduleError", "normalize"]
 
@@ -43,7 +42,7 @@ FIELDS = (
 )
 
 _STEP = re.compile(r"^(?P<range>[^/]+)(?:/(?P<step>[^/]+))?$")
-# ASCII digits only: str.isdigit() also says yes to '５' and '²', which cron refuses.
+# ASCII digits only: str.isdigit() also says yes to '\uff15' (fullwidth 5) and '²', which cron refuses.
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -135,7 +134,7 @@ def normalize(schedule: str, flavour: str = DEFAULT_FLAVOUR) -> str:
             f"'{_show(schedule)}' has {len(fields)} field{'s' if len(fields) != 1 else ''}; "
             "a schedule has 5 (minute hour day-of-month month day-of-week) or is an alias like @daily"
         )
-    for spec, field in zip(fields, FIELDS):
+    for spec, field in zip(fields, FIELDS, strict=True):  # 5 and 5: checked above
         _check_field(spec, field)
     try:
         entry = parse(text, flavour)

@@ -42,7 +42,7 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                mark = self.peek_event().start_mark
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]  # types-PyYAML leaves Parser.peek_event unannotated
                 raise _TooBig(f"values are nested more than {MAX_DEPTH} levels deep; a declaration needs far fewer "
                               "(an unclosed '[' or '{'?)", mark.line + 1)
             return super().compose_node(parent, index)
@@ -110,7 +110,7 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, src: SourceM
                 )
                 continue
             key = str(key) if not isinstance(key, str) else key
-            child = path + (key,)
+            child = (*path, key)
             if key in result:
                 problems.append(
                     Problem(
@@ -125,7 +125,7 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node, path: KeyPath, src: SourceM
             result[key] = _build(loader, value_node, child, src, problems, budget)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_build(loader, item, path + (i,), src, problems, budget) for i, item in enumerate(node.value)]
+        return [_build(loader, item, (*path, i), src, problems, budget) for i, item in enumerate(node.value)]
     value = _scalar(loader, node)  # type: ignore[arg-type]
     if isinstance(value, bool):
         src.booleans[path] = str(node.value)

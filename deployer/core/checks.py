@@ -14,7 +14,6 @@ from deployer.core.timing import CronRules, cron_rules
 from deployer.remote.cronengine import FLAVOUR_NAMES
 
 
-
 def _rolled_back_checks(plan: Plan, held: dict[str, Any]) -> list[Check]:
     """A target held at an older revision by ``rollback`` is audited against that revision:
     its crontab blocks as restored, its release against its own manifest."""

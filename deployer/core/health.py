@@ -7,7 +7,7 @@ target's clock and timezone, when the release went live) and the job's schedule.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from deployer.core.check import FAIL, PASS, WARN, Check
@@ -16,6 +16,7 @@ from deployer.core.facts import Facts
 from deployer.core.legacy import stale_legacy_locks
 from deployer.core.outcomes import FAILURES, SUCCESS
 from deployer.core.timing import CronRules, cron_rules, period, previous_fire
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -36,7 +37,7 @@ def parse_time(text: str | None) -> datetime | None:
         return None
     # the wrapper writes UTC; a time without a zone (not the wrapper's) is read as UTC too,
     # never compared naive against aware
-    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def ago(then: datetime | None, now: datetime) -> str:
@@ -67,8 +68,8 @@ def job_checks(job: JobSpec, facts: Facts, limits: Thresholds = Thresholds(), ru
     flavour = (rules or cron_rules(None, facts.cron_flavour)).flavour
     info = facts.jobs.get(job.id, {})
     runs: list[dict[str, Any]] = list(info.get("runs", []))
-    now = datetime.fromtimestamp(facts.now, timezone.utc) if facts.now else datetime.now(timezone.utc)
-    deployed = datetime.fromtimestamp(facts.deployed_at, timezone.utc) if facts.deployed_at else None
+    now = datetime.fromtimestamp(facts.now, UTC) if facts.now else datetime.now(UTC)
+    deployed = datetime.fromtimestamp(facts.deployed_at, UTC) if facts.deployed_at else None
     out: list[Check] = []
 
     if deployed is None:

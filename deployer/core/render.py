@@ -16,8 +16,8 @@ from typing import Any
 
 import jinja2
 
-from deployer.config.inventory import Target
 from deployer.config.chars import control_character
+from deployer.config.inventory import Target
 from deployer.config.project import DEFAULT_LOCK_MODE, DEFAULT_LOG_MODE, EnvironmentConfig, Job, Project
 from deployer.config.sandbox import BoundedEnvironment
 from deployer.config.schedule import ScheduleError, normalize
@@ -57,12 +57,11 @@ class _Renderer:
 
     def text(self, template: str, where: KeyPath, what: str) -> str:
         try:
+            value = template
             if any(mark in template for mark in ("{{", "{%", "{#")):
                 # Jinja turns every line ending into "\n": a "\r" the operator wrote must reach
                 # the job as written (NUL cannot appear in a declared value, so the mark is free).
                 value = _JINJA.render(template.replace("\r", _CR), self.context).replace(_CR, "\r")
-            else:
-                value = template
         except jinja2.TemplateError as exc:
             self.problems.append(self.project.source.problem(where, f"{what} '{template}' on host {self.target.name}: {exc}"))
             return template
@@ -111,8 +110,8 @@ def _check_crontab_fields(r: _Renderer, project: Project, env: EnvironmentConfig
         if job.id in rendered:
             where: KeyPath = ("jobs", job.id)
             fields += [(job.id, where, "job id"),
-                       (job.description, job.origin.get("description", where + ("description",)), "description"),
-                       (job.schedule, job.origin.get("schedule", where + ("schedule",)), "schedule")]
+                       (job.description, job.origin.get("description", (*where, "description")), "description"),
+                       (job.schedule, job.origin.get("schedule", (*where, "schedule")), "schedule")]
     for value, where, what in fields:
         if value and (bad := unsafe_character(value)) is not None:
             r.problems.append(project.source.problem(where, (
@@ -133,7 +132,7 @@ def check_job_hosts(project: Project, env: EnvironmentConfig, targets: list[Targ
     for job in env.jobs:
         for i, pattern in enumerate(job.hosts or ()):
             if not any(t.matches(pattern) for t in targets):
-                where = job.origin.get("hosts", ("jobs", job.id, "hosts")) + (i,)
+                where = (*job.origin.get("hosts", ("jobs", job.id, "hosts")), i)
                 problems.append(project.source.problem(
                     where, f"job '{job.id}': no host or group '{pattern}' in inventory {env.inventory_shown}"))
     if problems:
@@ -207,7 +206,7 @@ def render(project: Project, env: EnvironmentConfig, target: Target, all_targets
                 normalize(job.schedule, flavour)
             except ScheduleError as exc:
                 r.problems.append(project.source.problem(
-                    job.origin.get("schedule", where + ("schedule",)),
+                    job.origin.get("schedule", (*where, "schedule")),
                     f"{exc} (host {target.name}: {FLAVOUR_VAR} is {flavour} in inventory {env.inventory_shown})"))
         jobs.append(JobSpec(
             id=job.id,
@@ -215,7 +214,7 @@ def render(project: Project, env: EnvironmentConfig, target: Target, all_targets
             schedule=job.schedule,
             script=script,
             command=job.command,
-            args=tuple(r.text(a, job.origin.get("args", where) + (i,), "argument") for i, a in enumerate(job.args)),
+            args=tuple(r.text(a, (*job.origin.get("args", where), i), "argument") for i, a in enumerate(job.args)),
             run_as=job.run_as,
             log_file=log_file,
             lock_file=f"{lock_dir}/{job.id}.lock",
@@ -225,9 +224,9 @@ def render(project: Project, env: EnvironmentConfig, target: Target, all_targets
             workdir=workdir,
             env=rendered_env,
             secret_names=secret_names,
-            legacy_locks=tuple(r.path(p, job.origin.get("legacy_locks", where) + (i,), "legacy lock")
+            legacy_locks=tuple(r.path(p, (*job.origin.get("legacy_locks", where), i), "legacy lock")
                                for i, p in enumerate(job.legacy_locks)),
-            legacy_scripts=tuple(r.path(p, job.origin.get("legacy_scripts", where) + (i,), "legacy script")
+            legacy_scripts=tuple(r.path(p, (*job.origin.get("legacy_scripts", where), i), "legacy script")
                                  for i, p in enumerate(job.legacy_scripts)),
             retention=job.retention,
             moves=tuple(move for old in job.previous_ids for move in (

@@ -22,7 +22,8 @@ def _environment() -> jinja2.Environment:
     source = resources.files("deployer.templates")
     env = jinja2.Environment(
         loader=jinja2.FunctionLoader(lambda name: source.joinpath(name).read_text(encoding="utf-8")),
-        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+        # No autoescape (S701): the templates are crontab lines and shell, not HTML; escaping would change the bytes.
+        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)  # noqa: S701
     env.filters["cron"] = escape_percent
     env.filters["json"] = json.dumps  # not Jinja's tojson: that one escapes <, > and & for HTML
     return env

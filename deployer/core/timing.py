@@ -16,8 +16,8 @@ from functools import lru_cache
 from cron_descriptor import ExpressionDescriptor, Options
 
 from deployer.config.schedule import ALIASES
-from deployer.remote import cronengine
 from deployer.errors import InvalidInput, Problem
+from deployer.remote import cronengine
 from deployer.remote.cronengine import DEFAULT_FLAVOUR, FLAVOUR_NAMES, FLAVOURS, zone
 
 __all__ = ["FLAVOUR_VAR", "CronRules", "cron_rules", "declared_flavour", "entry_of", "fires_after", "flavour_of", "in_words",
@@ -110,5 +110,5 @@ def in_words(schedule: str) -> str:
         options = Options()
         options.use_24hour_time_format = True
         return str(ExpressionDescriptor(expression, options).get_description())
-    except Exception:  # words are a nicety: never fail a status over them
+    except Exception:  # noqa: BLE001 - words are a nicety: never fail a status over them
         return schedule

@@ -27,10 +27,7 @@ def prepare(session: Session, kind: str, to: str | None = None, purge_logs: bool
 def prepare_target(state: TargetState, kind: str, to: str | None = None, purge_logs: bool = False) -> LifecyclePlan:
     """The rollback or destroy plan of one observed target (also used by the Ansible plugins)."""
     assert state.facts is not None and state.release is not None
-    if kind == ROLLBACK:
-        lp = plan_rollback(state.release, state.facts, to)
-    else:
-        lp = plan_destroy(state.release, state.facts, purge_logs)
+    lp = plan_rollback(state.release, state.facts, to) if kind == ROLLBACK else plan_destroy(state.release, state.facts, purge_logs)
     # The declaration's own plan does not matter here (a target may lag behind it).
     if lp.errors:
         state.status, state.error = FAILED, "; ".join(lp.errors)

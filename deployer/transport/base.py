@@ -6,8 +6,9 @@ Everything else (probe, apply, verify, run) is built on ``Transport.run``. Count
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 
 @dataclass(frozen=True)

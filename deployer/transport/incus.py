@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from deployer.config.inventory import Target
 from deployer.errors import TargetError, Unreachable

@@ -8,17 +8,17 @@ Python could otherwise open ``/dev/tty`` and type into that shell (TIOCSTI). Ove
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from deployer.errors import Unreachable
 from deployer.transport.base import Become, Counters, Result
-
 
 # No controlling terminal, not the operator's folder.
 DETACHED: dict[str, Any] = {"start_new_session": True, "cwd": "/"}
@@ -36,10 +36,7 @@ class LocalTransport:
         full = self.become.wrap(argv) if self.become and self.become.user != _me() else argv
         started = time.monotonic()
         try:
-            if on_stdout is not None:
-                proc = _streamed(full, stdin, timeout, on_stdout)
-            else:
-                proc = _collected(full, stdin, timeout)
+            proc = _streamed(full, stdin, timeout, on_stdout) if on_stdout is not None else _collected(full, stdin, timeout)
         except FileNotFoundError:
             raise Unreachable(f"'{full[0]}' is not installed on this machine") from None
         except subprocess.TimeoutExpired:
@@ -107,7 +104,8 @@ def _streamed(full: list[str], stdin: bytes, timeout: float | None,
             except BrokenPipeError:
                 pass  # the command did not read its input; its exit code says why
         try:
-            while chunk := proc.stdout.read1(65536):
+            # A pipe of Popen's default buffering (bufsize=-1) is a BufferedReader; typeshed says IO.
+            while chunk := cast("io.BufferedReader", proc.stdout).read1(65536):
                 out.append(chunk)
                 on_stdout(chunk)
         except KeyboardInterrupt:

@@ -26,6 +26,7 @@ and a short reason; never a traceback.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import getpass
 import hashlib
@@ -37,12 +38,13 @@ import socket
 import stat
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-import paramiko  # type: ignore[import-untyped]  # no stubs: paramiko's types are Any below
-from paramiko.auth_strategy import AuthSource, AuthStrategy, InMemoryPrivateKey  # type: ignore[import-untyped]
+import paramiko
+from paramiko.auth_strategy import AuthSource, AuthStrategy, InMemoryPrivateKey
 
 from deployer.config.inventory import Target
 from deployer.errors import TargetError, Unreachable
@@ -285,20 +287,20 @@ def resolve_jump(spec: str, fallback_keys: list[str], timeout: float) -> Hop:
 # --------------------------------------------------------------------------- host keys
 
 
-class UnknownHostKey(paramiko.SSHException):  # type: ignore[misc]
-    def __init__(self, name: str, key: paramiko.PKey, authorities: list["KnownLine"] | None = None) -> None:
+class UnknownHostKey(paramiko.SSHException):
+    def __init__(self, name: str, key: paramiko.PKey, authorities: list[KnownLine] | None = None) -> None:
         super().__init__(f"unknown host key for {name}")
         self.name, self.key, self.authorities = name, key, authorities or []
 
 
-class ChangedHostKey(paramiko.SSHException):  # type: ignore[misc]
+class ChangedHostKey(paramiko.SSHException):
     def __init__(self, name: str, key: paramiko.PKey) -> None:
         super().__init__(f"changed host key for {name}")
         self.name, self.key = name, key
 
 
-class RevokedHostKey(paramiko.SSHException):  # type: ignore[misc]
-    def __init__(self, name: str, key: paramiko.PKey, line: "KnownLine") -> None:
+class RevokedHostKey(paramiko.SSHException):
+    def __init__(self, name: str, key: paramiko.PKey, line: KnownLine) -> None:
         super().__init__(f"revoked host key for {name}")
         self.name, self.key, self.line = name, key, line
 
@@ -440,12 +442,12 @@ class KnownHosts:
         for line in self.trusted(name):
             try:
                 key = paramiko.PKey.from_type_string(line.key_type, base64.b64decode(line.blob))
-            except Exception:  # noqa: BLE001 - a key type paramiko cannot read: it cannot be presented to us either
+            except Exception:  # noqa: BLE001, S112 - a key type paramiko cannot read: it cannot be presented to us either
                 continue
             client.get_host_keys().add(name, line.key_type, key)
 
 
-class HostKeyPolicy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
+class HostKeyPolicy(paramiko.MissingHostKeyPolicy):
     """A key paramiko was not given (see KnownHosts.load_into): revoked, unknown or new.
 
     paramiko calls this only for a key none of whose type it was given; a different key of
@@ -474,11 +476,11 @@ class HostKeyPolicy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
 # --------------------------------------------------------------------------- authentication
 
 
-class KeyFiles(AuthStrategy):  # type: ignore[misc]
+class KeyFiles(AuthStrategy):
     """The key files of the hop, in order, then the keys of a running ssh-agent."""
 
     def __init__(self, user: str, keys: list[paramiko.PKey], agent: paramiko.Agent | None) -> None:
-        super().__init__(ssh_config=None)
+        super().__init__(ssh_config=paramiko.SSHConfig())  # paramiko's base class only keeps it; KeyFiles reads none
         self.user, self.keys, self.agent = user, keys, agent
 
     def get_sources(self) -> Iterator[AuthSource]:
@@ -566,7 +568,7 @@ class SSHTransport:
             raise self._fail(hop, f"cannot resolve {hop.hostname} (DNS: {exc.strerror})") from None
         except ConnectionRefusedError:
             raise self._fail(hop, "connection refused (is sshd running and listening on that port?)") from None
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             raise self._fail(hop, f"connection timed out after {hop.timeout:g}s (host down, or a firewall?)") from None
         except OSError as exc:
             raise self._fail(hop, (exc.strerror or str(exc)).lower()) from None
@@ -599,10 +601,8 @@ class SSHTransport:
                            auth_strategy=KeyFiles(hop.user, [k for _, k in loaded], self._agent if agent else None))
         except BaseException as exc:
             client.close()
-            try:
+            with contextlib.suppress(Exception):  # the connection's own error is the one to report
                 sock.close()
-            except Exception:  # noqa: BLE001
-                pass
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             raise self._connect_error(hop, exc, loaded, agent, problems) from None
@@ -795,10 +795,8 @@ class SSHTransport:
 
     def close(self) -> None:
         for client in reversed(self._clients):
-            try:
+            with contextlib.suppress(Exception):  # closing never fails a command
                 client.close()
-            except Exception:  # noqa: BLE001 - closing never fails a command
-                pass
         self._clients.clear()
         self._client = None
         if self._agent is not None:

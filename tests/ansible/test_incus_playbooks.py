@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from tests.ansible.conftest import ANSIBLE_PLAYBOOK, PLAYBOOKS, QUIET_JOBS, REPO, PlaybookResult, community_general
+from tests.ansible.conftest import ANSIBLE_PLAYBOOK, PLAYBOOKS, QUIET_JOBS, PlaybookResult, community_general
+from tests.conftest import REPO
 from tests.incus.conftest import IncusProject, container, incus_env, incus_project  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.ansible, pytest.mark.incus]

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.ansible.conftest import QUIET_JOBS, REPO, AnsibleProject, make_ansible_project
+from tests.ansible.conftest import QUIET_JOBS, AnsibleProject, make_ansible_project
+from tests.conftest import REPO
 
 pytestmark = [pytest.mark.ansible, pytest.mark.fleet]
 

@@ -22,7 +22,6 @@ Then deployer runs as the operator would:
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path

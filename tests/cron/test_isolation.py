@@ -22,7 +22,6 @@ import select
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import termios
 import time

@@ -52,7 +52,8 @@ def attempt_as_user(script: str) -> subprocess.CompletedProcess[str]:
 
 def last_output(log: Path) -> dict[str, object]:
     lines = [line for line in log.read_text().splitlines() if line.startswith("{")]
-    return json.loads(lines[-1])
+    output: dict[str, object] = json.loads(lines[-1])
+    return output
 
 
 def test_the_job_runs_as_its_user_and_cannot_forge_its_records(project: Project, user_crontab: str) -> None:

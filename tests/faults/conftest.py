@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 
+from tests.fleet.conftest import FleetProject, make_project
 from tests.harness import TestHosts
 from tests.harness.fixtures import fleet_factory  # noqa: F401  (a fixture, used by the tests)
-from tests.fleet.conftest import FleetProject, make_project
 
 HOME = "/var/lib/deployer/demo-dev"  # deploy home of project demo, env dev, as root
 PAUSE_ENV = "DEPLOYER_TEST_PAUSE_AT"
@@ -259,7 +259,7 @@ def fast_link(th: TestHosts, host: str = "h1") -> None:
 
 
 @pytest.fixture
-def one_host(fleet_factory: Callable[..., TestHosts], tmp_path: Path) -> Iterator[FleetProject]:
+def one_host(fleet_factory: Callable[..., TestHosts], tmp_path: Path) -> Iterator[FleetProject]:  # noqa: F811 - pytest's fixture, by name
     """One host h1 with foreign lines in root's crontab, and a project targeting it as root."""
     th = fleet_factory(["h1"])
     p = make_project(th, tmp_path)
@@ -318,7 +318,8 @@ def on_host(th: TestHosts, host: str) -> Run:
 def state_through(run: Run) -> dict[str, Any]:
     proc = run(["python3", "-c", STATE_SCRIPT, HOME])
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    state: dict[str, Any] = json.loads(proc.stdout)
+    return state
 
 
 def paused_pid_through(run: Run, stage: str) -> int | None:
@@ -338,7 +339,8 @@ def pid_alive_through(run: Run, pid: int) -> bool:
 def stdin_pythons_through(run: Run) -> list[dict[str, int]]:
     proc = run(["python3", "-c", APPLIERS_SCRIPT])
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    appliers: list[dict[str, int]] = json.loads(proc.stdout)
+    return appliers
 
 
 def converges_through(p: Any, new: str, state: Callable[[], dict[str, Any]], host: str = "h1") -> None:

@@ -9,9 +9,22 @@ import shutil
 
 import pytest
 
+from tests.faults.conftest import (
+    PAUSE_ENV,
+    Controller,
+    converges,
+    declaration,
+    deploy_v1,
+    paused_pid,
+    pid_alive,
+    release_pause,
+    start_deployer,
+    stdin_pythons,
+    target_state,
+    wait_for,
+    whole_revision,
+)
 from tests.fleet.conftest import FleetProject
-from tests.faults.conftest import (PAUSE_ENV, Controller, declaration, paused_pid, pid_alive, release_pause, start_deployer,
-                                   stdin_pythons, target_state, wait_for, whole_revision, converges, deploy_v1)
 
 pytestmark = pytest.mark.fleet
 

@@ -19,10 +19,26 @@ from typing import Any
 
 import pytest
 
+from tests.faults.conftest import (
+    PAUSE_ENV,
+    Controller,
+    at_the_prompt,
+    converges,
+    declare_v2,
+    deploy_v1,
+    fast_link,
+    pause_marker,
+    paused_pid,
+    pid_alive,
+    release_pause,
+    slow_link,
+    start_deployer,
+    stdin_pythons,
+    target_state,
+    wait_for,
+    whole_revision,
+)
 from tests.fleet.conftest import FleetProject
-from tests.faults.conftest import (PAUSE_ENV, Controller, converges, declare_v2, deploy_v1, fast_link, pause_marker,
-                                   paused_pid, pid_alive, release_pause, slow_link, start_deployer,
-                                   stdin_pythons, target_state, at_the_prompt, wait_for, whole_revision)
 
 pytestmark = pytest.mark.fleet
 
@@ -87,7 +103,8 @@ def transfer_in_progress(p: FleetProject, controller: Controller, bundle: int) -
         readers = [r for r in stdin_pythons(p.th) if 1024 * 1024 < r["rchar"] < bundle // 2]
         return readers[0] if readers else None
 
-    return wait_for(midway, "the bundle's transfer to be under way", every=0.02)
+    reader: dict[str, int] = wait_for(midway, "the bundle's transfer to be under way", every=0.02)
+    return reader
 
 
 @pytest.mark.parametrize("fault", ["controller-killed", "link-down", "applier-killed"])

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fleet.conftest import FleetProject
 from tests.faults.conftest import HOME, big_file, converges, declaration, deploy_v1, target_state, whole_revision
+from tests.fleet.conftest import FleetProject
 
 pytestmark = pytest.mark.fleet
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.conftest import HELLO, CliResult, RemoteProjectFiles
 from tests.harness import TestHosts
 from tests.harness.fixtures import fleet_factory  # noqa: F401  (a fixture, used by the tests)
+
 
 @dataclass
 class FleetProject(RemoteProjectFiles):

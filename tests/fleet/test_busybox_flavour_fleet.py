@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ def checks_of(report: dict[str, Any], name: str) -> dict[str | None, dict[str, A
 def test_busybox_host_is_probed_and_read_by_busybox_rules(fleet_factory: Any, tmp_path: Path) -> None:
     if not os.path.exists(BUSYBOX):
         pytest.fail("busybox-static is not installed (./install.sh --test installs it)")
-    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
     # today's fields, good for the minutes the test may run across (midnight included)
     soon = days(now.date(), (now + timedelta(minutes=3)).date())
     today = disagreeing(soon, soon)
@@ -126,7 +126,7 @@ def test_busybox_host_is_probed_and_read_by_busybox_rules(fleet_factory: Any, tm
 
     # status: busybox's next runs (busybox-day within the minute; missed at its next busybox day)
     assert {r["cron_flavour"] for r in rows.values()} == {"busybox"}, rows
-    seen = datetime.now(timezone.utc)
+    seen = datetime.now(UTC)
     assert datetime.fromisoformat(rows["busybox-day"]["next_run"]) - seen < timedelta(seconds=70), rows
     after = cronengine.parse(missed, "busybox")
     assert rows["missed"]["next_run"] == next_fire(after, seen), rows
@@ -140,7 +140,7 @@ def test_busybox_host_is_probed_and_read_by_busybox_rules(fleet_factory: Any, tm
                                                             "crond, probed"), report
     fresh = checks_of(report, "freshness")
     assert fresh["busybox-day"]["status"] == "pass" and fresh["busybox-day"]["detail"].startswith("last run started"), fresh
-    due = cronengine.previous_fire(after, datetime.now(timezone.utc) - timedelta(minutes=2), "UTC")
+    due = cronengine.previous_fire(after, datetime.now(UTC) - timedelta(minutes=2), "UTC")
     assert due is not None and due >= missed_at, due
     assert fresh["missed"]["status"] == "fail", fresh
     assert fresh["missed"]["detail"].startswith(f"should have run at {due:%Y-%m-%d %H:%M} UTC since the deploy "), fresh
@@ -152,7 +152,7 @@ def test_busybox_host_is_probed_and_read_by_busybox_rules(fleet_factory: Any, tm
     host = explained["hosts"][0]
     assert (host["flavour"], host["flavour_from"]) == ("busybox", "probe"), host
     assert host["timezone"] in ("UTC", "Etc/UTC"), host  # the times above were computed in UTC
-    assert host["jobs"][0]["fires"] == [next_fire(after, datetime.now(timezone.utc))], host
+    assert host["jobs"][0]["fires"] == [next_fire(after, datetime.now(UTC))], host
     result, offline = p.deployer_json("explain", "dev", "missed", "--count", "1", "--tz", "UTC")
     assert (offline["hosts"][0]["flavour"], offline["hosts"][0]["flavour_from"]) == ("debian", "default"), offline
 

@@ -27,7 +27,7 @@ def host(fleet_factory: Any, tmp_path: Path) -> FleetProject:
 
 def spool(p: FleetProject) -> bytes:
     """root's crontab on the host, as cron reads it: the spool file after crontab's header."""
-    data = p.th.exec_on("h1", ["cat", "/var/spool/cron/crontabs/root"], text=False, check=True).stdout
+    data: bytes = p.th.exec_on("h1", ["cat", "/var/spool/cron/crontabs/root"], text=False, check=True).stdout
     head = data.split(b"\n", 3)
     assert head[0] + b"\n" == HEADER, data[:200]
     return head[3]

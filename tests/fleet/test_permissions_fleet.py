@@ -56,7 +56,8 @@ print(json.dumps(out))
 def stat(p: FleetProject, *paths: str) -> dict[str, Any]:
     proc = p.th.exec_on("h1", ["python3", "-c", STAT, *paths])
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    modes: dict[str, Any] = json.loads(proc.stdout)
+    return modes
 
 
 def sh(p: FleetProject, script: str, user: str | None = None) -> None:
@@ -109,7 +110,7 @@ def test_the_wrapper_never_follows_a_link_planted_after_apply(host: FleetProject
     # alice runs the job and owns its log folder: she can swap her own files for links. The
     # link's target is a file she may write too; the wrapper must still not write through it.
     sh(p, f"printf 'keep me\\n' > /home/alice/notes && rm -f {path} && ln -s /home/alice/notes {path}"
-          if which == "log" else f"printf 'keep me\\n' > /home/alice/notes", user="alice")
+          if which == "log" else "printf 'keep me\\n' > /home/alice/notes", user="alice")
     if which == "lock":  # the lock folder is root's: root plants that one
         sh(p, f"rm -f {path} && ln -s /home/alice/notes {path}")
     before = stat(p, "/home/alice/notes")["/home/alice/notes"]

@@ -116,7 +116,8 @@ def run_and_read_argv(p: FleetProject) -> list[str]:
     assert applied.exit_code == 0, applied
     ran = p.deployer("run", "dev", "argv")
     assert ran.exit_code == 0, ran
-    return json.loads(p.th.exec_on("h1", ["cat", "/tmp/argv.json"], check=True).stdout)
+    argv: list[str] = json.loads(p.th.exec_on("h1", ["cat", "/tmp/argv.json"], check=True).stdout)
+    return argv
 
 
 def test_declared_args_reach_the_job_as_exactly_that_argv(host: FleetProject) -> None:

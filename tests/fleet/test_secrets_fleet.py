@@ -95,7 +95,8 @@ def scan(p: FleetProject, values: list[str], *folders: str) -> dict[str, Any]:
     """Where on the host the values are: argv and environ of every process, every file under ``folders``."""
     proc = p.th.exec_on("h1", ["python3", "-c", SCAN, *folders], input=json.dumps(values))
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    found: dict[str, Any] = json.loads(proc.stdout)
+    return found
 
 
 def assert_redacted(values: list[str], *outputs: str) -> None:
@@ -134,7 +135,7 @@ def test_secret_values_stay_in_the_env_file(fleet_factory: Any, tmp_path: Path) 
         wait_for(lambda: th.exec_on("h1", ["test", "-e", "/tmp/slow-started"]).returncode == 0 or run.poll() is not None,
                  "the job to start")
         assert run.poll() is None, run.communicate()
-        during = scan(p, values + ["/tmp/slow-go"])
+        during = scan(p, [*values, "/tmp/slow-go"])
     finally:
         th.exec_on("h1", ["touch", "/tmp/slow-go"])
         out, err = run.communicate(timeout=120)

@@ -214,8 +214,8 @@ def test_a_revoked_host_key_is_refused(host: TestHosts, tmp_path: Path) -> None:
     for options in (ConnectOptions(known_hosts=str(revocations)),
                     ConnectOptions(known_hosts=str(revocations), accept_new_host_keys=True)):
         error = _refusal(SSHTransport(target(host), options=options))
-        assert re.search(rf"HOST KEY REVOKED: \[127\.0\.0\.1\]:\d+ presents ssh-ed25519 SHA256:\S+, which a @revoked "
-                         rf"line \(~/operator_known_hosts line 1\) says must never be accepted", error), error
+        assert re.search(r"HOST KEY REVOKED: \[127\.0\.0\.1\]:\d+ presents ssh-ed25519 SHA256:\S+, which a @revoked "
+                         r"line \(~/operator_known_hosts line 1\) says must never be accepted", error), error
     # In the very file that lists it as known, after its ordinary line.
     both = tmp_path / "known_hosts"
     both.write_text(host.known_hosts_path.read_text() + f"@revoked * {key}\n")

@@ -49,7 +49,7 @@ def system(request: pytest.FixtureRequest) -> Iterator[PristineSystem]:
 
 
 def checks(system: PristineSystem, user: str = "root") -> dict[str, str]:
-    done = system.sh(f"cd ~/deployer && deployer verify dev --json", user=user)
+    done = system.sh("cd ~/deployer && deployer verify dev --json", user=user)
     report = json.loads(done.output[done.output.index("{"):])
     return {f"{c['name']} {c['job'] or ''}".strip(): f"{c['status']}: {c['detail']}"
             for c in report["hosts"]["localhost"]["checks"]}

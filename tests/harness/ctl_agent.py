@@ -26,6 +26,7 @@ closes it or dies, so it never outlives its harness.  Config keys: ``forwards`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -46,10 +47,8 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
     except OSError:
         pass
     finally:
-        try:
+        with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
 
 
 def _forward(client: socket.socket, ip: str, port: int, timeout: float) -> None:
@@ -62,10 +61,8 @@ def _forward(client: socket.socket, ip: str, port: int, timeout: float) -> None:
     upstream.settimeout(None)
     client.settimeout(None)
     for s in (client, upstream):
-        try:
+        with contextlib.suppress(OSError):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
     back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
     back.start()
     _pump(client, upstream)
@@ -85,7 +82,7 @@ def _request(private: socket.socket) -> None:
             conn = socket.create_connection(
                 (str(req["ip"]), int(req.get("port", 22))), timeout=float(req.get("timeout", 10))
             )
-        except socket.timeout:
+        except TimeoutError:
             private.send(json.dumps({"ok": False, "errno": None, "error": "timed out"}).encode())
             return
         except OSError as exc:

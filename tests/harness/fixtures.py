@@ -17,7 +17,8 @@ use (``build_rootfs.sh``, about 45 s, needs the Debian mirror).
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 

@@ -64,6 +64,7 @@ hosts interactively.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ipaddress
 import json
 import logging
@@ -73,22 +74,22 @@ import secrets
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 __all__ = [
     "DEFAULT_ROOTFS",
     "DEFAULT_STATE_DIR",
+    "HarnessError",
     "Host",
     "HostSpec",
-    "HarnessError",
     "TestHosts",
     "cleanup_stale",
 ]
@@ -313,10 +314,8 @@ def _state_cleanup(state: Mapping[str, Any]) -> list[str]:
     etc_dir = state.get("etc_netns_dir")
     if etc_dir and os.path.isdir(etc_dir):
         shutil.rmtree(etc_dir, ignore_errors=True)
-        try:
+        with contextlib.suppress(OSError):
             os.rmdir("/etc/netns")  # only if empty
-        except OSError:
-            pass
     workdir = state.get("owned_dir")
     if workdir and os.path.isdir(workdir) and not state.get("keep_dir"):
         mounted = [m for m in _mountpoints() if m == workdir or m.startswith(workdir.rstrip("/") + "/")]
@@ -507,7 +506,7 @@ class TestHosts:
         except BaseException:
             try:
                 self.close()
-            except Exception:  # noqa: BLE001 - report the original error
+            except Exception:  # report the original error
                 log.exception("cleanup after failed start")
             raise
         self.timings["up"] = time.monotonic() - t0
@@ -978,7 +977,7 @@ class TestHosts:
     def _atexit(self) -> None:
         try:
             self.close()
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("harness cleanup at exit failed")
 
     def close(self) -> None:
@@ -1045,10 +1044,8 @@ def _main(argv: list[str]) -> int:
             for h in th.hosts:
                 print(f"{h.name} {h.ip}  loopback 127.0.0.1:{h.forward_port}  init pid {h.init_pid}")
                 print("   ", " ".join(th.ssh_argv(h, None)))
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()
-            except KeyboardInterrupt:
-                pass
         return 0
     print(_main.__doc__, file=sys.stderr)
     return 2

@@ -228,7 +228,7 @@ class IncusDaemon:
         except (OSError, ValueError):
             return {}
 
-    def start(self) -> "IncusDaemon":
+    def start(self) -> IncusDaemon:
         begun = time.monotonic()
         with _locked("daemon"):
             state = self._read_state()
@@ -388,7 +388,7 @@ class Incus:
     timings: dict[str, float] = field(default_factory=dict)
     launched: list[str] = field(default_factory=list)
 
-    def setup(self) -> "Incus":
+    def setup(self) -> Incus:
         def timed(name: str, step: Any) -> Any:
             t = time.monotonic()
             result = step()
@@ -477,7 +477,7 @@ class LoopbackSshd:
     def spec(self) -> str:
         return f"{self.user}@127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 10.0) -> "LoopbackSshd":
+    def start(self, timeout: float = 10.0) -> LoopbackSshd:
         sshd = shutil.which("sshd") or "/usr/sbin/sshd"
         if not os.access(sshd, os.X_OK):
             raise IncusError("sshd is not installed (apt-get install openssh-server)")
@@ -497,8 +497,9 @@ class LoopbackSshd:
             "PermitRootLogin prohibit-password\nStrictModes no\nAllowUsers " + self.user + "\nLogLevel VERBOSE\n")
         host_pub = (self.workdir / "host_key.pub").read_text().split()
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")
-        self.proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"))
+        with open(self.log, "ab") as log:  # sshd has its own copy of the descriptor
+            self.proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -507,7 +508,7 @@ class LoopbackSshd:
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise IncusError(f"sshd did not start on port {self.port}: {self.log.read_text(errors='replace')[-2000:]}")
+                    raise IncusError(f"sshd did not start on port {self.port}: {self.log.read_text(errors='replace')[-2000:]}") from None
                 time.sleep(0.02)
 
     def stop(self) -> None:

@@ -120,9 +120,8 @@ class PristineSystem:
         # HOME or LANG, which the user's login shell sets itself (/etc/profile, ~/.profile).
         extra = " ".join(f"{k}={_quote(v)}" for k, v in {**self.env(home), **(env or {})}.items()
                          if k not in ("PATH", "HOME", "LANG", "TERM"))
-        if user == "root":
-            inner = ["/bin/bash", "-lc", command]
-        else:
+        inner = ["/bin/bash", "-lc", command]
+        if user != "root":
             inner = ["su", "-l", user, "-c", f"export {extra}; {command}" if extra else command]
         argv = ["nsenter", "-t", str(self.ns_pid), "-m", "-p", "--", "chroot", str(self.root), "env", "-i", *self._env_argv(home, env), *inner]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)

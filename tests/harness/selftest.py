@@ -15,6 +15,7 @@ repeated-connect timings.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -23,12 +24,17 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hosts import DEFAULT_STATE_DIR, TestHosts, _mountpoints, _netns_exists, _pid_alive, cleanup_stale  # noqa: E402
+# Run as a script (python3 tests/harness/selftest.py), beside hosts.py; the type checker sees the package.
+if TYPE_CHECKING:
+    from tests.harness.hosts import DEFAULT_STATE_DIR, TestHosts, _mountpoints, _pid_alive, cleanup_stale
+else:
+    from hosts import DEFAULT_STATE_DIR, TestHosts, _mountpoints, _pid_alive, cleanup_stale
 
 TIMINGS: dict[str, float] = {}
 FAILURES: list[str] = []
@@ -80,10 +86,10 @@ def crash_cleanup_test(die_with_parent: bool) -> None:
     """A harness in a process that is SIGKILLed leaves things behind; cleanup_stale removes them."""
     print(f"crash leftovers (die_with_parent={die_with_parent}):")
     code = (
-        "import sys, time; sys.path.insert(0, %r)\n"
+        f"import sys, time; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
         "from hosts import TestHosts\n"
-        "th = TestHosts(2, die_with_parent=%r).start()\n"
-        "print(th.prefix, flush=True); time.sleep(300)\n" % (str(Path(__file__).resolve().parent), die_with_parent)
+        f"th = TestHosts(2, die_with_parent={die_with_parent!r}).start()\n"
+        "print(th.prefix, flush=True); time.sleep(300)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
@@ -121,7 +127,7 @@ def main() -> int:
 
         print("ssh (CLI inside ctl):")
         for h in th.hosts:
-            cp = timed(f"ssh hostname {h.name}", lambda: th.ssh(h, "hostname"))
+            cp = timed(f"ssh hostname {h.name}", functools.partial(th.ssh, h, "hostname"))
             check(cp.returncode == 0 and cp.stdout.strip() == h.name, f"{h.name} answers hostname", cp)
         for user in ("root", "alice"):
             cp = th.ssh("h1", "crontab -l", user=user)

@@ -26,6 +26,7 @@ import yaml
 from tests.conftest import HELLO, CliResult, RemoteProjectFiles
 from tests.harness.incus import Incus, LoopbackSshd
 
+
 @pytest.fixture(scope="session")
 def incus_env() -> Iterator[Incus]:
     """A ready incusd with the ``deployer-test`` image; torn down at the end if we started it."""

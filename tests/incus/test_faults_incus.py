@@ -34,9 +34,22 @@ from typing import Any
 
 import pytest
 
-from tests.faults.conftest import (FOREIGN, PAUSE_ENV, TASK, Controller, converges_through, declaration,
-                                   paused_pid_through, pid_alive_through, release_pause_through, state_through,
-                                   stdin_pythons_through, at_the_prompt, wait_for, whole_revision)
+from tests.faults.conftest import (
+    FOREIGN,
+    PAUSE_ENV,
+    TASK,
+    Controller,
+    at_the_prompt,
+    converges_through,
+    declaration,
+    paused_pid_through,
+    pid_alive_through,
+    release_pause_through,
+    state_through,
+    stdin_pythons_through,
+    wait_for,
+    whole_revision,
+)
 from tests.harness.incus import Incus, starttime
 from tests.incus.conftest import IncusProject
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from deployer.config.inventory import Target
-from deployer.transport.base import Become
 from deployer.transport.address import parse_ssh_address as parse_ssh_host
+from deployer.transport.base import Become
 from deployer.transport.incus import IncusTransport, instance_name, ssh_target
 
 
@@ -20,7 +20,7 @@ def target(name: str = "web", **variables: object) -> Target:
     ({"ansible_host": "c1", "ansible_incus_host": "c2"}, "c2"),  # ansible_incus_host wins, as in the plugin
 ])
 def test_instance_name(variables: dict[str, object], expected: str) -> None:
-    assert instance_name(target(**variables)) == expected
+    assert instance_name(target("web", **variables)) == expected
 
 
 def test_argv_local_remote_project_user_and_become() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import pytest
 
 from tests.oracle import debian_cron
@@ -12,7 +14,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def oracle() -> object:
+def oracle() -> ModuleType:
     try:
         debian_cron.harness()
     except debian_cron.OracleUnavailable as exc:

@@ -57,7 +57,7 @@ def test_parser_agrees_with_crond_c(oracle: object) -> None:
     schedules = [s for s in corpus.parse_corpus() if comparable(s)]
     real = [_real_line(line) for line in busybox_crond.parse(schedules)]
     assert len(real) == len(schedules)
-    differ = [(s, r, _engine_line(s)) for s, r in zip(schedules, real) if r != _engine_line(s)]
+    differ = [(s, r, _engine_line(s)) for s, r in zip(schedules, real, strict=True) if r != _engine_line(s)]
     accepted = sum(1 for r in real if r.startswith("OK"))
     print(f"\noracle busybox: {len(schedules)} schedules, {accepted} parsed without error by crond.c's ParseField, "
           f"{len(differ)} differences", file=sys.stderr)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import random
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from types import ModuleType
 
 import pytest
 
@@ -23,8 +24,8 @@ from tests.oracle import corpus
 pytestmark = pytest.mark.oracle
 
 ZONES = ["Europe/Paris", "America/New_York", "Australia/Lord_Howe", "America/Santiago", "Asia/Kolkata"]
-YEAR_START = int(datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp())
-YEAR_END = int(datetime(2027, 1, 1, tzinfo=timezone.utc).timestamp())
+YEAR_START = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
+YEAR_END = int(datetime(2027, 1, 1, tzinfo=UTC).timestamp())
 MARGIN = 40 * 86400  # the daemon runs 40 days before and after the year: rare schedules have a prev/next
 
 
@@ -44,11 +45,11 @@ def _engine_line(schedule: str) -> str:
                      bits(e.months, 1), bits(frozenset(dows), 0)])
 
 
-def test_parser_agrees_with_entry_c(oracle) -> None:
+def test_parser_agrees_with_entry_c(oracle: ModuleType) -> None:
     schedules = corpus.parse_corpus()
     real = oracle.parse(schedules)
     assert len(real) == len(schedules)
-    differ = [(s, r, _engine_line(s)) for s, r in zip(schedules, real) if r != _engine_line(s)]
+    differ = [(s, r, _engine_line(s)) for s, r in zip(schedules, real, strict=True) if r != _engine_line(s)]
     accepted = sum(1 for r in real if r.startswith("OK"))
     print(f"\noracle parse: {len(schedules)} schedules, {accepted} accepted, {len(schedules) - accepted} refused "
           f"by Debian cron's entry.c, {len(differ)} differences", file=sys.stderr)
@@ -65,8 +66,8 @@ def _queries(tz: str, transitions: list[int]) -> list[int]:
 
 
 @pytest.mark.parametrize("tz", ZONES)
-def test_fire_instants_agree_with_cron_main_loop(oracle, tz: str) -> None:
-    accepted = [s for s, r in zip(corpus.run_corpus(), oracle.parse(corpus.run_corpus())) if r.startswith("OK")
+def test_fire_instants_agree_with_cron_main_loop(oracle: ModuleType, tz: str) -> None:
+    accepted = [s for s, r in zip(corpus.run_corpus(), oracle.parse(corpus.run_corpus()), strict=True) if r.startswith("OK")
                 and s != "@reboot"]
     clock = cronengine._clock(tz)
     transitions = clock.transitions(YEAR_START // 60, YEAR_END // 60)
@@ -79,7 +80,7 @@ def test_fire_instants_agree_with_cron_main_loop(oracle, tz: str) -> None:
     for i, entry in enumerate(entries):
         for k, q in enumerate(queries):
             prev, nxt = answers[(i, k)]
-            moment = datetime.fromtimestamp(q, timezone.utc)
+            moment = datetime.fromtimestamp(q, UTC)
             if prev >= 0:
                 got = cronengine.previous_fire(entry, moment, tz)
                 compared += 1
@@ -94,8 +95,8 @@ def test_fire_instants_agree_with_cron_main_loop(oracle, tz: str) -> None:
     engine_fires = set()
     for a, b in dumps:
         for i, entry in enumerate(entries):
-            for fire in cronengine.fires_after(entry, datetime.fromtimestamp(a - 60, timezone.utc), tz, 10**6,
-                                               until=datetime.fromtimestamp(b, timezone.utc)):
+            for fire in cronengine.fires_after(entry, datetime.fromtimestamp(a - 60, UTC), tz, 10**6,
+                                               until=datetime.fromtimestamp(b, UTC)):
                 engine_fires.add((i, int(fire.timestamp()) // 60))
     real_fires = {(i, t // 60) for i, t in fires}
     night = sorted(real_fires ^ engine_fires)
@@ -103,8 +104,8 @@ def test_fire_instants_agree_with_cron_main_loop(oracle, tz: str) -> None:
           f"{compared} prev/next compared, {len(real_fires)} fires on DST nights compared, "
           f"{len(differ)} + {len(night)} differences", file=sys.stderr)
     assert not differ, "\n".join(
-        f"{s!r} {kind} of {m.isoformat()}: cron {datetime.fromtimestamp(r, timezone.utc).isoformat()}, engine {g}"
+        f"{s!r} {kind} of {m.isoformat()}: cron {datetime.fromtimestamp(r, UTC).isoformat()}, engine {g}"
         for s, kind, m, r, g in differ[:10])
     assert not night, "\n".join(
-        f"{accepted[i]!r} at {datetime.fromtimestamp(u * 60, timezone.utc).isoformat()}: "
+        f"{accepted[i]!r} at {datetime.fromtimestamp(u * 60, UTC).isoformat()}: "
         f"{'cron only' if (i, u) in real_fires else 'engine only'}" for i, u in night[:10])

@@ -9,8 +9,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -24,7 +24,7 @@ if str(TASKS_DIR) not in sys.path:
 
 import shopdb  # noqa: E402
 
-RunTask = Callable[..., subprocess.CompletedProcess]
+RunTask = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def shop_env(tmp_path: Path) -> dict[str, str]:
 def run_task(shop_env: dict[str, str]) -> RunTask:
     """Run ``tasks/<script>.py *args``; ``env=`` replaces the shop environment."""
 
-    def run(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def run(script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, str(TASKS_DIR / f"{script}.py"), *args],
             env=shop_env if env is None else env,

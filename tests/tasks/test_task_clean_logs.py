@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-NOW = datetime(2025, 2, 1, 3, 0, tzinfo=timezone.utc)
+if TYPE_CHECKING:
+    from tests.tasks.conftest import RunTask
+
+NOW = datetime(2025, 2, 1, 3, 0, tzinfo=UTC)
 
 
 def make(path: Path, days_old: float, text: str = "line\n") -> Path:
@@ -22,7 +26,7 @@ def files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
 
 
-def test_deletes_old_logs_only(run_task, shop_env):
+def test_deletes_old_logs_only(run_task: RunTask, shop_env: dict[str, str]) -> None:
     root = Path(shop_env["SHOP_LOG_ROOT"])
     make(root / "app.log", 1)
     make(root / "old.log", 11, "12345")
@@ -46,7 +50,7 @@ def test_deletes_old_logs_only(run_task, shop_env):
     ]
 
 
-def test_days_argument(run_task, shop_env):
+def test_days_argument(run_task: RunTask, shop_env: dict[str, str]) -> None:
     root = Path(shop_env["SHOP_LOG_ROOT"])
     make(root / "a.log", 3)
     make(root / "b.log", 1)
@@ -57,7 +61,7 @@ def test_days_argument(run_task, shop_env):
     assert files(root) == ["b.log"]
 
 
-def test_symlinks_are_neither_followed_nor_deleted(run_task, shop_env, tmp_path):
+def test_symlinks_are_neither_followed_nor_deleted(run_task: RunTask, shop_env: dict[str, str], tmp_path: Path) -> None:
     root = Path(shop_env["SHOP_LOG_ROOT"])
     outside = tmp_path / "outside"
     target = make(outside / "precious.log", 100)
@@ -76,7 +80,7 @@ def test_symlinks_are_neither_followed_nor_deleted(run_task, shop_env, tmp_path)
     assert (root / "x.log").is_symlink() and (root / "dangling.log").is_symlink()
 
 
-def test_keep_dir_is_repeatable_and_replaces_the_default(run_task, shop_env):
+def test_keep_dir_is_repeatable_and_replaces_the_default(run_task: RunTask, shop_env: dict[str, str]) -> None:
     root = Path(shop_env["SHOP_LOG_ROOT"])
     make(root / "events" / "a.log", 100)
     make(root / "archive" / "a.log", 100)
@@ -94,14 +98,14 @@ def test_keep_dir_is_repeatable_and_replaces_the_default(run_task, shop_env):
     assert files(root) == ["archive/a.log", "archive/inner/a.log"]
 
 
-def test_keep_dir_must_be_inside_the_root(run_task):
+def test_keep_dir_must_be_inside_the_root(run_task: RunTask) -> None:
     result = run_task("clean_logs", "--keep-dir", "../elsewhere")
 
     assert result.returncode == 2
     assert "argument --keep-dir: '../elsewhere' must be a folder inside SHOP_LOG_ROOT" in result.stderr
 
 
-def test_log_root_must_exist(run_task, shop_env, tmp_path):
+def test_log_root_must_exist(run_task: RunTask, shop_env: dict[str, str], tmp_path: Path) -> None:
     shop_env["SHOP_LOG_ROOT"] = str(tmp_path / "missing")
 
     result = run_task("clean_logs")

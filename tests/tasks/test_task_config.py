@@ -3,7 +3,14 @@ for missing configuration, exit 2 for a bad command line, never a traceback."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.tasks.conftest import RunTask
 
 # script -> the environment variables it cannot run without
 REQUIRED = {
@@ -20,7 +27,7 @@ REQUIRED = {
     ("script", "variable"),
     [(script, var) for script, variables in REQUIRED.items() for var in variables],
 )
-def test_missing_variable_exits_1_with_message(run_task, shop_env, tmp_path, script, variable):
+def test_missing_variable_exits_1_with_message(run_task: RunTask, shop_env: dict[str, str], tmp_path: Path, script: str, variable: str) -> None:
     shop_env["SHOP_REPLICA_DB"] = str(tmp_path / "replica.sqlite")
     del shop_env[variable]
 
@@ -44,7 +51,7 @@ def test_missing_variable_exits_1_with_message(run_task, shop_env, tmp_path, scr
         ("seed_demo_data", ["extra"], "unrecognized arguments: extra"),
     ],
 )
-def test_bad_argument_exits_2(run_task, script, args, complaint):
+def test_bad_argument_exits_2(run_task: RunTask, script: str, args: list[str], complaint: str) -> None:
     result = run_task(script, *args)
 
     assert result.returncode == 2
@@ -53,7 +60,7 @@ def test_bad_argument_exits_2(run_task, script, args, complaint):
 
 
 @pytest.mark.parametrize("script", sorted(REQUIRED))
-def test_help(run_task, script):
+def test_help(run_task: RunTask, script: str) -> None:
     result = run_task(script, "--help")
 
     assert result.returncode == 0

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import TYPE_CHECKING, Any
+
 import pytest
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.tasks.conftest import RunTask
 
 
 @pytest.fixture
-def replica_env(shop_env, tmp_path) -> dict[str, str]:
+def replica_env(shop_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     shop_env["SHOP_REPLICA_DB"] = str(tmp_path / "replica.sqlite")
     return shop_env
 
@@ -21,12 +28,12 @@ def add_metrics(conn: sqlite3.Connection, *ids: int) -> None:
     conn.commit()
 
 
-def replica_rows(env: dict[str, str], table: str = "security_metrics") -> list[tuple]:
+def replica_rows(env: dict[str, str], table: str = "security_metrics") -> list[tuple[Any, ...]]:
     with sqlite3.connect(env["SHOP_REPLICA_DB"]) as conn:
         return conn.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
 
 
-def test_copies_new_rows_incrementally(run_task, db, replica_env):
+def test_copies_new_rows_incrementally(run_task: RunTask, db: sqlite3.Connection, replica_env: dict[str, str]) -> None:
     add_metrics(db, 1, 2)
 
     first = run_task("db_sync")
@@ -44,7 +51,7 @@ def test_copies_new_rows_incrementally(run_task, db, replica_env):
     ]
 
 
-def test_other_table(run_task, db, replica_env):
+def test_other_table(run_task: RunTask, db: sqlite3.Connection, replica_env: dict[str, str]) -> None:
     db.execute(
         "INSERT INTO failed_logins (id, username, ip, attempted_at)"
         " VALUES (5, 'admin', '192.0.2.1', '2025-01-01 00:00:00')"
@@ -57,14 +64,14 @@ def test_other_table(run_task, db, replica_env):
     assert replica_rows(replica_env, "failed_logins") == [(5, "admin", "192.0.2.1", "2025-01-01 00:00:00")]
 
 
-def test_unknown_table(run_task, replica_env):
+def test_unknown_table(run_task: RunTask, replica_env: dict[str, str]) -> None:
     result = run_task("db_sync", "--table", 'x"; DROP TABLE email_queue; --')
 
     assert result.returncode == 1
     assert result.stderr == 'error: table x"; DROP TABLE email_queue; -- does not exist in SHOP_DB\n'
 
 
-def test_replica_required(run_task):
+def test_replica_required(run_task: RunTask) -> None:
     result = run_task("db_sync")
 
     assert result.returncode == 1

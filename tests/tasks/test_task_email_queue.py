@@ -6,25 +6,28 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import shutil
 import socket
 import socketserver
 import sqlite3
 import ssl
 import subprocess
-import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
-
-import pytest
+from typing import TYPE_CHECKING, Any
 
 import process_email_queue
+import pytest
+
+if TYPE_CHECKING:
+    from tests.tasks.conftest import RunTask
 
 NOW = "2025-02-01T02:00:00"
 PASSWORD = "s3cret-Pa55word"
 
 
-def queue(conn: sqlite3.Connection, *emails: tuple) -> None:
+def queue(conn: sqlite3.Connection, *emails: tuple[Any, ...]) -> None:
     """Insert emails as (id, recipient, created_at[, attempts[, subject]])."""
     for id_, recipient, created_at, *rest in emails:
         attempts = rest[0] if rest else 0
@@ -37,7 +40,7 @@ def queue(conn: sqlite3.Connection, *emails: tuple) -> None:
     conn.commit()
 
 
-def rows(conn: sqlite3.Connection) -> dict[int, tuple]:
+def rows(conn: sqlite3.Connection) -> dict[int, tuple[Any, ...]]:
     """id -> (status, attempts, last_error, sent_at)."""
     return {
         r["id"]: (r["status"], r["attempts"], r["last_error"], r["sent_at"])
@@ -48,7 +51,7 @@ def rows(conn: sqlite3.Connection) -> dict[int, tuple]:
 # --- outbox (no SMTP_HOST) ---------------------------------------------------------
 
 
-def test_sends_oldest_first_up_to_max_into_outbox(run_task, db, shop_env):
+def test_sends_oldest_first_up_to_max_into_outbox(run_task: RunTask, db: sqlite3.Connection, shop_env: dict[str, str]) -> None:
     queue(db, (1, "a@example.com", "2025-01-01 10:00:00"),
           (2, "b@example.com", "2025-01-01 09:00:00"),
           (3, "c@example.com", "2025-01-01 11:00:00"))
@@ -73,7 +76,7 @@ def test_sends_oldest_first_up_to_max_into_outbox(run_task, db, shop_env):
     assert message.get_content() == "body of 1\n"
 
 
-def test_emails_at_max_attempts_are_not_taken(run_task, db):
+def test_emails_at_max_attempts_are_not_taken(run_task: RunTask, db: sqlite3.Connection) -> None:
     queue(db, (1, "a@example.com", "2025-01-01 10:00:00", 3),
           (2, "b@example.com", "2025-01-01 11:00:00", 2))
 
@@ -87,7 +90,7 @@ def test_emails_at_max_attempts_are_not_taken(run_task, db):
     assert rows(db)[1] == ("queued", 3, None, None)
 
 
-def test_bad_recipient_is_retried_then_failed_after_attempts(run_task, db):
+def test_bad_recipient_is_retried_then_failed_after_attempts(run_task: RunTask, db: sqlite3.Connection) -> None:
     queue(db, (1, "not-an-address", "2025-01-01 10:00:00"))
 
     outputs = [run_task("process_email_queue", "--attempts", "3", "--now", NOW) for _ in range(4)]
@@ -107,7 +110,7 @@ def test_bad_recipient_is_retried_then_failed_after_attempts(run_task, db):
     assert rows(db)[1] == ("failed", 3, "invalid recipient 'not-an-address'", None)
 
 
-def test_one_bad_email_does_not_stop_the_batch(run_task, db):
+def test_one_bad_email_does_not_stop_the_batch(run_task: RunTask, db: sqlite3.Connection) -> None:
     # A line break in a header would let a row inject headers: refused, not sent.
     queue(db, (1, "a@example.com", "2025-01-01 10:00:00", 0, "hi\nBcc: everyone@example.com"),
           (2, "b@example.com", "2025-01-01 11:00:00"))
@@ -122,7 +125,7 @@ def test_one_bad_email_does_not_stop_the_batch(run_task, db):
     assert state[2][0] == "sent"
 
 
-def test_attempts_one_fails_on_first_error(run_task, db):
+def test_attempts_one_fails_on_first_error(run_task: RunTask, db: sqlite3.Connection) -> None:
     queue(db, (1, "bad address@example.com", "2025-01-01 10:00:00"))
 
     result = run_task("process_email_queue", "--attempts", "1", "--now", NOW)
@@ -131,7 +134,7 @@ def test_attempts_one_fails_on_first_error(run_task, db):
     assert rows(db)[1][:2] == ("failed", 1)
 
 
-def test_empty_queue_creates_the_database(run_task, shop_env):
+def test_empty_queue_creates_the_database(run_task: RunTask, shop_env: dict[str, str]) -> None:
     result = run_task("process_email_queue")
 
     assert result.returncode == 0, result.stderr
@@ -139,7 +142,7 @@ def test_empty_queue_creates_the_database(run_task, shop_env):
     assert Path(shop_env["SHOP_DB"]).is_file()
 
 
-def test_outbox_required_without_smtp_host(run_task, shop_env):
+def test_outbox_required_without_smtp_host(run_task: RunTask, shop_env: dict[str, str]) -> None:
     del shop_env["SHOP_OUTBOX"]
 
     result = run_task("process_email_queue")
@@ -153,7 +156,7 @@ def test_outbox_required_without_smtp_host(run_task, shop_env):
     [("smtp", "error: SMTP_PORT: 'smtp' is not a port number\n"),
      ("70000", "error: SMTP_PORT: 70000 is not a port number\n")],
 )
-def test_bad_smtp_port(run_task, shop_env, port, message):
+def test_bad_smtp_port(run_task: RunTask, shop_env: dict[str, str], port: str, message: str) -> None:
     shop_env.update(SMTP_HOST="127.0.0.1", SMTP_PORT=port)
 
     result = run_task("process_email_queue")
@@ -161,7 +164,7 @@ def test_bad_smtp_port(run_task, shop_env, port, message):
     assert (result.returncode, result.stderr) == (1, message)
 
 
-def test_smtp_user_without_password(run_task, shop_env):
+def test_smtp_user_without_password(run_task: RunTask, shop_env: dict[str, str]) -> None:
     shop_env.update(SMTP_HOST="127.0.0.1", SMTP_USER="shop")
 
     result = run_task("process_email_queue")
@@ -169,7 +172,7 @@ def test_smtp_user_without_password(run_task, shop_env):
     assert (result.returncode, result.stderr) == (1, "error: SMTP_USER is set but SMTP_PASSWORD is not\n")
 
 
-def test_bad_sender_stops_before_any_email(run_task, db, shop_env):
+def test_bad_sender_stops_before_any_email(run_task: RunTask, db: sqlite3.Connection, shop_env: dict[str, str]) -> None:
     shop_env["SMTP_FROM"] = "shop\nBcc: x@example.com"
     queue(db, (1, "a@example.com", "2025-01-01 10:00:00"))
 
@@ -186,7 +189,7 @@ def test_bad_sender_stops_before_any_email(run_task, db, shop_env):
     [("localhost", True), ("127.0.0.1", True), ("127.1.2.3", True), ("::1", True),
      ("smtp.example.com", False), ("192.0.2.10", False)],
 )
-def test_is_loopback(host, loopback):
+def test_is_loopback(host: str, loopback: bool) -> None:
     assert process_email_queue.is_loopback(host) is loopback
 
 
@@ -196,15 +199,15 @@ def test_is_loopback(host, loopback):
 class SmtpHandler(socketserver.StreamRequestHandler):
     """Just enough SMTP for smtplib: EHLO, AUTH PLAIN, MAIL, RCPT, DATA, RSET, QUIT."""
 
-    server: "SmtpServer"
+    server: SmtpServer
 
     def reply(self, text: str) -> None:
         self.wfile.write(text.encode() + b"\r\n")
 
-    def start_tls(self) -> None:
+    def start_tls(self, context: ssl.SSLContext) -> None:
         """Switch this connection to TLS, as STARTTLS asks."""
         self.reply("220 2.0.0 ready to start TLS")
-        self.request = self.server.tls_context.wrap_socket(self.request, server_side=True)
+        self.request = context.wrap_socket(self.request, server_side=True)
         self.rfile = self.request.makefile("rb")
         self.wfile = self.request.makefile("wb", buffering=0)
         self.encrypted = True
@@ -212,7 +215,8 @@ class SmtpHandler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         self.encrypted = False
         self.reply("220 test.local ESMTP")
-        sender, recipients = None, []
+        sender: str | None = None
+        recipients: list[str] = []
         while raw := self.rfile.readline():
             line = raw.decode().rstrip("\r\n")
             verb, _, arg = line.partition(" ")
@@ -223,7 +227,7 @@ class SmtpHandler(socketserver.StreamRequestHandler):
                            + "250-AUTH PLAIN\r\n250 8BITMIME")
             elif verb == "STARTTLS" and self.server.tls_context is not None:
                 try:
-                    self.start_tls()
+                    self.start_tls(self.server.tls_context)
                 except ssl.SSLError:
                     return  # the client refused our certificate
             elif verb == "AUTH":
@@ -272,7 +276,7 @@ class SmtpServer(socketserver.ThreadingTCPServer):
         self.credentials = ("shop", PASSWORD)
         self.refused: set[str] = set()
         self.logins: list[tuple[str, str, bool]] = []  # user, password, over TLS
-        self.messages: list[tuple[str, list[str], bytes]] = []
+        self.messages: list[tuple[str | None, list[str], bytes]] = []  # sender: None for DATA before MAIL
 
 
 @pytest.fixture
@@ -287,7 +291,7 @@ def smtp_server() -> Iterator[SmtpServer]:
 
 
 @pytest.fixture
-def smtp_env(shop_env, smtp_server) -> dict[str, str]:
+def smtp_env(shop_env: dict[str, str], smtp_server: SmtpServer) -> dict[str, str]:
     del shop_env["SHOP_OUTBOX"]  # not needed when sending for real
     shop_env.update(
         SMTP_HOST="127.0.0.1",
@@ -299,13 +303,13 @@ def smtp_env(shop_env, smtp_server) -> dict[str, str]:
     return shop_env
 
 
-def assert_no_secret(result) -> None:
+def assert_no_secret(result: subprocess.CompletedProcess[str]) -> None:
     assert PASSWORD not in result.stdout
     assert PASSWORD not in result.stderr
     assert base64.b64encode(f"\0shop\0{PASSWORD}".encode()).decode() not in result.stdout + result.stderr
 
 
-def test_smtp_sends_with_login(run_task, db, smtp_env, smtp_server):
+def test_smtp_sends_with_login(run_task: RunTask, db: sqlite3.Connection, smtp_env: dict[str, str], smtp_server: SmtpServer) -> None:
     queue(db, (1, "a@example.com", "2025-01-01 10:00:00"),
           (2, "b@example.com", "2025-01-01 11:00:00"))
 
@@ -331,7 +335,7 @@ def test_smtp_sends_with_login(run_task, db, smtp_env, smtp_server):
     assert {r[0] for r in rows(db).values()} == {"sent"}
 
 
-def test_smtp_refused_recipient_is_retried_then_failed(run_task, db, smtp_env, smtp_server):
+def test_smtp_refused_recipient_is_retried_then_failed(run_task: RunTask, db: sqlite3.Connection, smtp_env: dict[str, str], smtp_server: SmtpServer) -> None:
     smtp_server.refused.add("gone@example.com")
     queue(db, (1, "gone@example.com", "2025-01-01 10:00:00", 1),
           (2, "b@example.com", "2025-01-01 11:00:00"))
@@ -351,7 +355,7 @@ def test_smtp_refused_recipient_is_retried_then_failed(run_task, db, smtp_env, s
     assert [r for _, r, _ in smtp_server.messages] == [["b@example.com"]]
 
 
-def test_smtp_login_refused_leaves_queue_untouched(run_task, db, smtp_env, smtp_server):
+def test_smtp_login_refused_leaves_queue_untouched(run_task: RunTask, db: sqlite3.Connection, smtp_env: dict[str, str], smtp_server: SmtpServer) -> None:
     smtp_server.credentials = ("shop", "another password")
     queue(db, (1, "a@example.com", "2025-01-01 10:00:00"))
 
@@ -366,7 +370,7 @@ def test_smtp_login_refused_leaves_queue_untouched(run_task, db, smtp_env, smtp_
     assert rows(db)[1] == ("queued", 0, None, None)
 
 
-def test_smtp_unreachable_leaves_queue_untouched(run_task, db, smtp_env):
+def test_smtp_unreachable_leaves_queue_untouched(run_task: RunTask, db: sqlite3.Connection, smtp_env: dict[str, str]) -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -382,7 +386,7 @@ def test_smtp_unreachable_leaves_queue_untouched(run_task, db, smtp_env):
     assert rows(db)[1] == ("queued", 0, None, None)
 
 
-def test_smtp_not_contacted_when_queue_empty(run_task, smtp_env, smtp_server):
+def test_smtp_not_contacted_when_queue_empty(run_task: RunTask, smtp_env: dict[str, str], smtp_server: SmtpServer) -> None:
     result = run_task("process_email_queue")
 
     assert result.returncode == 0, result.stderr
@@ -390,7 +394,7 @@ def test_smtp_not_contacted_when_queue_empty(run_task, smtp_env, smtp_server):
 
 
 @pytest.fixture
-def certificate(tmp_path) -> Path:
+def certificate(tmp_path: Path) -> Path:
     """A self-signed certificate (and key, same file) for 127.0.0.1."""
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command to make a test certificate")
@@ -405,14 +409,14 @@ def certificate(tmp_path) -> Path:
 
 
 @pytest.fixture
-def tls_server(smtp_server, certificate) -> SmtpServer:
+def tls_server(smtp_server: SmtpServer, certificate: Path) -> SmtpServer:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(certificate)
     smtp_server.tls_context = context
     return smtp_server
 
 
-def test_smtp_starttls_when_offered(run_task, db, smtp_env, tls_server, certificate):
+def test_smtp_starttls_when_offered(run_task: RunTask, db: sqlite3.Connection, smtp_env: dict[str, str], tls_server: SmtpServer, certificate: Path) -> None:
     smtp_env["SSL_CERT_FILE"] = str(certificate)  # trust our test certificate only
     queue(db, (1, "a@example.com", "2025-01-01 10:00:00"))
 
@@ -425,7 +429,8 @@ def test_smtp_starttls_when_offered(run_task, db, smtp_env, tls_server, certific
     assert_no_secret(result)
 
 
-def test_smtp_untrusted_certificate_gets_no_password(run_task, db, smtp_env, tls_server, tmp_path):
+def test_smtp_untrusted_certificate_gets_no_password(run_task: RunTask, db: sqlite3.Connection, smtp_env: dict[str, str],
+                                                     tls_server: SmtpServer, tmp_path: Path) -> None:
     empty = tmp_path / "no-ca.pem"
     empty.write_text("")
     smtp_env["SSL_CERT_FILE"] = str(empty)  # trust nothing: our certificate is unknown

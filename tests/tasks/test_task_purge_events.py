@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
-
-import pytest
+from typing import TYPE_CHECKING
 
 import purge_events
+import pytest
+
+if TYPE_CHECKING:
+    from tests.tasks.conftest import RunTask
 
 
 def events_dir(shop_env: dict[str, str]) -> Path:
@@ -21,7 +24,7 @@ def touch(path: Path, modified: str | None = None) -> Path:
     """Create ``path``; ``modified`` is an ISO date for its mtime (default: now)."""
     path.write_text('{"type": "demo"}\n')
     if modified:
-        when = datetime.fromisoformat(modified).replace(tzinfo=timezone.utc).timestamp()
+        when = datetime.fromisoformat(modified).replace(tzinfo=UTC).timestamp()
         os.utime(path, (when, when))
     return path
 
@@ -43,11 +46,11 @@ def names(folder: Path) -> list[str]:
         (date(2025, 1, 1), 25, date(2022, 12, 1)),
     ],
 )
-def test_months_before(today, months, cutoff):
+def test_months_before(today: date, months: int, cutoff: date) -> None:
     assert purge_events.months_before(today, months) == cutoff
 
 
-def test_default_fifteen_months_across_year_boundary(run_task, shop_env):
+def test_default_fifteen_months_across_year_boundary(run_task: RunTask, shop_env: dict[str, str]) -> None:
     folder = events_dir(shop_env)
     for month in ("2023-09", "2023-10", "2023-11", "2023-12", "2024-01", "2025-01"):
         touch(folder / f"events-{month}.jsonl")
@@ -65,7 +68,7 @@ def test_default_fifteen_months_across_year_boundary(run_task, shop_env):
     ]
 
 
-def test_daily_files_and_month_granularity(run_task, shop_env):
+def test_daily_files_and_month_granularity(run_task: RunTask, shop_env: dict[str, str]) -> None:
     folder = events_dir(shop_env)
     for name in ("events-2024-11.jsonl", "events-2024-12.jsonl",
                  "events-2024-12-14.jsonl", "events-2024-12-15.jsonl", "events-2025-01-02.jsonl"):
@@ -79,7 +82,7 @@ def test_daily_files_and_month_granularity(run_task, shop_env):
     assert "deleted events/events-2024-12-14.jsonl (day 2024-12-14)" in result.stdout.splitlines()
 
 
-def test_other_names_fall_back_to_modification_time(run_task, shop_env):
+def test_other_names_fall_back_to_modification_time(run_task: RunTask, shop_env: dict[str, str]) -> None:
     folder = events_dir(shop_env)
     touch(folder / "audit.jsonl", "2023-01-01")
     touch(folder / "events-2024-13.jsonl", "2023-01-01")   # not a real month
@@ -94,7 +97,7 @@ def test_other_names_fall_back_to_modification_time(run_task, shop_env):
     assert "deleted events/audit.jsonl (modified 2023-01-01)" in result.stdout.splitlines()
 
 
-def test_links_and_folders_are_left_alone(run_task, shop_env, tmp_path):
+def test_links_and_folders_are_left_alone(run_task: RunTask, shop_env: dict[str, str], tmp_path: Path) -> None:
     folder = events_dir(shop_env)
     outside = touch(tmp_path / "events-2020-01.jsonl")
     (folder / "events-2020-02.jsonl").symlink_to(outside)
@@ -107,7 +110,7 @@ def test_links_and_folders_are_left_alone(run_task, shop_env, tmp_path):
     assert names(folder) == ["events-2020-02.jsonl", "events-2020-03.jsonl"]
 
 
-def test_no_events_folder(run_task, shop_env):
+def test_no_events_folder(run_task: RunTask, shop_env: dict[str, str]) -> None:
     result = run_task("purge_events", "--now", "2025-02-01")
 
     assert result.returncode == 0, result.stderr
@@ -117,7 +120,7 @@ def test_no_events_folder(run_task, shop_env):
     ]
 
 
-def test_events_folder_that_is_a_link_is_refused(run_task, shop_env, tmp_path):
+def test_events_folder_that_is_a_link_is_refused(run_task: RunTask, shop_env: dict[str, str], tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     old = touch(elsewhere / "events-2020-01.jsonl")
@@ -131,7 +134,7 @@ def test_events_folder_that_is_a_link_is_refused(run_task, shop_env, tmp_path):
 
 
 @pytest.mark.parametrize("now", ["2025-02-30", "yesterday", ""])
-def test_bad_now_is_a_usage_error(run_task, now):
+def test_bad_now_is_a_usage_error(run_task: RunTask, now: str) -> None:
     result = run_task("purge_events", "--now", now)
 
     assert result.returncode == 2

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.tasks.conftest import RunTask
 
 NOW = "2025-02-01T02:00:00"
 
@@ -37,7 +43,7 @@ def fill(conn: sqlite3.Connection) -> None:
     conn.commit()
 
 
-def test_purges_each_table_by_its_own_limit(run_task, db):
+def test_purges_each_table_by_its_own_limit(run_task: RunTask, db: sqlite3.Connection) -> None:
     fill(db)
 
     result = run_task("purge_security_data", "--now", NOW)
@@ -54,7 +60,7 @@ def test_purges_each_table_by_its_own_limit(run_task, db):
     assert ids(db, "security_alerts") == [2, 3, 4]
 
 
-def test_limits_from_arguments(run_task, db):
+def test_limits_from_arguments(run_task: RunTask, db: sqlite3.Connection) -> None:
     fill(db)
 
     result = run_task(
@@ -69,7 +75,7 @@ def test_limits_from_arguments(run_task, db):
     assert ids(db, "security_alerts") == [2, 3]
 
 
-def test_second_run_deletes_nothing(run_task, db):
+def test_second_run_deletes_nothing(run_task: RunTask, db: sqlite3.Connection) -> None:
     fill(db)
     run_task("purge_security_data", "--now", NOW)
 
@@ -78,7 +84,7 @@ def test_second_run_deletes_nothing(run_task, db):
     assert result.stdout.splitlines()[-1] == "purged 0 rows"
 
 
-def test_all_tables_or_none(run_task, db):
+def test_all_tables_or_none(run_task: RunTask, db: sqlite3.Connection) -> None:
     """A failure on the last table rolls back the deletions already done."""
     fill(db)
     # A real SQLite fault on the third DELETE, injected with a trigger.
@@ -96,7 +102,7 @@ def test_all_tables_or_none(run_task, db):
     assert ids(db, "failed_logins") == [1, 2, 3]
 
 
-def test_missing_database_folder(run_task, shop_env, tmp_path):
+def test_missing_database_folder(run_task: RunTask, shop_env: dict[str, str], tmp_path: Path) -> None:
     shop_env["SHOP_DB"] = str(tmp_path / "nowhere" / "shop.sqlite")
 
     result = run_task("purge_security_data")

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.tasks.conftest import RunTask
 
 NOW = "2025-02-01T02:00:00"
 TABLES = ("email_queue", "security_metrics", "failed_logins", "security_alerts")
@@ -19,7 +23,7 @@ def tree(root: Path) -> dict[str, float]:
     return {str(p.relative_to(root)): p.stat().st_mtime for p in root.rglob("*") if p.is_file()}
 
 
-def test_seed_is_idempotent(run_task, shop_env, tmp_path):
+def test_seed_is_idempotent(run_task: RunTask, shop_env: dict[str, str], tmp_path: Path) -> None:
     # Folders that do not exist yet are created.
     shop_env["SHOP_DB"] = str(tmp_path / "data" / "shop.sqlite")
     shop_env["SHOP_LOG_ROOT"] = str(tmp_path / "var" / "log" / "shop")
@@ -38,18 +42,18 @@ def test_seed_is_idempotent(run_task, shop_env, tmp_path):
     assert tree(root) == files
 
 
-def test_seed_covers_twenty_months_of_events(run_task, shop_env):
+def test_seed_covers_twenty_months_of_events(run_task: RunTask, shop_env: dict[str, str]) -> None:
     run_task("seed_demo_data", "--now", NOW)
 
     events = sorted(p.name for p in (Path(shop_env["SHOP_LOG_ROOT"]) / "events").glob("*.jsonl"))
     assert len(events) == 20
     assert (events[0], events[-1]) == ("events-2023-07.jsonl", "events-2025-02.jsonl")
     log = Path(shop_env["SHOP_LOG_ROOT"]) / "archive" / "app-2.log"
-    modified = datetime.fromtimestamp(log.stat().st_mtime, timezone.utc)
-    assert modified == datetime(2024, 12, 23, 2, 0, tzinfo=timezone.utc)  # 40 days before NOW
+    modified = datetime.fromtimestamp(log.stat().st_mtime, UTC)
+    assert modified == datetime(2024, 12, 23, 2, 0, tzinfo=UTC)  # 40 days before NOW
 
 
-def test_every_task_has_work_after_seeding(run_task, shop_env):
+def test_every_task_has_work_after_seeding(run_task: RunTask, shop_env: dict[str, str]) -> None:
     """The bundled example end to end, as its cron jobs would run it."""
     run_task("seed_demo_data", "--now", NOW)
 

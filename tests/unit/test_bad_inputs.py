@@ -30,11 +30,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from click.testing import CliRunner
 
 from deployer.cli.main import cli
+
+if TYPE_CHECKING:
+    from _pytest.mark import ParameterSet  # what pytest.param returns; pytest exports no public name for it
 
 CORPUS = Path(__file__).resolve().parents[1] / "bad_inputs"
 SKELETON = CORPUS / "skeleton"
@@ -74,7 +78,7 @@ class Case:
                 self.expect.append(value)
 
 
-def _cases() -> list:
+def _cases() -> list[ParameterSet]:
     params = []
     for path in sorted(CORPUS.glob("*.yml")):
         case = Case(path)
@@ -90,7 +94,8 @@ def test_corpus_is_well_formed() -> None:
     """At least 30 cases, each with expect lines that end with the summary line."""
     assert len(CASES) >= 30
     for param in CASES:
-        case: Case = param.values[0]
+        case = param.values[0]
+        assert isinstance(case, Case)
         assert re.fullmatch(r"\d{2,3}-[a-z0-9-]+\.yml", case.path.name), case.path.name
         assert case.expect, f"{case.path.name}: no '# expect:' line"
         if case.exit != 2:

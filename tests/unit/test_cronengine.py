@@ -8,14 +8,13 @@ source is not in Debian's archive; busybox crond's is, but is not built here).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from deployer.remote import cronengine
 from deployer.remote.cronengine import CronSyntaxError, fires_after, next_fire, parse, previous_fire
 
-UTC = timezone.utc
 PARIS = "Europe/Paris"  # 2026: forward on 03-29 at 01:00 UTC (02:00 -> 03:00), back on 10-25 at 01:00 UTC
 
 

@@ -55,7 +55,7 @@ def test_percent_is_escaped_for_cron() -> None:
     assert escape_percent("date +%s 100%") == "date +\\%s 100\\%"
 
 
-foreign_line = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=60).filter(
+foreign_line = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\n\r"), max_size=60).filter(
     lambda line: "deployer shop/dev" not in line)
 
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-from datetime import datetime, timedelta, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
+from deployer.core.check import Check
 from deployer.core.desired import JobSpec
 from deployer.core.facts import Facts
 from deployer.core.health import job_checks
 from deployer.core.release import Identity
 from deployer.core.timing import next_fire, period, previous_fire
-
-UTC = timezone.utc
 
 
 def at(text: str) -> datetime:
@@ -54,7 +54,7 @@ def job(schedule: str = "*/5 * * * *", timeout: int = 120) -> JobSpec:
 
 
 def facts(now: str, deployed: str | None, runs: list[dict[str, object]] | None = None, **job_info: object) -> Facts:
-    info = {"runs": runs or [], "last_success": next((r for r in reversed(runs or []) if r["outcome"] == "success"), None),
+    info: dict[str, Any] = {"runs": runs or [], "last_success": next((r for r in reversed(runs or []) if r["outcome"] == "success"), None),
             "running": [], "lock": {"holders": [], "content": ""}}
     info.update(job_info)
     return Facts(hostname="h", identity=Identity("u", 1000, "/home/u"), python="python3", python_version="3.11",
@@ -67,8 +67,8 @@ def run(start: str, outcome: str = "success", exit_code: int = 0) -> dict[str, o
     return {"start": start + "Z", "outcome": outcome, "exit_code": exit_code}
 
 
-def details(checks: list[object]) -> list[tuple[str, str, str]]:
-    return [(c.name, c.status, c.detail) for c in checks]  # type: ignore[attr-defined]
+def details(checks: Sequence[Check]) -> list[tuple[str, str, str]]:
+    return [(c.name, c.status, c.detail) for c in checks]
 
 
 def test_fresh_job_passes() -> None:
@@ -95,7 +95,7 @@ def test_failures_warn_then_fail() -> None:
     one = [run("2026-06-01T10:00:00"), run("2026-06-01T10:05:00", "failure", 2)]
     assert details(job_checks(job(), facts("2026-06-01T10:06:00", "2026-06-01T09:00:00", one)))[1] == (
         "success", "warn", "last run failure (exit 2); last success 6m ago")
-    three = one + [run("2026-06-01T10:10:00", "timeout", 124), run("2026-06-01T10:15:00", "crashed", 137)]
+    three = [*one, run("2026-06-01T10:10:00", "timeout", 124), run("2026-06-01T10:15:00", "crashed", 137)]
     assert details(job_checks(job(), facts("2026-06-01T10:16:00", "2026-06-01T09:00:00", three)))[1] == (
         "success", "fail", "3 failed runs in a row; last success 16m ago")
 

@@ -47,10 +47,10 @@ def rendered(env_name: str, host: str, who: Identity) -> str:
         out.append(f"=== dir {d.path} {d.mode:04o} {d.owner or '-'} {d.group or '-'}")
     for f in result.job_files:
         out.append(f"=== file {f.path} {f.mode:04o} {f.owner or '-'}")
-    for f in sorted(result.files, key=lambda f: f.path):
-        out.append(f"=== release {f.path} {f.mode:04o} {f.owner or '-'}")
-        if not f.path.startswith("scripts/"):
-            out.append(f.content.decode().rstrip("\n"))
+    for rf in sorted(result.files, key=lambda f: f.path):
+        out.append(f"=== release {rf.path} {rf.mode:04o} {rf.owner or '-'}")
+        if not rf.path.startswith("scripts/"):
+            out.append(rf.content.decode().rstrip("\n"))
     return "\n".join(out) + "\n"
 
 

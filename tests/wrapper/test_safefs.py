@@ -36,7 +36,7 @@ def test_a_link_in_a_folder_others_can_write_is_not_followed(tmp_path: Path) -> 
     with pytest.raises(safefs.Unsafe) as refused:
         safefs.open_dir(str(shared / "logs" / "deeper"), 0o755)
     assert refused.value.filename == str(shared / "logs")
-    assert "is a symlink that root did not make" in refused.value.strerror
+    assert "is a symlink that root did not make" in str(refused.value.strerror)
     assert not (tmp_path / "elsewhere" / "deeper").exists()
 
 
@@ -60,7 +60,7 @@ def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     for flags in (os.O_WRONLY | os.O_APPEND, os.O_RDONLY):
         with pytest.raises(safefs.Unsafe) as refused:
             safefs.open_file(str(tmp_path / "log"), flags)
-        assert "not a regular file" in refused.value.strerror
+        assert "not a regular file" in str(refused.value.strerror)
     assert time.monotonic() - started < 5
 
 
@@ -69,11 +69,11 @@ def test_a_hard_link_and_a_foreign_owner_are_refused(tmp_path: Path) -> None:
     os.link(tmp_path / "file", tmp_path / "other-name")
     with pytest.raises(safefs.Unsafe) as linked:
         safefs.open_file(str(tmp_path / "file"), os.O_RDONLY)
-    assert linked.value.errno == errno.EMLINK and "has 2 names" in linked.value.strerror
+    assert linked.value.errno == errno.EMLINK and "has 2 names" in str(linked.value.strerror)
     (tmp_path / "other-name").unlink()
     with pytest.raises(safefs.Unsafe) as foreign:
         safefs.open_file(str(tmp_path / "file"), os.O_RDONLY, owners={os.geteuid() + 1})
-    assert "belongs to uid" in foreign.value.strerror
+    assert "belongs to uid" in str(foreign.value.strerror)
     os.close(safefs.open_file(str(tmp_path / "file"), os.O_RDONLY, owners={os.geteuid()}))
 
 

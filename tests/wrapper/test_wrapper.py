@@ -182,7 +182,7 @@ def test_each_run_keeps_its_own_log_the_last_n_kept(release: Release) -> None:
     folder = release.root / "state" / "counted" / "runs"
     kept = sorted(p.name for p in folder.iterdir())
     assert kept == sorted(str(e["log"]).split("/", 1)[1] for e in entries[1:])  # the first run's file is gone
-    assert all(str(e["log"]).startswith("runs/") and e["run_id"] in str(e["log"]) for e in entries)
+    assert all(str(e["log"]).startswith("runs/") and str(e["run_id"]) in str(e["log"]) for e in entries)
     for entry in entries[1:]:
         text = (release.root / "state" / "counted" / str(entry["log"])).read_text()
         n = entries.index(entry) + 1
