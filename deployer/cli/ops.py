@@ -27,6 +27,7 @@ from deployer.core.timing import cron_rules, in_words, next_fire
 from deployer.engine.remote import isolated
 from deployer.engine.session import Reads, TargetState
 from deployer.errors import EXIT_FAILED, EXIT_OK
+from deployer.remote.messages import RunLog
 
 OUTCOME_STYLE: dict[str, str] = {SUCCESS: "green", FAILURE: "red", TIMEOUT: "red", CRASHED: "red", SKIPPED_LOCKED: "yellow"}
 
@@ -64,7 +65,7 @@ def _status_rows(state: TargetState) -> list[dict[str, Any]]:
     rules = cron_rules(state.release.cron_flavour, facts.cron_flavour)
     rows = []
     for job in state.release.jobs:
-        info = facts.jobs.get(job.id, {})
+        info = facts.runtime(job.id)
         runs = info.get("runs", [])
         last = runs[-1] if runs else None
         success = info.get("last_success")
@@ -173,7 +174,7 @@ def _print_prefixed(ctx: Context, result: dict[str, list[str]]) -> None:
             ctx.output.print(f"{name:<{width}} | {line}")
 
 
-def _show_run_logs(ctx: Context, job: str, selector: str, found: dict[str, dict[str, Any]], missing: int) -> int:
+def _show_run_logs(ctx: Context, job: str, selector: str, found: dict[str, RunLog], missing: int) -> int:
     """``logs --run``: the run's ledger line as a header, then its own log's last lines."""
     if ctx.output.json_mode:
         ctx.output.emit_json({"job": job, "run": selector, "hosts": found})
@@ -230,7 +231,8 @@ def run_now(ctx: Context, env: str, job: str, host: str | None) -> int:
             blocks = state.facts.release_blocks.get(current) or {}
             if who.uid == 0 and job in crontab.block_jobs(blocks.get(who.user)):
                 user = who.user
-            home = (state.facts.users.get(user) or {}).get("home") or who.home
+            known = state.facts.users.get(user)
+            home = (known.get("home") if known else None) or who.home
             # The environment cron gives a job, not ours: what runs by hand is what cron runs.
             # The wrapper isolated (-I: nothing of the job user's Python site runs in it); no
             # terminal reaches it: the transport gives it none, its output comes through a pipe.

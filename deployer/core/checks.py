@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from deployer.core import crontab
 from deployer.core.check import FAIL, PASS, WARN, Check
@@ -12,9 +11,10 @@ from deployer.core.plan import Plan, ledger_path, rolled_back
 from deployer.core.release import crontab_user
 from deployer.core.timing import CronRules, cron_rules
 from deployer.remote.cronengine import FLAVOUR_NAMES
+from deployer.remote.messages import RollbackMark
 
 
-def _rolled_back_checks(plan: Plan, held: dict[str, Any]) -> list[Check]:
+def _rolled_back_checks(plan: Plan, held: RollbackMark) -> list[Check]:
     """A target held at an older revision by ``rollback`` is audited against that revision:
     its crontab blocks as restored, its release against its own manifest."""
     release, facts = plan.release, plan.facts
@@ -101,7 +101,7 @@ def checks(plan: Plan) -> list[Check]:
     return out + _runtime_checks(plan, {j.id for j in release.jobs})
 
 
-def live_jobs(held: dict[str, Any]) -> set[str]:
+def live_jobs(held: RollbackMark) -> set[str]:
     """Job ids of the restored blocks."""
     return set().union(*(crontab.block_jobs(block) for block in (held.get("blocks") or {}).values()))
 
@@ -168,7 +168,7 @@ def _runtime_checks(plan: Plan, job_ids: set[str]) -> list[Check]:
     if facts.cron_running:
         out.append(cron_daemon_check(facts, rules))
     else:
-        ignored = [str(i) for i in (facts.raw.get("cron") or {}).get("ignored") or []]
+        ignored = facts.cron_ignored
         # processes named cron that are not the daemon (a user's, a zombie, a container's)
         but = f" (not counted: {'; '.join(ignored)})" if ignored else ""
         out.append(Check("cron-daemon", FAIL, f"no cron daemon is running: no job will run (start cron){but}"))
@@ -183,5 +183,5 @@ def _runtime_checks(plan: Plan, job_ids: set[str]) -> list[Check]:
     out.extend(Check("records", WARN, problem) for problem in facts.problems)
     for job in release.jobs:
         if job.id in job_ids:
-            out.extend(Check("records", WARN, str(p), job.id) for p in facts.jobs.get(job.id, {}).get("problems") or [])
+            out.extend(Check("records", WARN, str(p), job.id) for p in facts.runtime(job.id).get("problems") or [])
     return out

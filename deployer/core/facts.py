@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from deployer.core import crontab
 from deployer.core.release import Identity
 from deployer.remote.cronengine import FLAVOURS
+from deployer.remote.messages import BackupRecord, CronDaemon, Drift, JobRuntime, PathInfo, ProbeAnswer, RollbackMark, SpaceInfo, UserInfo
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Facts:
     python: str
     python_version: str
     deploy_home: str
-    users: dict[str, dict[str, Any] | None]
+    users: dict[str, UserInfo | None]  # None: no such user
     crontabs: dict[str, CrontabFact]
     paths: dict[str, PathFact | None]
     releases: dict[str, dict[str, PathFact]]
@@ -47,24 +48,31 @@ class Facts:
     now: float = 0.0  # the target's clock
     timezone: str = "UTC"
     deployed_at: float | None = None  # when `current` last moved
-    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # run history, running runs, lock
-    space: dict[str, dict[str, int]] = field(default_factory=dict)
+    jobs: dict[str, JobRuntime] = field(default_factory=dict)  # run history, running runs, lock
+    space: dict[str, SpaceInfo] = field(default_factory=dict)
     # release -> file -> {"why": ..., "content": base64 of a hand-edited file}: differs from its manifest
-    drift: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
-    rollback: dict[str, Any] | None = None  # rollback.json: held at an older revision on purpose
-    backups: list[dict[str, Any]] = field(default_factory=list)  # backups/*/index.json, oldest first
+    drift: dict[str, dict[str, Drift]] = field(default_factory=dict)
+    rollback: RollbackMark | None = None  # rollback.json: held at an older revision on purpose
+    backups: list[BackupRecord] = field(default_factory=list)  # backups/*/index.json, oldest first
     current_link: str | None = None  # what the `current` link names (may lag the crontab: see live_revision)
     # target files that could not be read or parsed (a FIFO, a link, a bad line): verify warns
     problems: list[str] = field(default_factory=list)
     # release -> user -> the crontab block its manifest says it installs (byte for byte)
     release_blocks: dict[str, dict[str, str]] = field(default_factory=dict)
-    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # processes named as a cron that are not this system's daemon, each with why (verify says them)
+    cron_ignored: list[str] = field(default_factory=list)
+    raw: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
+
+    def runtime(self, job_id: str) -> JobRuntime:
+        """What the probe read of the job's runs, lock and log; nothing (no run, no lock) when it said none."""
+        return self.jobs.get(job_id) or {"runs": [], "last_success": None, "running": [], "lock": {"holders": [], "content": ""},
+                                         "legacy_locks": {}, "problems": []}
 
 
-def _path(info: dict[str, Any] | None) -> PathFact | None:
+def _path(info: PathInfo | None) -> PathFact | None:
     if info is None:
         return None
-    kind = info.get("type", "other")
+    kind: str = info.get("type", "other")
     if kind == "other":
         kind = str(info.get("kind") or "special file")
     return PathFact(kind, int(info.get("mode", 0)), info.get("owner", ""), info.get("group", ""),
@@ -92,9 +100,12 @@ def cron_flavour_of(cron: object) -> str | None:
     return flavour if isinstance(flavour, str) and flavour in FLAVOURS else None
 
 
-def parse_facts(data: dict[str, Any], project: str, env: str) -> Facts:
+NO_CRON: CronDaemon = {"running": False, "process": None, "pid": None, "flavour": None, "ignored": []}
+
+
+def parse_facts(data: ProbeAnswer, project: str, env: str) -> Facts:
     raw_cron = data.get("cron")
-    cron: dict[str, Any] = raw_cron if isinstance(raw_cron, dict) else {}
+    cron = raw_cron if isinstance(raw_cron, dict) else NO_CRON
     crontabs = {u: CrontabFact(c.get("text"), c.get("error")) for u, c in data.get("crontabs", {}).items()}
     return Facts(
         hostname=data["hostname"],
@@ -119,6 +130,7 @@ def parse_facts(data: dict[str, Any], project: str, env: str) -> Facts:
         space=data.get("space", {}),
         drift={rev: r.get("drift") or {} for rev, r in data.get("releases", {}).items()},
         release_blocks={rev: dict(r.get("crontab_blocks") or {}) for rev, r in data.get("releases", {}).items()},
+        cron_ignored=[str(i) for i in cron.get("ignored") or []],
         rollback=data.get("rollback"),
         backups=list(data.get("backups") or []),
         problems=[str(p) for p in data.get("problems") or []],

@@ -66,7 +66,7 @@ def consecutive_failures(runs: list[dict[str, Any]]) -> int:
 def job_checks(job: JobSpec, facts: Facts, limits: Thresholds = Thresholds(), rules: CronRules | None = None) -> list[Check]:
     """The job's checks; its fire times by ``rules`` (default: what the probe found, else Debian's)."""
     flavour = (rules or cron_rules(None, facts.cron_flavour)).flavour
-    info = facts.jobs.get(job.id, {})
+    info = facts.runtime(job.id)
     runs: list[dict[str, Any]] = list(info.get("runs", []))
     now = datetime.fromtimestamp(facts.now, UTC) if facts.now else datetime.now(UTC)
     deployed = datetime.fromtimestamp(facts.deployed_at, UTC) if facts.deployed_at else None

@@ -12,7 +12,7 @@ from deployer.core.facts import Facts
 def stale_legacy_locks(job: JobSpec, facts: Facts) -> list[tuple[str, str]]:
     """(path, why) of the job's legacy lock files that nothing holds any more."""
     stale = []
-    for path, info in facts.jobs.get(job.id, {}).get("legacy_locks", {}).items():
+    for path, info in facts.runtime(job.id).get("legacy_locks", {}).items():
         if not info or info.get("type") != "file" or info.get("held"):
             continue
         pid = info.get("pid")

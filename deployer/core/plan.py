@@ -17,6 +17,7 @@ from deployer.core.facts import Facts, PathFact
 from deployer.core.home import home_errors, home_warnings
 from deployer.core.legacy import stale_legacy_locks
 from deployer.core.release import EnsureDir, EnsureFile, KeepRecords, Release, ReleaseFile
+from deployer.remote.messages import RollbackMark
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,8 @@ def _plan_release(plan: Plan) -> None:
                 what = "differs from the declaration: a secret changed, or it was edited on the target"
             elif seen is not None and seen.sha256 != f.sha256:
                 what = "modified on the target: drift, edited by hand; apply keeps the edited copy in the backup"
-                edited = facts.drift.get(release.revision, {}).get(f.path, {}).get("content")
+                drifted = facts.drift.get(release.revision, {}).get(f.path)
+                edited = drifted.get("content") if drifted else None
                 if edited is not None and not f.secret:
                     plan.drift.append((where, _text_diff(base64.b64decode(edited), f.content, where)))
             plan.changes.append(Change("release", where, f"restore {f.path} ({what})"))
@@ -229,7 +231,7 @@ def _file_change(f: EnsureFile, seen: PathFact | None) -> str | None:
     return ", ".join(wrong) or None
 
 
-def rolled_back(release: Release, facts: Facts) -> dict[str, Any] | None:
+def rolled_back(release: Release, facts: Facts) -> RollbackMark | None:
     """The rollback record when the target is held at an older revision than the declared one."""
     held = facts.rollback
     if held and held.get("revision") == facts.current and facts.current != release.revision:

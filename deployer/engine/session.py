@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from deployer.config.inventory import Target, limit_targets, load_inventory
 from deployer.config.cached import load_project_cached
@@ -36,6 +36,7 @@ from deployer.core.render import check_job_hosts, render
 from deployer.engine import remote
 from deployer.engine.outcome import CHANGED, EXIT_CODES, FAILED, OK, TargetStatus, exit_code_of, status_of
 from deployer.errors import ChangedUnderUs, InvalidInput, Problem, TargetError
+from deployer.remote.messages import ProbeAnswer, ProbeJob, ProbeRequest, RunLogRequest
 from deployer.transport import ConnectOptions, connect
 from deployer.transport.base import Counters, Transport
 
@@ -46,7 +47,7 @@ class Reads:
     log_tail: int = 0  # the last lines of each job's log (logs)
     ledger_all: bool = False  # every ledger line (history --export)
     backups: bool = False  # backups/*/index.json (rollback)
-    run_log: dict[str, Any] | None = None  # one run's own log: {"job", "run", "lines"} (logs --run)
+    run_log: RunLogRequest | None = None  # one run's own log (logs --run)
 
 
 NOTHING_MORE = Reads()
@@ -276,18 +277,20 @@ def probe(transport: Transport, desired: DesiredState, reads: Reads = NOTHING_MO
     paths += [d.path for d in desired.dirs]
     for job in desired.jobs:
         paths += [job.state_dir, ledger_path(job.state_dir), job.lock_file, job.log_file] + [old for old, _ in job.moves]
-    jobs = [{"id": j.id, "state_dir": j.state_dir, "lock_file": j.lock_file, "log_file": j.log_file,
-             "legacy_locks": list(j.legacy_locks)} for j in desired.jobs]
-    params = {"deploy_home": desired.deploy_home, "users": users, "crontab_users": users, "paths": paths, "jobs": jobs,
+    jobs: list[ProbeJob] = [{"id": j.id, "state_dir": j.state_dir, "lock_file": j.lock_file, "log_file": j.log_file,
+                             "legacy_locks": list(j.legacy_locks)} for j in desired.jobs]
+    params: ProbeRequest = {"deploy_home": desired.deploy_home, "users": users, "crontab_users": users, "paths": paths, "jobs": jobs,
               "log_tail": reads.log_tail, "ledger_all": reads.ledger_all, "backups": reads.backups,
               "run_log": reads.run_log,
               # Lock folders hold empty files, often on a small tmpfs (/run/lock): not a disk to watch.
               "space": sorted(({desired.deploy_home} | {d.path for d in desired.dirs})
                               - {posixpath.dirname(j.lock_file) for j in desired.jobs})}
-    answer = remote.call(transport, "probe", params)
+    answer = remote.call(transport, "probe", dict(params))
     if not answer.get("ok"):
         raise TargetError(f"the probe failed: {answer.get('error', 'no detail')}")
-    return parse_facts(answer, desired.project, desired.env)
+    # the probe's own answer (deployer/remote/probe.py builds a ProbeAnswer); parse_facts
+    # still checks what a target could make odd
+    return parse_facts(cast(ProbeAnswer, answer), desired.project, desired.env)
 
 
 def check_saved_plan(state: TargetState, saved: Mapping[str, Any] | None) -> None:

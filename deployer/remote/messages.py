@@ -17,13 +17,207 @@ Families:
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Any, Literal, NotRequired, Required, TypedDict
 
 # ---------------------------------------------------------------------------------------------
 # The probe: ProbeRequest and ProbeAnswer (deployer/remote/probe.py, deployer/engine/session.py,
 # deployer/core/facts.py).
 
-# (probe messages: to be defined)
+# The probe reads what it is asked to (ProbeRequest) and answers with everything plan, verify,
+# status and the history commands need (ProbeAnswer). Most of the answer is read from files a
+# job's user may write (ledgers, markers, lock files): the probe checks each value it passes
+# on (targetlib.run_record), the controller still checks those it acts on.
+
+# What lstat says a path is; "other" comes with ``kind`` (a FIFO, a socket...), "error" with
+# ``error`` (a link planted on the way: not looked behind).
+PathType = Literal["dir", "file", "link", "other", "error"]
+# targetlib.file_kind: what a path that is not a file, a folder or a link is.
+FileKind = Literal["FIFO", "folder", "symlink", "socket", "character device", "block device", "special file"]
+# The crons deployer's cron engine knows (deployer/remote/cronengine.py FLAVOURS).
+CronFlavour = Literal["debian", "cronie", "busybox"]
+
+# One run as the probe passes it on: a ledger line or a running marker, its fields checked one
+# by one by targetlib.run_record (a running marker also has ``alive``). The ledger's RunRecord
+# (below) is its type once it is merged: then this becomes RunRecord (and RunningRun a
+# RunRecord with ``alive: bool``). Until then a plain dict, so readers stay as they are.
+ProbedRun = dict[str, Any]
+
+
+class RunLogRequest(TypedDict):
+    """``logs --run``: one run's own log file, of job ``job``."""
+
+    job: str
+    run: str  # last | failed | the start of a run id
+    lines: NotRequired[int]  # the last lines of the file (default 50)
+
+
+class ProbeJob(TypedDict):
+    """Where one job keeps its runtime files (paths as the controller renders them)."""
+
+    id: str
+    state_dir: str
+    lock_file: str
+    log_file: str
+    legacy_locks: NotRequired[list[str]]  # lock files of the hand-made setup it replaced
+
+
+class ProbeRequest(TypedDict, total=False):
+    """What the controller asks the probe (deployer/engine/session.py probe()). Only
+    ``deploy_home`` is needed; each other key missing reads as nothing asked."""
+
+    deploy_home: Required[str]
+    users: list[str]  # users to look up (jobs' run_as, folders' owners)
+    crontab_users: list[str]  # crontabs to read, besides ours and those the live release lists
+    paths: list[str]  # paths to describe (lstat, walked safely)
+    jobs: list[ProbeJob]
+    log_tail: int  # the last lines of each job's log (logs)
+    ledger_all: bool  # every ledger line (history --export)
+    backups: bool  # backups/*/index.json (rollback)
+    run_log: RunLogRequest | None
+    space: list[str]  # folders whose free space and inodes to measure
+
+
+class UserInfo(TypedDict):
+    uid: int
+    gid: int
+    home: str
+
+
+class CrontabRead(TypedDict):
+    text: str | None  # the crontab's exact bytes (UTF-8, surrogateescape); None: the user has none
+    error: str | None  # why it could not be read
+
+
+class PathInfo(TypedDict, total=False):
+    """What is at a path (targetlib.describe_path); a release file also has its ``sha256``,
+    or an ``error`` when it could not be read."""
+
+    type: Required[PathType]
+    mode: int  # permission bits (st_mode & 0o7777)
+    owner: str  # a name, or the uid when it has none
+    group: str
+    kind: FileKind  # type "other"
+    sha256: str  # a release's file: its digest ("larger-than-N-bytes" past the probe's limit)
+    error: str | None  # type "error": why it was not looked at; a release file: why it was not hashed
+
+
+class Drift(TypedDict):
+    """How a release's file differs from the release's manifest."""
+
+    why: str
+    content: NotRequired[str]  # base64 of a hand-edited file (not an env file, up to 64 KiB): for plan's diff
+
+
+class ReleaseInfo(TypedDict):
+    files: dict[str, PathInfo | None]  # relative path -> what is there (None: gone meanwhile)
+    mtime: float
+    drift: dict[str, Drift]
+    crontab_blocks: dict[str, str]  # user -> the block its manifest says it installs ({}: older releases)
+
+
+class CronDaemon(TypedDict):
+    """The cron daemon of this system, or why each process named as one does not count."""
+
+    running: bool
+    process: str | None  # its process name
+    pid: int | None
+    flavour: CronFlavour | None  # None: not one deployer knows (fcron), or none runs
+    ignored: list[str]  # "pid N 'cron': why it is not this system's cron"
+
+
+class LockSeen(TypedDict):
+    holders: list[int]  # PIDs holding the job's flock (not the probe's)
+    content: str  # the lock file's first line (the wrapper writes "pid N since TIME")
+
+
+class LegacyLock(TypedDict, total=False):
+    """A lock file of a hand-made setup; a link, a FIFO... there is said as what it is."""
+
+    type: Required[PathType | FileKind]
+    error: str | None  # type "error"
+    mode: int
+    owner: str
+    group: str
+    pid: int | None  # the pid its first word names
+    alive: bool  # that process lives
+    held: bool  # someone holds a flock on it
+    age: float  # seconds since it was last written
+
+
+class RunLog(TypedDict, total=False):
+    """``logs --run``: the run found and the last lines of its own log, or why not."""
+
+    run: ProbedRun
+    path: str
+    lines: list[str]
+    error: str
+
+
+class JobRuntime(TypedDict):
+    """One job's runtime, read from its state folder, lock and log."""
+
+    runs: list[ProbedRun]  # the last 50 runs of its ledger, oldest first
+    last_success: ProbedRun | None  # the last run that succeeded (looked for further back)
+    running: list[ProbedRun]  # runs that started and have not ended, each with ``alive``
+    lock: LockSeen
+    legacy_locks: dict[str, LegacyLock | None]  # path -> what is there (None: nothing)
+    problems: list[str]  # what could not be read (a bad ledger line, a FIFO)
+    log_tail: NotRequired[list[str]]  # ProbeRequest log_tail
+    ledger: NotRequired[list[ProbedRun]]  # ProbeRequest ledger_all
+    run_log: NotRequired[RunLog]  # ProbeRequest run_log, for this job
+
+
+class SpaceInfo(TypedDict):
+    free_bytes: int  # for an unprivileged user
+    total_bytes: int
+    free_inodes: int
+    total_inodes: int
+
+
+# ``rollback.json``: the target is held at an older revision on purpose (written by the
+# applier's rollback, see ApplyRequest): revision (held at), at (when, UTC ISO 8601), from (the
+# revision it was rolled back from), blocks (user -> the crontab block restored). "from" is a
+# keyword: the functional form.
+RollbackMark = TypedDict("RollbackMark", {"revision": str, "at": str, "from": str | None,
+                                          "blocks": dict[str, str | None]}, total=False)
+
+
+class BackupRecord(TypedDict, total=False):
+    """``backups/<name>/index.json``: what one apply replaced, with ``name`` (the folder)."""
+
+    name: str
+    kind: str  # apply | rollback | destroy
+    revision: str | None  # the revision that was live (None: nothing was)
+    to: str | None  # the revision the apply brought
+    at: str  # when (UTC, ISO 8601)
+    crontabs: dict[str, str | None]  # user -> the crontab as it was (None: none)
+
+
+class ProbeAnswer(TypedDict):
+    """The probe's one JSON line (deployer/remote/probe.py main), read by core/facts.py."""
+
+    ok: Literal[True]
+    hostname: str
+    user: str  # who the probe runs as
+    uid: int
+    home: str
+    python: str  # sys.executable
+    python_version: str
+    deploy_home: str  # expanded
+    users: dict[str, UserInfo | None]  # None: no such user
+    crontabs: dict[str, CrontabRead]
+    paths: dict[str, PathInfo | None]  # expanded path -> what is there (None: nothing)
+    releases: dict[str, ReleaseInfo]
+    current: str | None  # the revision the ``current`` link names
+    cron: CronDaemon
+    now: float  # the target's clock
+    timezone: str
+    deployed_at: float | None  # when ``current`` last moved
+    jobs: dict[str, JobRuntime]
+    space: dict[str, SpaceInfo]  # folder -> its file system's free space (missing: not measured)
+    rollback: RollbackMark | None
+    backups: list[BackupRecord]  # oldest first; [] unless asked
+    problems: list[str]  # target files that could not be read: verify warns
 
 
 # ---------------------------------------------------------------------------------------------

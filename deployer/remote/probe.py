@@ -5,6 +5,8 @@ see deployer/core/bundle.py). Reads,
 never writes. Prints one JSON line of facts.
 """
 
+from __future__ import annotations
+
 import base64
 import json
 import os
@@ -12,16 +14,55 @@ import pwd
 import socket
 import sys
 import time
+from collections.abc import Iterator
 
+from deployer.remote.messages import (
+    BackupRecord,
+    CronDaemon,
+    CronFlavour,
+    CrontabRead,
+    Drift,
+    JobRuntime,
+    LegacyLock,
+    PathInfo,
+    ProbeAnswer,
+    ProbedRun,
+    ProbeJob,
+    ProbeRequest,
+    ReleaseInfo,
+    RollbackMark,
+    RunLog,
+    RunLogRequest,
+    SpaceInfo,
+    UserInfo,
+)
 from deployer.remote.safefs import list_dir, open_dir, open_file, read_bytes
-from deployer.remote.targetlib import (_why, describe_path, emit, expand, file_kind, group_name, lock_holders,
-                                       lock_holders_of, lstat_at, my_home, open_regular, parse_run_lines, path_kind,
-                                       read_crontab, read_json_file, read_lock_table, run_record, sha256_file,
-                                       tail_lines, user_name)
+from deployer.remote.targetlib import (
+    _why,
+    describe_path,
+    emit,
+    expand,
+    file_kind,
+    group_name,
+    lock_holders,
+    lock_holders_of,
+    lstat_at,
+    my_home,
+    open_regular,
+    parse_run_lines,
+    path_kind,
+    read_crontab,
+    read_json_file,
+    read_lock_table,
+    run_record,
+    sha256_file,
+    tail_lines,
+    user_name,
+)
 
 
-def _releases(deploy_home):
-    releases = {}
+def _releases(deploy_home: str) -> dict[str, ReleaseInfo]:
+    releases: dict[str, ReleaseInfo] = {}
     root = os.path.join(deploy_home, "releases")
     try:
         names = sorted(os.listdir(root))
@@ -33,7 +74,7 @@ def _releases(deploy_home):
         base = os.path.join(root, name)
         if not os.path.isdir(base) or os.path.islink(base):
             continue
-        files = {}
+        files: dict[str, PathInfo | None] = {}
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames.sort()
             for filename in sorted(filenames):
@@ -56,7 +97,7 @@ def _releases(deploy_home):
 HASH_LIMIT = 64 << 20
 
 
-def _manifest_blocks(base):
+def _manifest_blocks(base: str) -> dict[str, str]:
     """The crontab blocks the release's manifest says it installs ({} for older releases)."""
     try:
         blocks = json.loads(read_bytes(os.path.join(base, "manifest.json"), 16 << 20).decode("utf-8")).get("crontab_blocks")
@@ -70,13 +111,13 @@ def _manifest_blocks(base):
 DRIFT_SHOWN = 64 * 1024  # a hand-edited file up to this size travels back, for plan's diff
 
 
-def _drift(base, files):
+def _drift(base: str, files: dict[str, PathInfo | None]) -> dict[str, Drift]:
     """Files of a release that differ from the release's own manifest (edited by hand)."""
-    manifest, _problem = read_json_file(os.path.join(base, "manifest.json"))
-    manifest = manifest.get("files") if isinstance(manifest, dict) else None
+    whole, _problem = read_json_file(os.path.join(base, "manifest.json"))
+    manifest = whole.get("files") if isinstance(whole, dict) else None
     if not isinstance(manifest, dict) or not all(isinstance(w, dict) for w in manifest.values()):
         return {"manifest.json": {"why": "the manifest is missing or unreadable"}}
-    out = {}
+    out: dict[str, Drift] = {}
     for rel, want in sorted(manifest.items()):
         seen = files.get(rel)
         if seen is None:
@@ -93,26 +134,26 @@ def _drift(base, files):
                         out[rel]["content"] = base64.b64encode(content).decode()
                 except OSError:
                     pass
-        elif isinstance(want.get("mode"), str) and "%04o" % seen.get("mode", 0) != want["mode"]:
-            out[rel] = {"why": "mode %04o, not %s" % (seen.get("mode", 0), want["mode"])}
+        elif isinstance(want.get("mode"), str) and f"{seen.get('mode', 0):04o}" != want["mode"]:
+            out[rel] = {"why": f"mode {seen.get('mode', 0):04o}, not {want['mode']}"}
     for rel in files:
         if rel not in manifest and rel != "manifest.json":
             out[rel] = {"why": "not in the manifest"}
     return out
 
 
-def _backups(deploy_home, problems):
+def _backups(deploy_home: str, problems: list[str]) -> list[BackupRecord]:
     """What each apply kept (``backups/*/index.json``), oldest first: rollback's history."""
     # A backup without an index is an older one, or one holding only hand-edited files.
-    out = []
+    out: list[BackupRecord] = []
     for name, record in _json_records(os.path.join(deploy_home, "backups"), problems, "index.json"):
         if isinstance(record, dict):
             record["name"] = name
-            out.append(record)
+            out.append(record)  # type: ignore[arg-type]  # what index.json holds: BackupRecord when well-formed
     return out
 
 
-def _json_records(folder, problems, inside=""):
+def _json_records(folder: str, problems: list[str], inside: str = "") -> Iterator[tuple[str, object]]:
     """(name, parsed JSON) of each entry of ``folder`` (of ``entry/inside`` when given), in
     name order; entries that are missing are skipped, those that cannot be read said in
     ``problems``."""
@@ -125,14 +166,14 @@ def _json_records(folder, problems, inside=""):
             yield name, data
 
 
-def _rollback_mark(deploy_home, problems):
+def _rollback_mark(deploy_home: str, problems: list[str]) -> RollbackMark | None:
     data, problem = read_json_file(os.path.join(deploy_home, "rollback.json"))
     if problem:
         problems.append(problem)
-    return data if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else None  # type: ignore[return-value]  # well-formed: a RollbackMark
 
 
-def _current(deploy_home):
+def _current(deploy_home: str) -> str | None:
     try:
         target = os.readlink(os.path.join(deploy_home, "current"))
     except OSError:
@@ -140,12 +181,12 @@ def _current(deploy_home):
     return os.path.basename(target.rstrip("/"))
 
 
-def _same_namespaces(pid):
+def _same_namespaces(pid: str) -> bool:
     """A cron in a container on this host (another PID or mount namespace) runs that
     container's crontabs, not ours. When we may not look (not root), assume it is ours."""
     for ns in ("pid", "mnt"):
         try:
-            if os.readlink("/proc/%s/ns/%s" % (pid, ns)) != os.readlink("/proc/self/ns/%s" % ns):
+            if os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"):
                 return False
         except OSError:
             continue
@@ -156,11 +197,11 @@ CRON_NAMES = ("cron", "crond", "cronie", "fcron", "dcron", "busybox")
 CRON_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin")
 
 
-def _cron_binary(pid):
+def _cron_binary(pid: str) -> str | None:
     """Why the program process ``pid`` runs is not this system's cron binary, or None when it
     is: a file of root's, not writable by others, in a system folder, named as a cron."""
     try:
-        exe = os.readlink("/proc/%s/exe" % pid)
+        exe = os.readlink(f"/proc/{pid}/exe")
     except PermissionError:
         return None  # not root: we may not look; the owner (root) was checked already
     except OSError:
@@ -168,43 +209,44 @@ def _cron_binary(pid):
     if exe.endswith(" (deleted)"):  # upgraded under a running daemon: the old binary was root's too
         exe = exe[:-len(" (deleted)")]
     if os.path.dirname(exe) not in CRON_DIRS or os.path.basename(exe) not in CRON_NAMES:
-        return "it runs %s, not a cron binary of this system" % exe
+        return f"it runs {exe}, not a cron binary of this system"
     try:
         st = os.stat(exe)
     except OSError:
         return None  # deleted by an upgrade: it was in a system folder
     if st.st_uid != 0 or st.st_mode & 0o022:
-        return "its program %s is not root's alone" % exe
+        return f"its program {exe} is not root's alone"
     return None
 
 
-def _cron_daemon():
+def _cron_daemon() -> CronDaemon:
     """Find the cron daemon of this system: a process named as a cron that runs as root (a
     user can name any process ``cron``), is not a zombie (exited, not reaped), runs a cron
     binary of this system, and lives in our PID and mount namespaces (not a container's).
     The processes named as a cron that do not count are listed with why."""
-    ignored = []
+    ignored: list[str] = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
-            with open("/proc/%s/stat" % pid, "rb") as f:
+            with open(f"/proc/{pid}/stat", "rb") as f:
                 stat_line = f.read(4096).decode("utf-8", "replace")
             comm = stat_line[stat_line.index("(") + 1:stat_line.rindex(")")]
             if comm not in CRON_NAMES:
                 continue
             if comm == "busybox":
-                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
                     if b"crond" not in f.read(4096):
                         continue
             state = stat_line[stat_line.rindex(")") + 1:].split()[0]
-            owner = os.stat("/proc/%s" % pid).st_uid
+            owner = os.stat(f"/proc/{pid}").st_uid
         except (OSError, ValueError, IndexError):
             continue
+        why: str | None
         if state == "Z":
             why = "a zombie (exited, not reaped)"
         elif owner != 0:
-            why = "runs as %s, not root" % user_name(owner)
+            why = f"runs as {user_name(owner)}, not root"
         elif not _same_namespaces(pid):
             why = "in another PID or mount namespace (a container's)"
         else:
@@ -212,7 +254,7 @@ def _cron_daemon():
         if why is None:
             return {"running": True, "process": comm, "pid": int(pid), "flavour": _cron_flavour(pid, comm),
                     "ignored": ignored}
-        ignored.append("pid %s '%s': %s" % (pid, comm, why))
+        ignored.append(f"pid {pid} '{comm}': {why}")
     return {"running": False, "process": None, "pid": None, "flavour": None, "ignored": ignored[:10]}
 
 
@@ -222,20 +264,20 @@ def _cron_daemon():
 # fcron is not known: None, and the controller uses the inventory or its default. The name is
 # all we read for the others: dcron's daemon, also called crond, reads as cronie, and a cronie
 # installed as cron reads as debian; deployer_cron_flavour in the inventory says otherwise.
-FLAVOUR_OF_PROGRAM = {"cron": "debian", "crond": "cronie", "cronie": "cronie", "busybox": "busybox"}
+FLAVOUR_OF_PROGRAM: dict[str, CronFlavour] = {"cron": "debian", "crond": "cronie", "cronie": "cronie", "busybox": "busybox"}
 BUSYBOX_PATHS = ("/bin/busybox", "/usr/bin/busybox", "/sbin/busybox", "/usr/sbin/busybox")
 
 
-def _cron_flavour(pid, comm, busybox_paths=BUSYBOX_PATHS):
+def _cron_flavour(pid: str, comm: str, busybox_paths: tuple[str, ...] = BUSYBOX_PATHS) -> CronFlavour | None:
     """Which cron the daemon ``pid`` is, from the program it runs: /proc/PID/exe (links
     resolved by the kernel, so a crond that is busybox says busybox), else (not root: we may
     not read exe) the real path of its argv[0], else its process name."""
     try:
-        program = os.readlink("/proc/%s/exe" % pid)
+        program: str | None = os.readlink(f"/proc/{pid}/exe")
     except OSError:
         program = None
         try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
                 argv0 = f.read(4096).split(b"\0")[0].decode("utf-8", "replace")
             if argv0.startswith("/"):
                 program = os.path.realpath(argv0)
@@ -254,7 +296,7 @@ def _cron_flavour(pid, comm, busybox_paths=BUSYBOX_PATHS):
     return FLAVOUR_OF_PROGRAM.get(os.path.basename(program))
 
 
-def _text_lines(path, count, problems, max_bytes=4 << 20):
+def _text_lines(path: str, count: int, problems: list[str], max_bytes: int = 4 << 20) -> list[str]:
     """The last ``count`` lines of a text file (a log), undecodable bytes replaced."""
     lines, problem = tail_lines(path, count, max_bytes)
     if problem:
@@ -262,7 +304,7 @@ def _text_lines(path, count, problems, max_bytes=4 << 20):
     return [line.decode("utf-8", "replace") for line in lines]
 
 
-def _run_lines(path, count, problems, max_bytes=4 << 20):
+def _run_lines(path: str, count: int, problems: list[str], max_bytes: int = 4 << 20) -> list[ProbedRun]:
     """The runs among the last ``count`` lines of a ledger: lines that are not run records
     (cut by a full disk, or written by someone else) are skipped and said once."""
     lines, problem = tail_lines(path, count, max_bytes)
@@ -270,12 +312,12 @@ def _run_lines(path, count, problems, max_bytes=4 << 20):
         problems.append(problem)
     records, bad = parse_run_lines(lines)
     if bad:
-        problems.append("%s: %d of its last %d lines %s not run records, skipped (the first: %r, %s)"
-                        % (path, bad[0], len(lines), "is" if bad[0] == 1 else "are", bad[1], bad[2]))
+        problems.append(f"{path}: {bad[0]} of its last {len(lines)} lines {'is' if bad[0] == 1 else 'are'} not run records, "
+                        f"skipped (the first: {bad[1]!r}, {bad[2]})")
     return records
 
 
-def _ledger(path, count, problems):
+def _ledger(path: str, count: int, problems: list[str]) -> tuple[list[ProbedRun], ProbedRun | None]:
     """(last ``count`` runs, last success) from a ledger."""
     entries = _run_lines(path, count, problems)
     last_success = None
@@ -291,39 +333,39 @@ def _ledger(path, count, problems):
     return entries, last_success
 
 
-_LOCKS = []
+_LOCKS: list[list[str]] = []  # /proc/locks, read once per probe
 
 
-def _flock_holders(path):
+def _flock_holders(path: str) -> list[int]:
     """PIDs holding a flock on ``path``; /proc/locks is read once per probe."""
     if not _LOCKS:
         _LOCKS.append(read_lock_table())
     return lock_holders(path, _LOCKS[0])
 
 
-def _alive(pid):
+def _alive(pid: int) -> bool:
     try:
-        with open("/proc/%d/stat" % pid) as f:
+        with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError, ValueError):
         return False
 
 
-def _running(state_dir, problems):
+def _running(state_dir: str, problems: list[str]) -> list[ProbedRun]:
     """The running markers of a job's runs that started and have not ended."""
-    runs = []
+    runs: list[ProbedRun] = []
     folder = os.path.join(state_dir, "running")
     for name, data in _json_records(folder, problems):
         run, why = run_record(data, ledger=False)
         if run is None:
-            problems.append("%s: not a running marker (%s): skipped" % (os.path.join(folder, name), why))
+            problems.append(f"{os.path.join(folder, name)}: not a running marker ({why}): skipped")
             continue
         run["alive"] = _alive(run["pid"]) if run.get("pid") else False
         runs.append(run)
     return runs
 
 
-def _legacy_lock(path):
+def _legacy_lock(path: str) -> LegacyLock | None:
     """A lock file of a hand-made setup: who it names, and whether that process lives.
 
     Its folder may be the job's user's: it is walked by safefs and the file opened without
@@ -335,19 +377,17 @@ def _legacy_lock(path):
         return None
     except OSError as exc:
         try:
-            st = lstat_at(path)
+            there = lstat_at(path)
         except FileNotFoundError:
             return None
         except OSError:
             return {"type": "error", "error": _why(path, exc)}
-        if path_kind(st.st_mode) == "file":  # a hard link, or swapped meanwhile
+        if path_kind(there.st_mode) == "file":  # a hard link, or swapped meanwhile
             return {"type": "error", "error": _why(path, exc)}
-        info = {"type": path_kind(st.st_mode)}  # a link or a FIFO planted there: what it is, nothing behind it
-        if info["type"] == "other":
-            info["type"] = file_kind(st.st_mode)
-        return info
+        kind = path_kind(there.st_mode)  # a link or a FIFO planted there: what it is, nothing behind it
+        return {"type": file_kind(there.st_mode) if kind == "other" else kind}
     try:
-        st = os.fstat(fd)
+        st: os.stat_result | None = os.fstat(fd)
         data = os.read(fd, 64)
     except OSError:
         st, data = None, b""
@@ -355,7 +395,7 @@ def _legacy_lock(path):
         os.close(fd)
     if st is None:
         return None
-    info = {"type": "file", "mode": st.st_mode & 0o7777, "owner": user_name(st.st_uid), "group": group_name(st.st_gid)}
+    info: LegacyLock = {"type": "file", "mode": st.st_mode & 0o7777, "owner": user_name(st.st_uid), "group": group_name(st.st_gid)}
     words = data.decode("utf-8", "replace").split()
     digits = "".join(c for c in words[0] if c.isdigit()) if words else ""
     pid = int(digits) if digits else None
@@ -371,11 +411,11 @@ def _legacy_lock(path):
 NOT_SUCCESS = ("failure", "timeout", "crashed")
 
 
-def _run_log(state_dir, selector, count):
+def _run_log(state_dir: str, selector: str, count: int) -> RunLog:
     """One run's own log file (retention.run_logs): the run named by ``selector`` -- ``last``,
     ``failed`` (the last run that did not succeed) or the start of a run id -- among the
     ledger and the runs going on, with the last ``count`` lines of its file."""
-    problems = []  # said by the job's own reads already
+    problems: list[str] = []  # said by the job's own reads already
     runs = _run_lines(os.path.join(state_dir, "ledger.jsonl"), 10 ** 7, problems, max_bytes=64 << 20)
     runs += sorted(_running(state_dir, problems), key=lambda r: r["start"])
     runs = [r for r in runs if r.get("log")]
@@ -386,32 +426,33 @@ def _run_log(state_dir, selector, count):
     else:
         found = [r for r in runs if str(r.get("run_id", "")).startswith(selector)]
     if not found:
-        return {"error": "no kept run log matches '%s' (%d kept)" % (selector, len(runs))}
+        return {"error": f"no kept run log matches '{selector}' ({len(runs)} kept)"}
     if len(found) > 1:
-        return {"error": "'%s' names %d runs; give more of the run id" % (selector, len(found))}
+        return {"error": f"'{selector}' names {len(found)} runs; give more of the run id"}
     run = found[0]
     folder, _, name = str(run["log"]).partition("/")
     if folder != "runs" or not name or "/" in name or name.startswith("."):
-        return {"error": "run %s names an odd log file (%r); not read" % (run.get("run_id"), run["log"])}
+        return {"error": f"run {run.get('run_id')} names an odd log file ({run['log']!r}); not read"}
     path = os.path.join(state_dir, folder, name)
     try:
         os.close(open_file(path, os.O_RDONLY))
     except FileNotFoundError:
-        return {"run": run, "error": "its log file is gone (%s): older than the run_logs kept" % path}
+        return {"run": run, "error": f"its log file is gone ({path}): older than the run_logs kept"}
     except OSError as exc:  # safefs refused it: a link planted on the way or there, a FIFO...
-        return {"run": run, "error": "its log file %s is not read: %s" % (exc.filename or path, exc.strerror or exc)}
+        return {"run": run, "error": f"its log file {exc.filename or path} is not read: {exc.strerror or exc}"}
     return {"run": run, "path": path, "lines": _text_lines(path, count, [])}
 
 
-def _job_runtime(job, home, log_tail, ledger_all, run_log, problems):
+def _job_runtime(job: ProbeJob, home: str, log_tail: int, ledger_all: bool, run_log: RunLogRequest | None,
+                 problems: list[str]) -> JobRuntime:
     state = expand(job["state_dir"], home)
     ledger = os.path.join(state, "ledger.jsonl")
     entries, last_success = _ledger(ledger, 50, problems)
     lock = expand(job["lock_file"], home)
-    info = {"runs": entries, "last_success": last_success, "running": _running(state, problems),
+    info: JobRuntime = {"runs": entries, "last_success": last_success, "running": _running(state, problems),
             "lock": {"holders": [p for p in _flock_holders(lock) if p != os.getpid()],
                      "content": "".join(_text_lines(lock, 1, problems, max_bytes=4096))},
-            "problems": problems}
+            "problems": problems, "legacy_locks": {}}
     info["legacy_locks"] = {expand(p, home): _legacy_lock(expand(p, home)) for p in job.get("legacy_locks", [])}
     if log_tail:
         info["log_tail"] = _text_lines(expand(job["log_file"], home), log_tail, problems)
@@ -422,20 +463,21 @@ def _job_runtime(job, home, log_tail, ledger_all, run_log, problems):
     return info
 
 
-def _jobs_runtime(jobs, home, log_tail, ledger_all, run_log=None):
-    out = {}
+def _jobs_runtime(jobs: list[ProbeJob], home: str, log_tail: int, ledger_all: bool,
+                  run_log: RunLogRequest | None = None) -> dict[str, JobRuntime]:
+    out: dict[str, JobRuntime] = {}
     for job in jobs:
-        problems = []
+        problems: list[str] = []
         try:
             out[job["id"]] = _job_runtime(job, home, log_tail, ledger_all, run_log, problems)
         except Exception as exc:  # noqa: BLE001 - what a user wrote never fails the probe: said, not raised
-            problems.append("reading the runs of %s failed: %s: %s" % (job["id"], type(exc).__name__, exc))
+            problems.append(f"reading the runs of {job['id']} failed: {type(exc).__name__}: {exc}")
             out[job["id"]] = {"runs": [], "last_success": None, "running": [], "lock": {"holders": [], "content": ""},
                               "legacy_locks": {}, "problems": problems}
     return out
 
 
-def _timezone():
+def _timezone() -> str:
     tz = os.environ.get("TZ", "")
     if tz:
         return tz.lstrip(":")
@@ -455,16 +497,16 @@ def _timezone():
     return "UTC"
 
 
-def _space(paths, problems):
+def _space(paths: list[str], problems: list[str]) -> dict[str, SpaceInfo]:
     """Free space and inodes where the jobs write: of the folder itself, or of the nearest one
     above it that exists, walked by safefs and measured on its descriptor (a log folder the
     job's user swapped for a link is not measured through the link: said in ``problems``)."""
-    out = {}
+    out: dict[str, SpaceInfo] = {}
     for path in paths:
         probe_path = path
         while True:
             try:
-                fd = open_dir(probe_path or "/")
+                fd: int | None = open_dir(probe_path or "/")
                 break
             except FileNotFoundError:
                 if probe_path in ("", "/"):
@@ -472,7 +514,7 @@ def _space(paths, problems):
                     break
                 probe_path = os.path.dirname(probe_path)
             except OSError as exc:
-                problems.append("%s: free space not measured: %s" % (path, _why(probe_path, exc)))
+                problems.append(f"{path}: free space not measured: {_why(probe_path, exc)}")
                 fd = None
                 break
         if fd is None:
@@ -488,10 +530,10 @@ def _space(paths, problems):
     return out
 
 
-def main(params):
+def main(params: ProbeRequest) -> None:
     home = my_home()
     deploy_home = expand(params["deploy_home"], home)
-    users = {}
+    users: dict[str, UserInfo | None] = {}
     for name in params.get("users", []):
         try:
             pw = pwd.getpwnam(name)
@@ -501,28 +543,28 @@ def main(params):
     me = user_name(os.getuid())
     current = _current(deploy_home)
     crontab_users = set(params.get("crontab_users", [])) | {me}
-    problems = []  # files of the target that could not be read: said by verify
+    problems: list[str] = []  # files of the target that could not be read: said by verify
     if current:
         manifest, _problem = read_json_file(os.path.join(deploy_home, "releases", current, "manifest.json"))
         listed = manifest.get("crontab_users") if isinstance(manifest, dict) else None
         if isinstance(listed, list):
             crontab_users |= {u for u in listed if isinstance(u, str)}
-    crontabs = {}
+    crontabs: dict[str, CrontabRead] = {}
     for user in sorted(crontab_users):
         if user != me and users.get(user, True) is None:
             crontabs[user] = {"text": None, "error": "no such user"}
             continue
         text, error = read_crontab(user)
         crontabs[user] = {"text": text, "error": error}
-    paths = {}
+    paths: dict[str, PathInfo | None] = {}
     for path in params.get("paths", []):
         full = expand(path, home)
         paths[full] = describe_path(full)
     try:
-        deployed_at = os.lstat(os.path.join(deploy_home, "current")).st_mtime
+        deployed_at: float | None = os.lstat(os.path.join(deploy_home, "current")).st_mtime
     except OSError:
         deployed_at = None
-    emit({
+    answer: ProbeAnswer = {
         "ok": True,
         "hostname": socket.gethostname(),
         "user": me,
@@ -546,4 +588,5 @@ def main(params):
         "rollback": _rollback_mark(deploy_home, problems),
         "backups": _backups(deploy_home, problems) if params.get("backups") else [],
         "problems": problems,
-    })
+    }
+    emit(answer)

@@ -14,6 +14,9 @@ names (st_nlink > 1: a hard link the user made to a file of someone else's), or 
 belongs to someone unexpected, is refused.
 """
 
+from __future__ import annotations
+
+import contextlib
 import errno
 import os
 import stat
@@ -27,11 +30,11 @@ class Unsafe(OSError):
     An OSError (with the offending path as ``filename``) so callers that report OSErrors
     say what and where."""
 
-    def __init__(self, path, why, code=errno.ELOOP):
+    def __init__(self, path: str, why: str, code: int = errno.ELOOP) -> None:
         OSError.__init__(self, code, why, path)
 
 
-def _system_link(parent_fd, name):
+def _system_link(parent_fd: int, name: str) -> bool:
     """A link only root (or we) could have made and only root (or we) can replace: it may be
     followed. As root, that is root's own links (Debian's /var/lock); deploying as a user,
     also that user's own (a ~/.local/share moved elsewhere): the boundary is then that user."""
@@ -45,11 +48,12 @@ def _system_link(parent_fd, name):
             and not folder.st_mode & 0o022)
 
 
-def _parts(path):
+def _parts(path: str) -> list[str]:
     return [p for p in path.split("/") if p and p != "."]
 
 
-def open_dir(path, create=None, _hops=None, _start=None, shown=None):
+def open_dir(path: str, create: int | None = None, _hops: list[int] | None = None, _start: int | None = None,
+             shown: str | None = None) -> int:
     """A descriptor of the folder ``path`` (absolute), walked from ``/`` without following a
     link that is not the system's. ``create``: the mode of missing folders, made on the way
     (owned by us); None raises FileNotFoundError for a missing one. The caller closes it.
@@ -67,11 +71,9 @@ def open_dir(path, create=None, _hops=None, _start=None, shown=None):
                 nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
                 if create is None:
-                    raise FileNotFoundError(errno.ENOENT, "No such file or directory", here)
-                try:
+                    raise FileNotFoundError(errno.ENOENT, "No such file or directory", here) from None
+                with contextlib.suppress(FileExistsError):  # made meanwhile by someone else: opened (and checked) below
                     os.mkdir(name, create, dir_fd=fd)
-                except FileExistsError:
-                    pass  # made meanwhile by someone else: opened (and checked) below
                 nxt = _open_or_refuse(fd, name, here)
             except OSError as exc:
                 if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
@@ -87,16 +89,16 @@ def open_dir(path, create=None, _hops=None, _start=None, shown=None):
         raise
 
 
-def _open_or_refuse(parent_fd, name, here):
+def _open_or_refuse(parent_fd: int, name: str, here: str) -> int:
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise Unsafe(here, "is not a folder (a link or a file was put there); deployer will not follow it")
+            raise Unsafe(here, "is not a folder (a link or a file was put there); deployer will not follow it") from exc
         raise
 
 
-def _follow_system_link(parent_fd, name, here, create, hops):
+def _follow_system_link(parent_fd: int, name: str, here: str, create: int | None, hops: list[int]) -> int:
     if not _system_link(parent_fd, name):
         try:
             is_link = stat.S_ISLNK(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode)
@@ -116,27 +118,27 @@ def _follow_system_link(parent_fd, name, here, create, hops):
     return open_dir(target, create, hops, _start=parent_fd, shown=os.path.dirname(here))
 
 
-def split(path):
+def split(path: str) -> tuple[str, str]:
     folder, name = os.path.split(path.rstrip("/") or "/")
     if not name or name in (".", ".."):
         raise Unsafe(path, "names no file", errno.EINVAL)
     return folder or "/", name
 
 
-def check_file(st, path, owners=None):
+def check_file(st: os.stat_result, path: str, owners: set[int] | None = None) -> None:
     """Refuse what root must not act on: not a regular file, a file with other names (a hard
     link), or (with ``owners``, a set of uids) a file of someone else's."""
     if not stat.S_ISREG(st.st_mode):
-        raise Unsafe(path, "is a %s, not a regular file" % _kind(st.st_mode), errno.EINVAL)
+        raise Unsafe(path, f"is a {_kind(st.st_mode)}, not a regular file", errno.EINVAL)
     if st.st_nlink > 1:
-        raise Unsafe(path, "has %d names (a hard link to another file); deployer will not use it: remove it"
-                     % st.st_nlink, errno.EMLINK)
+        raise Unsafe(path, f"has {st.st_nlink} names (a hard link to another file); deployer will not use it: remove it",
+                     errno.EMLINK)
     if owners is not None and st.st_uid not in owners:
-        raise Unsafe(path, "belongs to uid %d, not to the user it is for; deployer will not use it: remove it"
-                     % st.st_uid, errno.EPERM)
+        raise Unsafe(path, f"belongs to uid {st.st_uid}, not to the user it is for; deployer will not use it: remove it",
+                     errno.EPERM)
 
 
-def _kind(mode):
+def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISDIR, "folder"), (stat.S_ISSOCK, "socket"),
                        (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
         if test(mode):
@@ -144,7 +146,7 @@ def _kind(mode):
     return "special file"
 
 
-def open_file(path, flags, mode=0o600, owners=None, create_dirs=None):
+def open_file(path: str, flags: int, mode: int = 0o600, owners: set[int] | None = None, create_dirs: int | None = None) -> int:
     """Open a file by walking its folders safely; never through a link, never blocking on a
     FIFO (O_NONBLOCK at open, then cleared), and only a regular file with one name (and, with
     ``owners``, one of theirs). ``create_dirs``: see ``open_dir``'s ``create``."""
@@ -155,10 +157,10 @@ def open_file(path, flags, mode=0o600, owners=None, create_dirs=None):
             fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode, dir_fd=dfd)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise Unsafe(path, "is a symlink; refusing to follow it")
+                raise Unsafe(path, "is a symlink; refusing to follow it") from exc
             if exc.errno in (errno.ENXIO, errno.EWOULDBLOCK):  # a FIFO nobody reads, opened for writing
                 raise Unsafe(path, "is not a regular file (a FIFO was put there); deployer will not use it",
-                             errno.EINVAL)
+                             errno.EINVAL) from exc
             exc.filename = path
             raise
     finally:
@@ -174,7 +176,7 @@ def open_file(path, flags, mode=0o600, owners=None, create_dirs=None):
     return fd
 
 
-def read_bytes(path, limit, owners=None):
+def read_bytes(path: str, limit: int, owners: set[int] | None = None) -> bytes:
     """At most ``limit`` bytes of a regular file, opened safely (see ``open_file``)."""
     fd = open_file(path, os.O_RDONLY, owners=owners)
     try:
@@ -183,7 +185,7 @@ def read_bytes(path, limit, owners=None):
         os.close(fd)
 
 
-def read_fd(fd, limit):
+def read_fd(fd: int, limit: int) -> bytes:
     """At most ``limit`` bytes from where ``fd`` stands, in chunks (a file may be huge)."""
     chunks, left = [], limit
     while left > 0:
@@ -195,7 +197,7 @@ def read_fd(fd, limit):
     return b"".join(chunks)
 
 
-def list_dir(path):
+def list_dir(path: str) -> list[str]:
     """The names in a folder walked safely; [] when it is missing or not a folder we may enter."""
     try:
         fd = open_dir(path)
@@ -207,7 +209,7 @@ def list_dir(path):
         os.close(fd)
 
 
-def unlink_file(path, owners=None):
+def unlink_file(path: str, owners: set[int] | None = None) -> bool:
     """Remove a regular file with one name, through its folder's descriptor: the folder cannot
     be swapped between the look and the removal, and a link there is removed, not followed.
     Returns False when nothing is there."""
@@ -228,6 +230,6 @@ def unlink_file(path, owners=None):
         os.close(dfd)
 
 
-def writable_by_others(st):
+def writable_by_others(st: os.stat_result) -> bool:
     """A folder someone other than root may add, rename or remove entries in."""
     return st.st_uid != 0 or bool(st.st_mode & 0o022)
