@@ -3,7 +3,8 @@ host's rendered target, and the task result built from deployer's own phases.
 
 The action plugins (plugin.py) only translate between Ansible and this module; the work is
 the engine's per-target functions (engine/session.py), the same the CLI runs on a fleet,
-and the results reuse the CLI's JSON shapes, messages and redaction (cli/output.py).
+and the results are the report layer's data and words (deployer/report), the CLI's JSON
+shapes and lines, masked with the same secrets (core/redaction.py).
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deployer.cli.output import Output
+from deployer.config.project import Project
 from deployer.core.check import FAIL, WARN
 from deployer.core.plan import CrontabChange
-from deployer.config.project import Project
-from deployer.engine.outcome import CHANGED, FAILED, OK, UNREACHABLE
-from deployer.engine.session import (Session, TargetState, apply_target, guard,
-                                     load_environment, observe_target, render_states, verify_target)
+from deployer.core.redaction import Redactor
 from deployer.engine.lifecycle import ROLLBACK, prepare_target
-from deployer.engine.session import Reads, send_bundle
+from deployer.engine.outcome import CHANGED, FAILED, OK, UNREACHABLE
+from deployer.engine.session import Reads, Session, TargetState, apply_target, guard, load_environment, observe_target, render_states, send_bundle, verify_target
 from deployer.errors import InvalidInput, Problem
+from deployer.report import words
+from deployer.report.data import host_checks, host_plan
 from deployer.transport.base import Transport
 
 ENV_VAR = "deployer_env"
@@ -67,12 +68,16 @@ def environment_name(project: Project, explicit: str | None, inventory_paths: It
                                 "(-e deployer_env=NAME, or in group_vars)", file=project.file, key_path="environments")])
 
 
+CHECK_MODE = " (check mode: nothing was changed)"
+
+
 @dataclass
 class Host:
-    """The one target an action plugin works on, inside a one-host Session (for the CLI's output)."""
+    """The one target an action plugin works on, inside a one-host Session (as the CLI's engine
+    wants it), with the secrets its results must never show."""
 
     session: Session
-    output: Output
+    redactor: Redactor
 
     @property
     def state(self) -> TargetState:
@@ -92,18 +97,12 @@ def load_host(file: str, env_name: str | None, host: str, inventory_paths: Itera
         raise InvalidInput([Problem(f"host '{host}' is not in the inventory of environment '{name}' "
                                     f"(hosts: {', '.join(t.name for t in targets)})", file=env.inventory_shown)])
     session = Session(project, env, render_states(project, env, chosen, targets, environ))
-    output = Output(json_mode=True, color=False)
-    for job in session.states[0].desired.jobs:  # as the CLI does: secrets never leave redacted
-        output.secrets.update(v for n, v in job.env if n in job.secret_names and v)
-    return Host(session, output)
+    return Host(session, Redactor.of_jobs(session.states[0].desired.jobs))  # as the CLI: secrets never leave unmasked
 
 
 def invalid_message(exc: InvalidInput) -> str:
-    """The CLI's words for invalid input (cli/output.py ``Output.invalid``)."""
-    lines = [f"error: {problem}" for problem in exc.problems]
-    count = len(exc.problems)
-    lines.append(f"{count} problem{'s' if count != 1 else ''} found; nothing was changed on any target.")
-    return "\n".join(lines)
+    """The CLI's words for invalid input (report/words.py)."""
+    return words.invalid_message(exc)
 
 
 # ---------------------------------------------------------------------------------- phases
@@ -122,8 +121,7 @@ def apply(host: Host, transport: Transport, check_mode: bool, diff: bool, adopt:
     state = host.state
     if observe(host, transport, adopt=adopt) and not check_mode:
         guard(state, apply_target)
-    data = host.output.plan_json(host.session, applied=not check_mode)["hosts"][state.name]
-    result: dict[str, Any] = {"changed": False, "deployer": data}
+    result: dict[str, Any] = {"changed": False, "deployer": host_plan(state, applied=not check_mode)}
     if state.plan is not None and diff:
         result["diff"] = diff_entries(state)
     if state.status in (FAILED, UNREACHABLE):
@@ -133,10 +131,10 @@ def apply(host: Host, transport: Transport, check_mode: bool, diff: bool, adopt:
         count = len(state.plan.changes) + len(state.plan.crontab_changes)
         revision = state.release.revision if state.release else "?"
         result["changed"] = True
-        result["msg"] = (f"{count} change{'s' if count != 1 else ''} to apply, revision {revision} (check mode: nothing was changed)"
-                         if check_mode else f"{len(state.applied)} steps, revision {revision}")
+        result["msg"] = (f"{words.counted(count, 'change')} to apply, revision {revision}{CHECK_MODE}"
+                         if check_mode else words.summary_row(state, "apply").detail)
     else:
-        result["msg"] = "nothing to change"
+        result["msg"] = words.NOTHING_TO_CHANGE
     return redacted(host, result)
 
 
@@ -159,9 +157,9 @@ def lifecycle(host: Host, transport: Transport, kind: str, check_mode: bool, dif
         return redacted(host, {**result, "failed": True, "msg": state.error or "failed"})
     if lp is not None and not lp.empty:
         result["changed"] = True
-        result["msg"] = "; ".join(c.summary for c in lp.changes) + (" (check mode: nothing was changed)" if check_mode else "")
+        result["msg"] = "; ".join(c.summary for c in lp.changes) + (CHECK_MODE if check_mode else "")
     else:
-        result["msg"] = "nothing to do"
+        result["msg"] = words.NOTHING_TO_DO
     return redacted(host, result)
 
 
@@ -171,22 +169,16 @@ def verify(host: Host, transport: Transport, strict: bool) -> dict[str, Any]:
     observe(host, transport)
     if state.plan is not None:  # as in the CLI, a plan's errors are checks that fail
         guard(state, lambda s: verify_target(s, strict))
-    data = host.output.checks_json(host.session)["hosts"][state.name]
-    checks = data.pop("checks")
-    result: dict[str, Any] = {"changed": False, "checks": checks, "deployer": data}
+    data = host_checks(state)
+    result: dict[str, Any] = {"changed": False, "checks": data["checks"],
+                              "deployer": {"status": data["status"], "error": data["error"], "counters": data["counters"]}}
     if state.status in (FAILED, UNREACHABLE):
         failing = {FAIL, WARN} if strict else {FAIL}
-        lines = [state.error or "failed"] + [_check_line(c) for c in checks if c["status"] in failing]
+        lines = [state.error or "failed"] + [str(words.CheckLine(c)) for c in state.checks if c.status in failing]
         return redacted(host, {**result, "failed": True, "msg": "\n".join(lines)})
-    warnings = sum(c["status"] == WARN for c in checks)
-    result["msg"] = f"in sync: {len(checks)} checks, {warnings} warning{'s' if warnings != 1 else ''}"
+    warnings = sum(c.status == WARN for c in state.checks)
+    result["msg"] = f"{words.IN_SYNC}: {len(state.checks)} checks, {words.counted(warnings, 'warning')}"
     return redacted(host, result)
-
-
-def _check_line(check: Mapping[str, Any]) -> str:
-    """A check as the CLI prints it (``Output.checks``)."""
-    subject = f"{check['name']} {check['job']}" if check.get("job") else check["name"]
-    return f"{check['status']:4} {subject:12} {check['detail']}"
 
 
 def diff_entries(state: TargetState) -> list[dict[str, str]]:
@@ -195,7 +187,7 @@ def diff_entries(state: TargetState) -> list[dict[str, str]]:
     assert state.plan is not None
     entries = crontab_diff_entries(state.plan.crontab_changes)
     if state.plan.changes:
-        lines = [f"{c.kind:8} {c.path}: {c.summary}" for c in state.plan.changes]
+        lines = [words.change_line(c) for c in state.plan.changes]
         entries.append({"prepared": f"deployer changes on {state.name}:\n" + "\n".join(lines) + "\n"})
     return entries
 
@@ -207,16 +199,7 @@ def crontab_diff_entries(changes: list[CrontabChange]) -> list[dict[str, str]]:
 
 
 def redacted(host: Host, result: dict[str, Any]) -> dict[str, Any]:
-    """A task result with declared secrets' values masked in every string (as the CLI prints)."""
-    return {key: redact(host, value) for key, value in result.items()}
-
-
-def redact(host: Host, value: Any) -> Any:
-    """Every string of a result, with declared secrets' values masked (as the CLI prints)."""
-    if isinstance(value, str):
-        return host.output.redact(value)
-    if isinstance(value, dict):
-        return {k: redact(host, v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact(host, v) for v in value]
-    return value
+    """A task result with declared secrets' values masked in every string, and in the keys of
+    its data as the CLI's --json masks them; the result's own keys (``changed``, ``failed``,
+    ``msg``...) are Ansible's words and stay."""
+    return {key: host.redactor.data(value) for key, value in result.items()}

@@ -9,7 +9,7 @@ three-line file in action/.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from ansible.plugins.action import ActionBase
 
@@ -33,7 +33,7 @@ class DeployerAction(ActionBase):  # type: ignore[misc]  # ansible-core ships no
     TRANSFERS_FILES = False
     _supports_check_mode = True
     _supports_async = False
-    ARGS: dict[str, Any] = {}
+    ARGS: ClassVar[dict[str, Any]] = {}
 
     def phase(self, host: hosts.Host, transport: AnsibleTransport, args: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
@@ -72,7 +72,7 @@ class DeployerAction(ActionBase):  # type: ignore[misc]  # ansible-core ships no
 class ApplyAction(DeployerAction):
     """``deployer_apply``: make the host match; ``--check`` plans only, ``--diff`` shows it."""
 
-    ARGS = {"adopt": {"type": "bool", "default": False}}  # as `apply --adopt`
+    ARGS: ClassVar[dict[str, Any]] = {"adopt": {"type": "bool", "default": False}}  # as `apply --adopt`
 
     def phase(self, host: hosts.Host, transport: AnsibleTransport, args: dict[str, Any]) -> dict[str, Any]:
         return hosts.apply(host, transport, check_mode=bool(self._task.check_mode), diff=bool(self._task.diff),
@@ -82,7 +82,7 @@ class ApplyAction(DeployerAction):
 class RollbackAction(DeployerAction):
     """``deployer_rollback``: as `deployer rollback ENV [--to REVISION]`."""
 
-    ARGS = {"to": {"type": "str"}}
+    ARGS: ClassVar[dict[str, Any]] = {"to": {"type": "str"}}
 
     def phase(self, host: hosts.Host, transport: AnsibleTransport, args: dict[str, Any]) -> dict[str, Any]:
         return hosts.lifecycle(host, transport, "rollback", bool(self._task.check_mode), bool(self._task.diff),
@@ -92,7 +92,7 @@ class RollbackAction(DeployerAction):
 class DestroyAction(DeployerAction):
     """``deployer_destroy``: as `deployer destroy ENV [--purge-logs]`."""
 
-    ARGS = {"purge_logs": {"type": "bool", "default": False}}
+    ARGS: ClassVar[dict[str, Any]] = {"purge_logs": {"type": "bool", "default": False}}
 
     def phase(self, host: hosts.Host, transport: AnsibleTransport, args: dict[str, Any]) -> dict[str, Any]:
         return hosts.lifecycle(host, transport, "destroy", bool(self._task.check_mode), bool(self._task.diff),
@@ -102,7 +102,7 @@ class DestroyAction(DeployerAction):
 class VerifyAction(DeployerAction):
     """``deployer_verify``: the audit; the task fails when a check fails (``strict``: or warns)."""
 
-    ARGS = {"strict": {"type": "bool", "default": False}}
+    ARGS: ClassVar[dict[str, Any]] = {"strict": {"type": "bool", "default": False}}
 
     def phase(self, host: hosts.Host, transport: AnsibleTransport, args: dict[str, Any]) -> dict[str, Any]:
         return hosts.verify(host, transport, strict=bool(args.get("strict")))

@@ -12,7 +12,8 @@ import click
 from rich.text import Text
 
 from deployer.cli.output import Output
-from deployer.engine.outcome import exit_code_of
+from deployer.core.redaction import secret_values
+from deployer.engine.outcome import TargetStatus, exit_code_of
 from deployer.engine.session import Session, TargetState, default_parallel
 from deployer.errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, InvalidInput, Problem
 from deployer.transport import ConnectOptions
@@ -27,11 +28,6 @@ class Context:
         self.file = file
         self.output = Output(json_mode, color)
         self.accept_new_host_keys = False
-
-
-def counted(n: int, word: str) -> str:
-    """``1 host``, ``2 hosts``."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def guarded(command: Callable[Concatenate[Context, P], int]) -> Callable[Concatenate[Context, P], None]:
@@ -60,8 +56,7 @@ def open_session(ctx: Context, env: str, limit: str | None, parallel: int) -> Se
     if len(session.states) > 1 and not ctx.output.json_mode and ctx.output.err.is_terminal:
         session.progress = ctx.output.progress_line
     for state in session.states:
-        for job in state.desired.jobs:
-            ctx.output.secrets.update(v for n, v in job.env if n in job.secret_names and v)
+        ctx.output.secrets.update(secret_values(state.desired.jobs))
     return session
 
 
@@ -106,10 +101,16 @@ def reachable(ctx: Context, session: Session, job: str | None = None) -> list[Ta
     return [s for s in session.states if s.facts is not None]
 
 
+def unanswered_statuses(session: Session) -> list[TargetStatus]:
+    """The statuses of the hosts without facts: unreachable, or failed when reached but their
+    probe failed there (never "unreachable" for a host that answered)."""
+    return [s.status for s in session.states if s.facts is None]
+
+
 def unanswered(session: Session) -> int:
-    """The exit code the hosts without facts make: 4 when one could not be reached, 1 when
-    it was reached but its probe failed there (never "unreachable" for a host that answered)."""
-    return exit_code_of(s.status for s in session.states if s.facts is None)
+    """The exit code the hosts without facts make (engine/outcome.py): 4 when one could not
+    be reached, 1 when one was reached but its probe failed there."""
+    return exit_code_of(unanswered_statuses(session))
 
 
 # ---------------------------------------------------------------------- options

@@ -12,8 +12,19 @@ from pathlib import Path
 
 import click
 
-from deployer.cli.common import (Context, accept_new_option, adopt_option, confirm, counted, env_argument, guarded,
-                                 json_option, limit_option, open_session, parallel_option, yes_option)
+from deployer.cli.common import (
+    Context,
+    accept_new_option,
+    adopt_option,
+    confirm,
+    env_argument,
+    guarded,
+    json_option,
+    limit_option,
+    open_session,
+    parallel_option,
+    yes_option,
+)
 from deployer.cli.output import render_text
 from deployer.config.inventory import load_inventory
 from deployer.core.check import FAIL, WARN
@@ -22,6 +33,8 @@ from deployer.core.render import render as render_target
 from deployer.engine.outcome import CHANGED
 from deployer.engine.session import Session
 from deployer.errors import EXIT_OK, InvalidInput, Problem
+from deployer.report.data import checks_report, plan_report
+from deployer.report.words import counted
 
 
 @click.command()
@@ -97,7 +110,7 @@ def plan(ctx: Context, env: str, limit: str | None, parallel: int, detailed_exit
     finally:
         session.close()
     if ctx.output.json_mode:
-        ctx.output.emit_json(ctx.output.plan_json(session))
+        ctx.output.emit_json(plan_report(session))
     else:
         ctx.output.plan(session)
     if out_file:
@@ -138,7 +151,7 @@ def apply(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, p
     finally:
         session.close()
     if ctx.output.json_mode:
-        ctx.output.emit_json(ctx.output.plan_json(session, applied=True))
+        ctx.output.emit_json(plan_report(session, applied=True))
     else:
         ctx.output.summary(session, "apply")
     return session.exit_code()
@@ -165,7 +178,7 @@ def verify(ctx: Context, env: str, limit: str | None, parallel: int, strict: boo
     if junit_file:
         Path(junit_file).write_text(junit_xml(session, lambda text: ctx.output.safe(text, newlines=True)), encoding="utf-8")
     if ctx.output.json_mode:
-        ctx.output.emit_json(ctx.output.checks_json(session))
+        ctx.output.emit_json(checks_report(session))
     else:
         ctx.output.checks(session)
         ctx.output.summary(session, "verify")

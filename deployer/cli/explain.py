@@ -8,15 +8,26 @@ the probe (the daemon the host runs; not with ``--tz``), else debian (timing.cro
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 from rich.text import Text
 
-from deployer.cli.common import (Context, accept_new_option, check_job, env_argument, guarded, json_option, limit_option,
-                                 open_session, parallel_option, reachable, unanswered)
+from deployer.cli.common import (
+    Context,
+    accept_new_option,
+    check_job,
+    env_argument,
+    guarded,
+    json_option,
+    limit_option,
+    open_session,
+    parallel_option,
+    reachable,
+    unanswered,
+)
 from deployer.core.timing import cron_rules, entry_of, fires_after, in_words
 from deployer.errors import EXIT_OK, InvalidInput, Problem
 from deployer.remote.cronengine import FLAVOUR_NAMES
@@ -24,7 +35,7 @@ from deployer.remote.cronengine import FLAVOUR_NAMES
 
 def _moment(text: str | None, tz: str) -> datetime:
     if text is None:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -133,7 +144,7 @@ def explain(ctx: Context, env: str, job: str | None, start: str | None, count: i
                     ctx.output.out.print(Text(f"      on {j['days']}", style="dim"))
                 if not j["fires"]:
                     ctx.output.out.print(Text("      no fire time: runs at boot only", style="dim"))
-                for fire, note in zip(j["fires"], j["notes"]):
+                for fire, note in zip(j["fires"], j["notes"], strict=True):
                     ctx.output.out.print(Text(f"      {fire}") + Text(f"  {note}" if note else "", style="yellow"))
     return EXIT_OK if zone_given else unanswered(session)
 

@@ -8,12 +8,13 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from deployer.cli.common import (Context, accept_new_option, confirm, counted, env_argument, guarded, json_option,
-                                 limit_option, open_session, parallel_option, yes_option)
+from deployer.cli.common import Context, accept_new_option, confirm, env_argument, guarded, json_option, limit_option, open_session, parallel_option, yes_option
 from deployer.core.lifecycle import LifecyclePlan, history
 from deployer.engine.lifecycle import DESTROY, ROLLBACK, execute, prepare
 from deployer.engine.outcome import CHANGED
 from deployer.engine.session import Reads, Session
+from deployer.report import words
+from deployer.report.data import lifecycle_report
 
 
 def _show(ctx: Context, session: Session, plans: dict[str, LifecyclePlan]) -> None:
@@ -26,22 +27,7 @@ def _show(ctx: Context, session: Session, plans: dict[str, LifecyclePlan]) -> No
             continue
         ctx.output.changes(lp.changes, lp.crontab_changes)
         if lp.empty and not lp.errors:
-            ctx.output.print("   nothing to do", style="dim")
-
-
-def _as_json(session: Session, plans: dict[str, LifecyclePlan], done: bool) -> dict[str, Any]:
-    hosts = {}
-    for s in session.states:
-        lp = plans.get(s.name)
-        hosts[s.name] = {
-            "status": s.status, "error": s.error,
-            "revision": lp.revision if lp else None,
-            "changes": [c.as_dict() for c in lp.changes] if lp else [],
-            "crontab_diffs": {c.user: c.diff() for c in lp.crontab_changes} if lp else {},
-            "applied": s.applied if done else [],
-            "counters": s.counters.as_dict(),
-        }
-    return {"project": session.project.name, "env": session.env.name, "exit_code": session.exit_code(), "hosts": hosts}
+            ctx.output.print(f"   {words.NOTHING_TO_DO}", style="dim")
 
 
 def _run(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, kind: str, **options: Any) -> int:
@@ -51,13 +37,13 @@ def _run(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, ki
         if not ctx.output.json_mode:
             _show(ctx, session, plans)
         pending = sum(s.status == CHANGED for s in session.states)
-        if (refused := confirm(ctx, pending, yes, kind, "changed", f"{kind.capitalize()} {counted(pending, 'host')}?")) is not None:
+        if (refused := confirm(ctx, pending, yes, kind, "changed", f"{kind.capitalize()} {words.counted(pending, 'host')}?")) is not None:
             return refused
         execute(session, plans, kind)
     finally:
         session.close()
     if ctx.output.json_mode:
-        ctx.output.emit_json(_as_json(session, plans, done=True))
+        ctx.output.emit_json(lifecycle_report(session, plans, done=True))
     else:
         ctx.output.summary(session, kind)
     return session.exit_code()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 import sqlite3
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +17,29 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from deployer.cli.common import (Context, accept_new_option, check_job, env_argument, guarded, json_option, limit_option,
-                                 open_session, parallel_option, reachable, unanswered)
+from deployer.cli.common import (
+    Context,
+    accept_new_option,
+    check_job,
+    env_argument,
+    guarded,
+    json_option,
+    limit_option,
+    open_session,
+    parallel_option,
+    reachable,
+    unanswered,
+    unanswered_statuses,
+)
 from deployer.cli.output import shown
 from deployer.core import crontab
 from deployer.core.health import ago, consecutive_failures, parse_time
 from deployer.core.outcomes import CRASHED, FAILURE, SKIPPED_LOCKED, SUCCESS, TIMEOUT
 from deployer.core.timing import cron_rules, in_words, next_fire
+from deployer.engine.outcome import FAILED, OK, TargetStatus, exit_code_of
 from deployer.engine.remote import isolated
 from deployer.engine.session import Reads, TargetState
-from deployer.errors import EXIT_FAILED, EXIT_OK
+from deployer.errors import EXIT_OK
 from deployer.remote.messages import RunLog
 
 OUTCOME_STYLE: dict[str, str] = {SUCCESS: "green", FAILURE: "red", TIMEOUT: "red", CRASHED: "red", SKIPPED_LOCKED: "yellow"}
@@ -61,7 +74,7 @@ class LineStream:
 def _status_rows(state: TargetState) -> list[dict[str, Any]]:
     assert state.facts is not None and state.release is not None
     facts = state.facts
-    now = datetime.fromtimestamp(facts.now, timezone.utc)
+    now = datetime.fromtimestamp(facts.now, UTC)
     rules = cron_rules(state.release.cron_flavour, facts.cron_flavour)
     rows = []
     for job in state.release.jobs:
@@ -112,7 +125,7 @@ def status(ctx: Context, env: str, job: str | None, limit: str | None, parallel:
         table = Table(title=f"status {session.project.name}/{session.env.name}", title_justify="left", show_edge=False)
         for column in ("host", "job", "schedule", "last run", "last success", "next run", "fails", "running"):
             table.add_column(column)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for r in rows:
             last = r["last_run"]
             last_text = Text("never", style="dim")
@@ -153,18 +166,17 @@ def logs(ctx: Context, env: str, job: str, host: str | None, lines: int, run: st
                               run_log={"job": job, "run": run, "lines": lines} if run else None))
     finally:
         session.close()
-    missing = unanswered(session)
     jobs = {state.name: state.facts.jobs[job] for state in reachable(ctx, session, job)
             if state.facts is not None and job in state.facts.jobs}
     if run:
         return _show_run_logs(ctx, job, run, {name: info.get("run_log") or {} for name, info in jobs.items()},
-                              missing)
+                              unanswered_statuses(session))
     result = {name: info.get("log_tail", []) for name, info in jobs.items()}
     if ctx.output.json_mode:
         ctx.output.emit_json({"job": job, "hosts": result})
     else:
         _print_prefixed(ctx, result)
-    return missing
+    return unanswered(session)
 
 
 def _print_prefixed(ctx: Context, result: dict[str, list[str]]) -> None:
@@ -174,8 +186,11 @@ def _print_prefixed(ctx: Context, result: dict[str, list[str]]) -> None:
             ctx.output.print(f"{name:<{width}} | {line}")
 
 
-def _show_run_logs(ctx: Context, job: str, selector: str, found: dict[str, RunLog], missing: int) -> int:
-    """``logs --run``: the run's ledger line as a header, then its own log's last lines."""
+def _show_run_logs(ctx: Context, job: str, selector: str, found: dict[str, RunLog],
+                   missing: list[TargetStatus]) -> int:
+    """``logs --run``: the run's ledger line as a header, then its own log's last lines. Exit
+    code (engine/outcome.py): the hosts that did not answer first; else a failure when no
+    host had that run's log."""
     if ctx.output.json_mode:
         ctx.output.emit_json({"job": job, "run": selector, "hosts": found})
     else:
@@ -190,9 +205,8 @@ def _show_run_logs(ctx: Context, job: str, selector: str, found: dict[str, RunLo
             if info.get("error"):
                 ctx.output.err.print(Text(ctx.output.safe(f"{name}: {info['error']}"), style="red"))
             _print_prefixed(ctx, {name: info.get("lines", [])})
-    if missing:
-        return missing
-    return EXIT_OK if any(info.get("lines") is not None for info in found.values()) else EXIT_FAILED
+    shown_one: TargetStatus = OK if any(info.get("lines") is not None for info in found.values()) else FAILED
+    return exit_code_of([*missing, shown_one])
 
 
 @click.command(name="run")
@@ -205,11 +219,13 @@ def _show_run_logs(ctx: Context, job: str, selector: str, found: dict[str, RunLo
 def run_now(ctx: Context, env: str, job: str, host: str | None) -> int:
     """Run a job now, through its wrapper (lock, timeout, log, ledger with trigger: manual).
 
-    The output is shown as it is written to the log; the exit code is the job's.
+    The output is shown as it is written to the log; the exit code is the job's, unless a host
+    could not run it: then the hosts' (engine/outcome.py), 4 when one was unreachable, else 1.
     """
     session = open_session(ctx, env, host, 1)
     check_job(session, job)
-    code = EXIT_OK
+    not_run: list[TargetStatus] = []  # hosts reached where the job could not be run
+    job_code = EXIT_OK  # the first failing run's exit code
     try:
         session.observe()
         for state in reachable(ctx, session):
@@ -221,7 +237,7 @@ def run_now(ctx: Context, env: str, job: str, host: str | None) -> int:
             if current is None or f"jobs/{job}.json" not in state.facts.releases.get(current, {}):
                 ctx.output.err.print(Text(f"{state.name}: job {job} is not deployed there yet: run deployer apply {env} first",
                                           style="red"))
-                code = max(code, EXIT_FAILED)
+                not_run.append(FAILED)
                 continue
             who = state.facts.identity
             user = spec.run_as or who.user
@@ -248,10 +264,10 @@ def run_now(ctx: Context, env: str, job: str, host: str | None) -> int:
             shown.close()
             if result.stderr:
                 ctx.output.err.print(Text(ctx.output.safe(result.stderr.decode("utf-8", "replace").rstrip(), newlines=True)))
-            code = result.exit_code if code == EXIT_OK else code
+            job_code = job_code or result.exit_code
     finally:
         session.close()
-    return unanswered(session) or code
+    return exit_code_of([*unanswered_statuses(session), *not_run]) or job_code
 
 
 @click.command()

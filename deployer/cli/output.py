@@ -1,4 +1,8 @@
-"""What people and machines read: plans, summaries, check reports. No logic lives here."""
+"""What people and machines read, on a terminal: plans, summaries, check reports, in colour.
+
+The data and the words are the report layer's (deployer/report), shared with the Ansible
+results; which values are secret and how they are masked, core/redaction.py's. This module
+only styles and prints them. No logic lives here."""
 
 from __future__ import annotations
 
@@ -13,14 +17,15 @@ from rich.text import Text
 from deployer.core.check import FAIL, PASS, WARN
 from deployer.core.desired import show_home
 from deployer.core.plan import Change, CrontabChange
+from deployer.core.redaction import REDACTED, redact, redact_data
 from deployer.engine.outcome import CHANGED, FAILED, OK, UNREACHABLE
 from deployer.engine.session import Session, TargetState
 from deployer.errors import InvalidInput
+from deployer.report import words
 
 STATUS_STYLE = {OK: "green", CHANGED: "yellow", FAILED: "red", UNREACHABLE: "magenta"}
 CHECK_STYLE = {PASS: "green", WARN: "yellow", FAIL: "red"}
-REDACTED = "********"
-SECRET_LINE_MIN = 4  # lines of a multi-line secret at least this long are redacted on their own
+PROGRESS_MARK = {OK: "✓", CHANGED: "~", FAILED: "✗", UNREACHABLE: "✗"}
 
 
 def shown(text: str, newlines: bool = False) -> str:
@@ -34,44 +39,16 @@ def shown(text: str, newlines: bool = False) -> str:
     return "".join(c if c.isprintable() or c in keep else repr(c)[1:-1] for c in text)
 
 
-def secret_patterns(secrets: set[str]) -> list[str]:
-    """What redaction replaces: each secret, and each line of a multi-line one (a PEM key),
-    since output is shown, and streamed, a line at a time; longest first."""
-    patterns = set()
-    for secret in secrets:
-        if not secret:
-            continue
-        patterns.add(secret)
-        if "\n" in secret or "\r" in secret:
-            patterns.update(line.strip() for line in secret.replace("\r", "\n").split("\n")
-                            if len(line.strip()) >= SECRET_LINE_MIN)
-    return sorted(patterns, key=len, reverse=True)
-
-
-def redact_data(data: Any, redact: Any) -> Any:
-    """Every string of a JSON-able value redacted (before encoding: JSON escapes would hide
-    a secret holding a quote, a backslash or a non-ASCII character from the text's redaction)."""
-    if isinstance(data, str):
-        return redact(data)
-    if isinstance(data, dict):
-        return {redact_data(k, redact): redact_data(v, redact) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [redact_data(v, redact) for v in data]
-    return data
-
-
 class Output:
     def __init__(self, json_mode: bool = False, color: bool | None = None) -> None:
         self.json_mode = json_mode
         self.out = Console(highlight=False, no_color=color is False, force_terminal=color or None, soft_wrap=True)
         self.err = Console(stderr=True, highlight=False, no_color=color is False, force_terminal=color or None, soft_wrap=True)
-        self.secrets: set[str] = set()
+        self.secrets: set[str] = set()  # the command's secret values (core/redaction.secret_values)
 
     # ------------------------------------------------------------------ safety
     def redact(self, text: str) -> str:
-        for secret in secret_patterns(self.secrets):
-            text = text.replace(secret, REDACTED)
-        return text
+        return redact(text, self.secrets)
 
     def safe(self, text: str, newlines: bool = False) -> str:
         """Redacted, then made safe for a terminal (see ``shown``)."""
@@ -91,13 +68,12 @@ class Output:
                 {"file": p.file, "line": p.line, "key_path": p.key_path, "message": p.message} for p in exc.problems]})
             return
         for problem in exc.problems:
-            self.err.print(Text("error: ", style="bold red") + Text(self.safe(str(problem))))
-        count = len(exc.problems)
-        self.err.print(Text(f"{count} problem{'s' if count != 1 else ''} found; nothing was changed on any target.", style="red"))
+            self.err.print(Text(words.ERROR_PREFIX, style="bold red") + Text(self.safe(str(problem))))
+        self.err.print(Text(words.invalid_footer(len(exc.problems)), style="red"))
 
     def progress_line(self, phase: str, state: TargetState) -> None:
         """One line on stderr as each host finishes a phase (fleets only, terminals only)."""
-        mark = {OK: "✓", CHANGED: "~", FAILED: "✗", UNREACHABLE: "✗"}[state.status]
+        mark = PROGRESS_MARK[state.status]
         detail = f": {state.error}" if state.error and state.status in (FAILED, UNREACHABLE) else ""
         self.err.print(Text(f"{mark} {state.name} {phase} in {state.seconds:.2f}s", style=STATUS_STYLE[state.status])
                        + Text(self.safe(detail)))
@@ -122,15 +98,13 @@ class Output:
     def changes(self, changes: list[Change], crontab_changes: list[CrontabChange]) -> None:
         """A plan's lines (apply, rollback, destroy): one per change, then each crontab's diff."""
         for change in changes:
-            self.print(f"   {change.kind:8} {change.path}: {change.summary}")
+            self.print(f"   {words.change_line(change)}")
         for cc in crontab_changes:
             self.diff(cc.diff())
 
     def host_header(self, state: TargetState) -> None:
-        how = state.target.connection
-        status = state.status
-        label = {OK: "no changes", CHANGED: "changes", FAILED: "failed", UNREACHABLE: "unreachable"}[status]
-        self.out.print(Text(f"── {state.name} ({how}) ", style="bold") + Text(label, style=STATUS_STYLE[status]))
+        self.out.print(Text(words.host_heading(state), style="bold")
+                       + Text(words.STATUS_LABEL[state.status], style=STATUS_STYLE[state.status]))
 
     def plan(self, session: Session) -> None:
         for state in session.states:
@@ -148,40 +122,13 @@ class Output:
             if p.empty and not p.errors:
                 self.print(f"   release {p.release.revision} in place; crontab up to date", style="dim")
 
-    def plan_json(self, session: Session, applied: bool = False) -> dict[str, Any]:
-        hosts = {}
-        for s in session.states:
-            p = s.plan
-            hosts[s.name] = {
-                "status": s.status,
-                "error": s.error,
-                "revision": p.release.revision if p else None,
-                "changes": [c.as_dict() for c in p.changes] if p else [],
-                "crontab_diffs": {c.user: c.diff() for c in p.crontab_changes} if p else {},
-                "drift_diffs": dict(p.drift) if p else {},
-                "warnings": p.warnings if p else [],
-                "applied": s.applied if applied else [],
-                "counters": s.counters.as_dict(),
-                "seconds": round(s.seconds, 3),
-            }
-        return {"project": session.project.name, "env": session.env.name, "exit_code": session.exit_code(), "hosts": hosts}
-
     # ------------------------------------------------------------------ summaries
     def summary(self, session: Session, verb: str) -> None:
         table = Table(title=f"{verb} {session.project.name}/{session.env.name}", title_justify="left", show_edge=False)
         for column in ("host", "result", "detail"):
             table.add_column(column)
-        for s in session.states:
-            if s.status == CHANGED and verb != "verify":
-                detail = f"{len(s.applied)} steps"
-                if verb == "apply":
-                    detail += f", revision {s.release.revision if s.release else '?'}"
-                result = "changed"
-            elif s.status == OK:
-                result, detail = "ok", "in sync" if verb == "verify" else "nothing to change"
-            else:
-                result, detail = s.status, s.error or ""
-            table.add_row(s.name, Text(result, style=STATUS_STYLE.get(s.status, "")), Text(self.safe(detail)))
+        for row in (words.summary_row(s, verb) for s in session.states):
+            table.add_row(row.host, Text(row.result, style=STATUS_STYLE.get(row.status, "")), Text(self.safe(row.detail)))
         self.out.print(table)
 
     def checks(self, session: Session) -> None:
@@ -189,17 +136,8 @@ class Output:
             self.host_header(state)
             if not state.checks and state.error:
                 self.print(f"   {state.error}", style="red")
-            for c in state.checks:
-                subject = f"{c.name} {c.job}" if c.job else c.name
-                self.out.print(Text(f"   {c.status:4} ", style=CHECK_STYLE[c.status]) + Text(f"{subject:12} {self.safe(c.detail)}"))
-
-    def checks_json(self, session: Session) -> dict[str, Any]:
-        return {
-            "project": session.project.name, "env": session.env.name, "exit_code": session.exit_code(),
-            "hosts": {s.name: {"status": s.status, "error": s.error,
-                               "checks": [{"name": c.name, "status": c.status, "detail": c.detail, "job": c.job} for c in s.checks],
-                               "counters": s.counters.as_dict()} for s in session.states},
-        }
+            for line in map(words.CheckLine, state.checks):
+                self.out.print(Text(f"   {line.head}", style=CHECK_STYLE[line.status]) + Text(line.rest(self.safe(line.check.detail))))
 
 
 def render_text(session: Session) -> str:

@@ -22,7 +22,7 @@ from deployer.config.project import Job, Project, Secret
 from deployer.config.yamlsource import load_yaml
 from deployer.errors import InvalidInput, Problem
 
-SECRET_DIRS = "DEPLOYER_SECRET_DIRS"
+SECRET_DIRS = "DEPLOYER_SECRET_DIRS"  # noqa: S105 - the name of an environment variable, not a secret
 MAX_SECRET_FILE = 1024 * 1024  # a secret file bigger than this is a mistake (a log, a dump, /dev/zero)
 
 

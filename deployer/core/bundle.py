@@ -80,10 +80,8 @@ def imports_of(source: str, shown: str) -> tuple[str, ...]:
         if isinstance(node, ast.Import):
             modules = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module == PACKAGE:  # from deployer.remote import safefs
-                modules = [f"{PACKAGE}.{alias.name}" for alias in node.names]
-            else:
-                modules = [node.module]
+            # `from deployer.remote import safefs` names modules; `from json import loads` a module's names
+            modules = [f"{PACKAGE}.{alias.name}" for alias in node.names] if node.module == PACKAGE else [node.module]
         elif isinstance(node, ast.ImportFrom):
             raise BundleError(f"{shown}, line {node.lineno}: a relative import is not bundled; "
                               f"write `from {PACKAGE} import ...`")

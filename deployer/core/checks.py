@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from deployer.core import crontab
 from deployer.core.check import FAIL, PASS, WARN, Check
 from deployer.core.facts import Facts

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from deployer.core.bundle import bundle
 from deployer.core.crontab import begin_marker, end_marker
 from deployer.core.desired import DesiredState, JobSpec, expand_home
+from deployer.core.redaction import secret_values
 from deployer.core.templates import render_template
 
 
@@ -110,7 +111,7 @@ class Release:
 
     @property
     def secret_values(self) -> frozenset[str]:
-        return frozenset(value for job in self.jobs for name, value in job.env if name in job.secret_names and value)
+        return secret_values(self.jobs)  # the one definition (core/redaction.py)
 
 
 # The release's ``run``: the wrapper's module and what it imports, then the call cron makes.

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from deployer.config.inventory import Target, limit_targets, load_inventory
 from deployer.config.cached import load_project_cached
+from deployer.config.inventory import Target, limit_targets, load_inventory
 from deployer.config.project import EnvironmentConfig, Project
 from deployer.core.check import FAIL, WARN, Check
 from deployer.core.checks import checks
@@ -39,6 +39,7 @@ from deployer.errors import ChangedUnderUs, InvalidInput, Problem, TargetError
 from deployer.remote.messages import ProbeAnswer, ProbeJob, ProbeRequest, RunLogRequest
 from deployer.transport import ConnectOptions, connect
 from deployer.transport.base import Counters, Transport
+
 
 @dataclass(frozen=True)
 class Reads:
@@ -100,7 +101,7 @@ class Session:
     # ------------------------------------------------------------------ phase 1 (pure)
     @classmethod
     def load(cls, file: str | Path, env_name: str, limit: str | None = None, parallel: int = 10,
-             environ: Mapping[str, str] | None = None, connect_options: ConnectOptions | None = None) -> "Session":
+             environ: Mapping[str, str] | None = None, connect_options: ConnectOptions | None = None) -> Session:
         project, env, targets = load_environment(file, env_name)
         chosen = limit_targets(targets, limit, env.inventory_shown)
         states = render_states(project, env, chosen, targets, environ)
