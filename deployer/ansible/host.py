@@ -145,8 +145,9 @@ def lifecycle(host: Host, transport: Transport, kind: str, check_mode: bool, dif
     lp = None
     if observe(host, transport, reads=Reads(backups=kind == ROLLBACK)):
         lp = prepare_target(state, kind, **options)
-        if not check_mode and not lp.empty and not lp.errors:
-            guard(state, lambda s: send_bundle(s, lp.params))
+        bundle = lp.params  # set when the plan has changes and no errors
+        if not check_mode and not lp.empty and not lp.errors and bundle is not None:
+            guard(state, lambda s: send_bundle(s, bundle))
     result: dict[str, Any] = {"changed": False}
     if lp is not None:
         result["deployer"] = {"status": state.status, "revision": lp.revision, "applied": state.applied,

@@ -18,8 +18,9 @@ from typing import Any
 
 from deployer.core import crontab
 from deployer.core.facts import Facts
-from deployer.core.plan import Change, CrontabChange, crontab_params, records_holder, records_params
+from deployer.core.plan import Change, CrontabChange, apply_request, records_holder
 from deployer.core.release import KeepRecords, Release
+from deployer.remote.messages import ApplyRequest
 
 
 @dataclass
@@ -29,17 +30,11 @@ class LifecyclePlan:
     changes: list[Change] = field(default_factory=list)
     crontab_changes: list[CrontabChange] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    params: dict[str, Any] = field(default_factory=dict)  # the applier's bundle
+    params: ApplyRequest | None = None  # the applier's bundle, when there are changes and no errors
 
     @property
     def empty(self) -> bool:
         return not self.changes and not self.crontab_changes
-
-
-def _base_bundle(release: Release, facts: Facts, kind: str) -> dict[str, Any]:
-    return {"project": release.project, "env": release.env, "deploy_home": release.deploy_home,
-            "previous_revision": facts.current, "keep_releases": release.keep_releases, "release": None,
-            "dirs": [], "files": [], "crontabs": [], "set_current": False, "remove_stale_locks": [], "kind": kind}
 
 
 def history(facts: Facts) -> list[dict[str, Any]]:
@@ -127,9 +122,10 @@ def plan_rollback(release: Release, facts: Facts, to: str | None = None) -> Life
             if (whose := records_holder(kept, facts)) is not None:
                 records.append(kept)
                 p.changes.append(Change("records", kept.state_dir, f"{user} writes the run records again ({whose} kept them)"))
-    p.params = _base_bundle(release, facts, "rollback") | {
-        "revision": target, "set_current": True, "crontabs": crontab_params(p.crontab_changes),
-        "records": records_params(records), "rollback": {"from": current, "blocks": blocks}}
+    request = apply_request(release, facts, "rollback", target, p.crontab_changes, records)
+    request["set_current"] = True
+    request["rollback"] = {"from": current, "blocks": blocks}
+    p.params = request
     return p
 
 
@@ -168,7 +164,7 @@ def plan_destroy(release: Release, facts: Facts, purge_logs: bool = False) -> Li
                                              "(--purge-logs); the folder too, if nothing else is in it"))
     if p.empty:
         return p
-    p.params = _base_bundle(release, facts, "destroy") | {
-        "revision": None, "crontabs": crontab_params(p.crontab_changes),
-        "destroy": {"files": files, "trees": trees, "purge": purge_logs}}
+    request = apply_request(release, facts, "destroy", None, p.crontab_changes)
+    request["destroy"] = {"files": files, "trees": trees, "purge": purge_logs}
+    p.params = request
     return p

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import base64
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from deployer.core import crontab
 from deployer.core.adopt import HandMade, hand_made, without_lines
@@ -17,7 +17,7 @@ from deployer.core.facts import Facts, PathFact
 from deployer.core.home import home_errors, home_warnings
 from deployer.core.legacy import stale_legacy_locks
 from deployer.core.release import EnsureDir, EnsureFile, KeepRecords, Release, ReleaseFile
-from deployer.remote.messages import RollbackMark
+from deployer.remote.messages import ApplyKind, ApplyRequest, CrontabSpec, DirSpec, FileSpec, RecordsSpec, ReleaseFileSpec, RollbackMark
 
 
 @dataclass(frozen=True)
@@ -46,14 +46,39 @@ class CrontabChange:
         return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
 
 
-def records_params(records: list[KeepRecords]) -> list[dict[str, str]]:
+def records_params(records: Sequence[KeepRecords]) -> list[RecordsSpec]:
     """The applier's parameters for run records changing hands (after the crontab switch)."""
     return [{"path": r.state_dir, "owner": r.owner} for r in records]
 
 
-def crontab_params(changes: list[CrontabChange]) -> list[dict[str, str | None]]:
+def crontab_params(changes: Sequence[CrontabChange]) -> list[CrontabSpec]:
     """The applier's crontab parameters: what it must find (compare-and-swap), what it installs."""
     return [{"user": c.user, "expected": c.before, "text": c.after} for c in changes]
+
+
+def apply_request(release: Release, facts: Facts, kind: ApplyKind, revision: str | None,
+                  crontab_changes: Sequence[CrontabChange], records: Sequence[KeepRecords] = ()) -> ApplyRequest:
+    """The applier's bundle (messages.ApplyRequest) with every key all three kinds send, defined
+    once: apply (``Plan.bundle``), rollback and destroy (core/lifecycle.py) add what only they do."""
+    return {"project": release.project, "env": release.env, "deploy_home": release.deploy_home, "kind": kind,
+            "revision": revision, "previous_revision": facts.current, "keep_releases": release.keep_releases,
+            "release": None, "moves": [], "dirs": [], "files": [], "remove_stale_locks": [],
+            "crontabs": crontab_params(crontab_changes), "records": records_params(records), "set_current": False}
+
+
+def _release_file(f: ReleaseFile) -> ReleaseFileSpec:
+    spec: ReleaseFileSpec = {"path": f.path, "content": base64.b64encode(f.content).decode(), "mode": f.mode, "owner": f.owner}
+    if f.secret:
+        spec["secret"] = True
+    return spec
+
+
+def _dir_spec(d: EnsureDir) -> DirSpec:
+    return {"path": d.path, "mode": d.mode, "owner": d.owner, "group": d.group, "enforce": list(d.enforce)}
+
+
+def _file_spec(f: EnsureFile) -> FileSpec:
+    return {"path": f.path, "mode": f.mode, "owner": f.owner}
 
 
 @dataclass
@@ -82,32 +107,17 @@ class Plan:
     def empty(self) -> bool:
         return not self.changes and not self.crontab_changes
 
-    def bundle(self) -> dict[str, Any]:
+    def bundle(self) -> ApplyRequest:
         """The applier's parameters: exactly the changes of this plan."""
-        release = None
+        request = apply_request(self.release, self.facts, "apply", self.release.revision, self.crontab_changes, self.records)
         if self.release_files or self.release_remove:
-            release = {
-                "files": [{"path": f.path, "content": base64.b64encode(f.content).decode(), "mode": f.mode,
-                           "owner": f.owner, **({"secret": True} if f.secret else {})} for f in self.release_files],
-                "remove": self.release_remove,
-            }
-        return {
-            "project": self.release.project,
-            "env": self.release.env,
-            "deploy_home": self.release.deploy_home,
-            "revision": self.release.revision,
-            "previous_revision": self.facts.current,
-            "keep_releases": self.release.keep_releases,
-            "release": release,
-            "dirs": [{"path": d.path, "mode": d.mode, "owner": d.owner, "group": d.group, "enforce": list(d.enforce)}
-                     for d in self.dirs],
-            "files": [{"path": f.path, "mode": f.mode, "owner": f.owner} for f in self.job_files],
-            "crontabs": crontab_params(self.crontab_changes),
-            "set_current": self.set_current,
-            "remove_stale_locks": self.stale_locks,
-            "moves": [{"from": a, "to": b} for a, b in self.moves],
-            "records": records_params(self.records),
-        }
+            request["release"] = {"files": [_release_file(f) for f in self.release_files], "remove": self.release_remove}
+        request["dirs"] = [_dir_spec(d) for d in self.dirs]
+        request["files"] = [_file_spec(f) for f in self.job_files]
+        request["set_current"] = self.set_current
+        request["remove_stale_locks"] = self.stale_locks
+        request["moves"] = [{"from": a, "to": b} for a, b in self.moves]
+        return request
 
 
 def _mode(mode: int) -> str:

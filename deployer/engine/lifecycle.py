@@ -40,6 +40,8 @@ def execute(session: Session, plans: dict[str, LifecyclePlan], kind: str) -> Non
     """One applier exec per target with changes; the others are left alone."""
 
     def work(state: TargetState) -> None:
-        send_bundle(state, plans[state.name].params)
+        bundle = plans[state.name].params
+        if bundle is not None:  # a plan with changes and no errors (CHANGED) always has one
+            send_bundle(state, bundle)
 
     session._each(work, [s for s in session.states if s.status == CHANGED and s.name in plans], phase=kind)

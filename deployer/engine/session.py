@@ -36,7 +36,7 @@ from deployer.core.render import check_job_hosts, render
 from deployer.engine import remote
 from deployer.engine.outcome import CHANGED, EXIT_CODES, FAILED, OK, TargetStatus, exit_code_of, status_of
 from deployer.errors import ChangedUnderUs, InvalidInput, Problem, TargetError
-from deployer.remote.messages import ProbeAnswer, ProbeJob, ProbeRequest, RunLogRequest
+from deployer.remote.messages import ApplyRequest, ProbeAnswer, ProbeJob, ProbeRequest, RunLogRequest
 from deployer.transport import ConnectOptions, connect
 from deployer.transport.base import Counters, Transport
 
@@ -239,16 +239,17 @@ def apply_target(state: TargetState, saved: Mapping[str, Any] | None = None, che
     send_bundle(state, state.plan.bundle())
 
 
-def send_bundle(state: TargetState, bundle: dict[str, Any]) -> None:
+def send_bundle(state: TargetState, bundle: ApplyRequest) -> None:
     """ONE applier exec with this bundle (apply, rollback, destroy); a refusal is the target's failure."""
     assert state.transport is not None
-    answer = remote.call(state.transport, "applier", bundle)
-    state.applied = list(answer.get("done", []))
-    if not answer.get("ok"):
-        message = str(answer.get("error", "the apply failed"))
-        if answer.get("kind") == "conflict":
+    answer = remote.call_applier(state.transport, bundle)
+    state.applied = answer["done"]
+    if not answer["ok"]:
+        message = answer.get("error", "the apply failed")
+        kind = answer.get("kind")
+        if kind == "conflict":
             raise ChangedUnderUs(message)
-        if answer.get("kind") == "disk-full":
+        if kind == "disk-full":
             raise TargetError(f"the disk is full on the target: {message}", hint="nothing was switched; free space and apply again")
         raise TargetError(message)
 
