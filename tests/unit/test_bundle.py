@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -32,7 +33,7 @@ def test_an_import_a_target_does_not_have_is_refused_when_the_bundle_is_built() 
                       "from deployer.remote.cronengine import parse\n", "x.py") == ("safefs", "targetlib", "cronengine")
 
 
-def test_the_bundled_modules_are_real_modules_and_tracebacks_name_their_file(tmp_path) -> None:
+def test_the_bundled_modules_are_real_modules_and_tracebacks_name_their_file(tmp_path: Path) -> None:
     script = bundle("applier") + (
         "import sys\n"
         "m = sys.modules\n"
@@ -44,14 +45,14 @@ def test_the_bundled_modules_are_real_modules_and_tracebacks_name_their_file(tmp
     assert done.returncode == 1 and 'deployer/remote/targetlib.py", line' in done.stderr.decode()
 
 
-def test_the_probe_bundle_answers_from_a_real_isolated_python(tmp_path) -> None:
+def test_the_probe_bundle_answers_from_a_real_isolated_python(tmp_path: Path) -> None:
     script = build_script("probe", {"deploy_home": str(tmp_path / "home"), "paths": [str(tmp_path)]})
     done = subprocess.run(isolated("/usr/bin/python3"), input=script, capture_output=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert '"ok": true' in done.stdout.decode() and str(tmp_path) in done.stdout.decode()
 
 
-def test_the_release_run_file_is_the_wrapper_bundle_and_runs_as_a_script(tmp_path) -> None:
+def test_the_release_run_file_is_the_wrapper_bundle_and_runs_as_a_script(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.write_bytes(wrapper_source())
     assert wrapper_source().startswith(b"#!/usr/bin/env python3\n")

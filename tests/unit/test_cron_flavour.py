@@ -4,7 +4,7 @@ Debian's), the probe's answer read as hostile input, and verify's freshness unde
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -12,6 +12,7 @@ from deployer.core.checks import cron_daemon_check
 from deployer.core.facts import parse_facts
 from deployer.core.health import job_checks
 from deployer.core.timing import CronRules, cron_rules
+from deployer.remote.messages import ProbeAnswer
 from tests.unit.test_health import facts, job
 
 
@@ -33,9 +34,10 @@ def test_the_rules_say_where_they_come_from() -> None:
                                            "no cron daemon deployer knows was seen")
 
 
-def probe_answer(cron: Any) -> dict[str, Any]:
-    return {"hostname": "h", "user": "root", "uid": 0, "home": "/root", "python": "/usr/bin/python3",
-            "python_version": "3.11", "deploy_home": "/d", "cron": cron}
+def probe_answer(cron: Any) -> ProbeAnswer:
+    # What came over the wire: a hostile or older target may send any shape (hence the cast).
+    return cast(ProbeAnswer, {"hostname": "h", "user": "root", "uid": 0, "home": "/root", "python": "/usr/bin/python3",
+            "python_version": "3.11", "deploy_home": "/d", "cron": cron})
 
 
 @pytest.mark.parametrize("flavour", ["busybox", "debian", "cronie"])

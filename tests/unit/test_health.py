@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -14,6 +14,7 @@ from deployer.core.facts import Facts
 from deployer.core.health import job_checks
 from deployer.core.release import Identity
 from deployer.core.timing import next_fire, period, previous_fire
+from deployer.remote.messages import JobRuntime
 
 
 def at(text: str) -> datetime:
@@ -60,7 +61,7 @@ def facts(now: str, deployed: str | None, runs: list[dict[str, object]] | None =
     return Facts(hostname="h", identity=Identity("u", 1000, "/home/u"), python="python3", python_version="3.11",
                  deploy_home="/d", users={}, crontabs={}, paths={}, releases={}, current="r", cron_running=True,
                  now=at(now).timestamp(), timezone="UTC", deployed_at=at(deployed).timestamp() if deployed else None,
-                 jobs={"j": info})
+                 jobs={"j": cast(JobRuntime, info)})
 
 
 def run(start: str, outcome: str = "success", exit_code: int = 0) -> dict[str, object]:

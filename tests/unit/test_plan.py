@@ -18,6 +18,7 @@ from deployer.core.facts import CrontabFact, Facts, PathFact, live_revision
 from deployer.core.plan import plan
 from deployer.core.release import Identity, Release, materialize
 from deployer.core.render import render
+from deployer.remote.messages import Drift
 
 WHO = Identity("alice", 1000, "/home/alice")
 FOREIGN = "MAILTO=me\n0 1 * * * backup.sh\n"
@@ -82,7 +83,7 @@ def test_a_script_edited_on_the_target_is_restored(release: Release) -> None:
     files = dict(facts.releases[release.revision])
     files["scripts/a.py"] = dataclasses.replace(files["scripts/a.py"], sha256="0" * 64)
     edited = b"print('a')\nprint('debug by hand')\n"
-    drift = {release.revision: {"scripts/a.py": {"why": "modified", "content": base64.b64encode(edited).decode()}}}
+    drift: dict[str, dict[str, Drift]] = {release.revision: {"scripts/a.py": {"why": "modified", "content": base64.b64encode(edited).decode()}}}
     p = plan(release, dataclasses.replace(facts, releases={release.revision: files}, drift=drift))
     [change] = p.changes
     assert change.kind == "release" and change.summary.startswith("restore scripts/a.py (modified on the target: drift, edited by hand")

@@ -45,7 +45,7 @@ def facts_for(release: Release, who: Identity, crontabs: dict[str, str | None], 
     paths[ledger_path(job.state_dir)] = PathFact("file", 0o640, owner, owner)
     files = {f.path: PathFact("file", f.mode, f.owner or who.user, who.user, f.sha256) for f in release.files}
     return Facts(hostname="h1", identity=who, python="/usr/bin/python3", python_version="3.11",
-                 deploy_home=release.deploy_home, users={"www-data": {"home": "/var/www"}},
+                 deploy_home=release.deploy_home, users={"www-data": {"uid": 33, "gid": 33, "home": "/var/www"}},
                  crontabs={u: CrontabFact(t) for u, t in crontabs.items()}, paths=paths,
                  releases={release.revision: files}, current=release.revision, current_link=release.revision,
                  cron_running=True, cron_process="cron",
@@ -117,6 +117,6 @@ def test_a_rollback_to_a_release_run_by_the_users_crontab_hands_the_records_back
                   "crontabs": {"www-data": "MAILTO=ops\n" + old_block, "root": None}}])
     p = plan_rollback(release, facts)
     assert not p.errors, p.errors
-    assert p.params["records"] == [{"path": job.state_dir, "owner": "www-data"}]
+    assert p.params is not None and p.params["records"] == [{"path": job.state_dir, "owner": "www-data"}]
     assert ("records", job.state_dir) in [(c.kind, c.path) for c in p.changes]
     assert {c.user: c.after for c in p.crontab_changes} == {"root": "", "www-data": "MAILTO=ops\n" + old_block}

@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 from deployer.config.inventory import load_inventory
 from deployer.config.load import load_project
@@ -21,6 +22,7 @@ from deployer.core.facts import parse_facts
 from deployer.core.plan import plan
 from deployer.core.release import Identity, Release, materialize
 from deployer.core.render import render
+from deployer.remote.messages import ProbeAnswer
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = Identity("root", 0, "/root")
@@ -72,10 +74,10 @@ def test_a_changed_secret_is_still_deployed() -> None:
     old, new = release_with("hunter2"), release_with("Kq8#vR2!pZ")
     on_target = {f.path: {"type": "file", "mode": f.mode, "owner": f.owner or "root", "group": "root", "sha256": f.sha256}
                  for f in old.files}
-    facts = parse_facts({"hostname": "web1", "user": "root", "uid": 0, "home": "/root", "python": "python3",
+    facts = parse_facts(cast(ProbeAnswer, {"hostname": "web1", "user": "root", "uid": 0, "home": "/root", "python": "python3",
                          "python_version": "3.11", "deploy_home": old.deploy_home, "users": {"www-data": {"uid": 33}},
                          "crontabs": {}, "paths": {}, "releases": {old.revision: {"files": on_target}},
-                         "current": old.revision}, old.project, old.env)
+                         "current": old.revision}), old.project, old.env)
     changes = [c for c in plan(new, facts).changes if c.kind == "release"]
     secret_paths = {f.path for f in new.files if f.secret}
     assert secret_paths and {c.path.rsplit("/", 2)[-2] + "/" + c.path.rsplit("/", 1)[-1] for c in changes} == secret_paths
