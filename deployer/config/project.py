@@ -11,6 +11,7 @@ from pathlib import Path
 
 from deployer.config.yamlsource import KeyPath, SourceMap
 from deployer.errors import InvalidInput, Problem
+from deployer.remote.messages import Concurrency
 
 DEFAULT_HOME = "{{ data_root }}/deployer/{{ project }}-{{ env }}"
 DEFAULT_LOG_DIR = "{{ deploy_home }}/logs"
@@ -59,7 +60,7 @@ class Job:
     run_as: str | None = None  # None: the user deployer connects as
     log_file: str | None = None
     timeout: int = DEFAULT_TIMEOUT
-    concurrency: str = "forbid"
+    concurrency: Concurrency = "forbid"
     env: tuple[tuple[str, str | Secret], ...] = ()
     enabled: bool = True
     hosts: tuple[str, ...] | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from deployer.config.project import RetentionPolicy
+from deployer.remote.messages import Concurrency
 
 # A NUL can appear in no declared value (args and env values reject it), so these marks
 # cannot collide with anything the operator wrote.
@@ -47,7 +48,7 @@ class JobSpec:
     lock_file: str
     state_dir: str
     timeout: int
-    concurrency: str
+    concurrency: Concurrency
     workdir: str | None
     env: tuple[tuple[str, str], ...]
     secret_names: frozenset[str]

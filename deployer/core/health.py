@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from deployer.core.check import FAIL, PASS, WARN, Check
 from deployer.core.desired import JobSpec
@@ -16,6 +15,7 @@ from deployer.core.facts import Facts
 from deployer.core.legacy import stale_legacy_locks
 from deployer.core.outcomes import FAILURES, SUCCESS
 from deployer.core.timing import CronRules, cron_rules, period, previous_fire
+from deployer.remote.messages import RunFound
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def ago(then: datetime | None, now: datetime) -> str:
     return f"{seconds}s ago"
 
 
-def consecutive_failures(runs: list[dict[str, Any]]) -> int:
+def consecutive_failures(runs: list[RunFound]) -> int:
     count = 0
     for run in reversed(runs):
         outcome = run.get("outcome")
@@ -67,7 +67,7 @@ def job_checks(job: JobSpec, facts: Facts, limits: Thresholds = Thresholds(), ru
     """The job's checks; its fire times by ``rules`` (default: what the probe found, else Debian's)."""
     flavour = (rules or cron_rules(None, facts.cron_flavour)).flavour
     info = facts.runtime(job.id)
-    runs: list[dict[str, Any]] = list(info.get("runs", []))
+    runs: list[RunFound] = list(info.get("runs", []))
     now = datetime.fromtimestamp(facts.now, UTC) if facts.now else datetime.now(UTC)
     deployed = datetime.fromtimestamp(facts.deployed_at, UTC) if facts.deployed_at else None
     out: list[Check] = []
@@ -99,7 +99,7 @@ def job_checks(job: JobSpec, facts: Facts, limits: Thresholds = Thresholds(), ru
     if failures >= limits.failures_fail:
         out.append(Check("success", FAIL, f"{failures} failed runs in a row; last success {ago(success_at, now)}", job.id))
     elif failures:
-        last = runs[-1] if runs else {}
+        last = runs[-1]  # failures counts runs: there is one
         out.append(Check("success", WARN, f"last run {last.get('outcome')} (exit {last.get('exit_code')}); "
                                           f"last success {ago(success_at, now)}", job.id))
     elif success_at is not None:

@@ -1,19 +1,23 @@
 """What a run came to, as the run wrapper writes it in each ledger line (``outcome``).
 
-The controller reads these words from the target's records; they are the wrapper's own
-(deployer/remote/wrapper.py, OUTCOME_*), kept word for word.
+The words are defined once, as ``RunOutcome`` in deployer/remote/messages.py, which the
+wrapper writes them by and the probe checks lines read back against; here each has a name.
 """
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final
 
-RunOutcome = Literal["success", "failure", "timeout", "skipped-locked", "crashed"]
-SUCCESS: Final = "success"
-FAILURE: Final = "failure"
-TIMEOUT: Final = "timeout"
-SKIPPED_LOCKED: Final = "skipped-locked"
-CRASHED: Final = "crashed"
+from deployer.remote.messages import RunOutcome
+
+__all__ = ["CRASHED", "FAILURE", "FAILURES", "SKIPPED_LOCKED", "SUCCESS", "TIMEOUT", "RunOutcome"]
+
+# Final[RunOutcome]: a misspelt word fails mypy.
+SUCCESS: Final[RunOutcome] = "success"
+FAILURE: Final[RunOutcome] = "failure"
+TIMEOUT: Final[RunOutcome] = "timeout"
+SKIPPED_LOCKED: Final[RunOutcome] = "skipped-locked"
+CRASHED: Final[RunOutcome] = "crashed"
 
 # Outcomes that count as a failed run (a skipped run neither fails nor succeeds).
 FAILURES: Final[frozenset[RunOutcome]] = frozenset({FAILURE, TIMEOUT, CRASHED})

@@ -20,6 +20,7 @@ from deployer.core.crontab import begin_marker, end_marker
 from deployer.core.desired import DesiredState, JobSpec, expand_home
 from deployer.core.redaction import secret_values
 from deployer.core.templates import render_template
+from deployer.remote.messages import JobSpecFile, RetentionSpec
 
 
 @dataclass(frozen=True)
@@ -129,11 +130,12 @@ def env_file(job: JobSpec, mask_secrets: bool = False) -> bytes:
 
 
 def job_spec(job: JobSpec, project: str, env: str) -> bytes:
-    retention = {"runs": job.retention.runs, "days": job.retention.days, "log_size": job.retention.log_size,
-                 "log_files": job.retention.log_files}
+    """``jobs/<id>.json``, the JobSpecFile the wrapper reads (keys sorted: its bytes make the revision)."""
+    retention: RetentionSpec = {"runs": job.retention.runs, "days": job.retention.days,
+                                "log_size": job.retention.log_size, "log_files": job.retention.log_files}
     if job.retention.run_logs:  # only when on: a job without them keeps its bytes, hence its revision
         retention["run_logs"] = job.retention.run_logs
-    spec = {
+    spec: JobSpecFile = {
         "id": job.id,
         "project": project,
         "env": env,

@@ -381,7 +381,7 @@ def _check_crontabs(crontabs: list[CrontabSpec]) -> None:
 def _install_crontab(change: CrontabSpec) -> None:
     text = change["text"]
     # our own argv (crontab [-u user] -), no shell, the table on stdin: S603 does not apply
-    proc = subprocess.run(crontab_argv(change["user"], "-"), input=text.encode("utf-8", "surrogateescape"),  # noqa: S603
+    proc = subprocess.run(crontab_argv(change["user"], "-"), input=text.encode("utf-8", "surrogateescape"),
                           capture_output=True, check=False)
     if proc.returncode != 0:
         raise Refused("crontab", f"crontab refused the new table of {change['user']}: "

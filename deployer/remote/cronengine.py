@@ -47,7 +47,8 @@ from __future__ import annotations
 
 import calendar
 import re
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 FLAVOURS = ("debian", "cronie", "busybox")
@@ -89,8 +90,8 @@ class CronSyntaxError(ValueError):
 class Entry:
     """A parsed schedule: the sets of values cron keeps, and the flags its matching reads."""
 
-    __slots__ = ("minutes", "hours", "doms", "months", "dows", "dom_star", "dow_star",
-                 "min_star", "hr_star", "reboot", "flavour", "_fires", "_specials")
+    __slots__ = ("_fires", "_specials", "dom_star", "doms", "dow_star", "dows", "flavour", "hours",
+                 "hr_star", "min_star", "minutes", "months", "reboot")
 
     def __init__(self, sets: list[set[int]], flags: tuple[bool, bool, bool, bool],
                  reboot: bool = False, flavour: str = DEFAULT_FLAVOUR) -> None:
@@ -101,7 +102,7 @@ class Entry:
         self.reboot = reboot
         self.flavour = flavour
         self._fires: bool | None = None
-        self._specials: dict[tuple[int, int], object] = {}  # (id of the clock, transition) -> _Special
+        self._specials: dict[tuple[int, int], _Special] = {}  # (id of the clock, transition) -> _Special
 
     @property
     def wildcard(self) -> bool:
@@ -149,7 +150,7 @@ class Entry:
 
 
 def _ranges(values: frozenset[int]) -> str:
-    ordered, parts = sorted(values), []
+    ordered, parts = sorted(values), list[list[int]]()
     for v in ordered:
         if parts and parts[-1][1] == v - 1:
             parts[-1][1] = v
@@ -192,7 +193,7 @@ class _Reader:
 
 
 def _isdigit(ch: str | None) -> bool:
-    # C's isdigit/isalnum: ASCII only (no locale makes '５' or '²' a digit in glibc).
+    # C's isdigit/isalnum: ASCII only (no locale makes '５' or '²' a digit in glibc).  # noqa: RUF003 (those very characters)
     return ch is not None and "0" <= ch <= "9"
 
 
@@ -357,7 +358,7 @@ def _special(word: str, flavour: str) -> Entry:
     if spec is None:
         raise CronSyntaxError("bad time specifier")
     sets = [_full(i) if text == "*" else {int(text)} for i, text in enumerate(spec[:5])]
-    return Entry(sets, spec[5], False, flavour)  # type: ignore[arg-type]
+    return Entry(sets, spec[5], False, flavour)
 
 
 def parse(schedule: str, flavour: str = DEFAULT_FLAVOUR) -> Entry:
@@ -373,7 +374,7 @@ def parse(schedule: str, flavour: str = DEFAULT_FLAVOUR) -> Entry:
         word = ""
         ch = r.get()
         while ch not in (" ", "\t", "\n", _EOF):
-            word += ch  # type: ignore[operator]
+            word += ch
             ch = r.get()
         return _special(word, flavour)
     sets: list[set[int]] = []
@@ -407,7 +408,7 @@ def _parse_busybox(schedule: str) -> Entry:
     shapes = ((60, 0, None), (24, 0, None), (32, 0, None), (12, -1, MONTH_NAMES), (7, 0, DOW_NAMES[:7]))
     sets: list[set[int]] = []
     complete = []
-    for field, (spec, (modvalue, off, names)) in enumerate(zip(fields, shapes)):
+    for field, (spec, (modvalue, off, names)) in enumerate(zip(fields, shapes, strict=False)):  # fields past the fifth are not the time
         ary = [False] * modvalue
         if not _busybox_field(spec, ary, modvalue, off, names):
             raise CronSyntaxError(f"parse error at {spec}", field)
@@ -503,7 +504,7 @@ def zone(name: str) -> ZoneInfo | timezone:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        return timezone.utc
+        return UTC
 
 
 class _Clock:
@@ -521,7 +522,7 @@ class _Clock:
         found = self.cache.get(u)
         if found is None:
             # astimezone: utcoffset() of a UTC datetime would read its fields as local time
-            delta = datetime.fromtimestamp(u * 60, timezone.utc).astimezone(self.tz).utcoffset()
+            delta = datetime.fromtimestamp(u * 60, UTC).astimezone(self.tz).utcoffset()
             found = int(delta.total_seconds()) // 60 if delta else 0
             if len(self.cache) > 200000:
                 self.cache.clear()
@@ -677,17 +678,17 @@ def _special_window(entry: Entry, clock: _Clock, t: int) -> _Special:
 
 def _windows(entry: Entry, clock: _Clock, start: int, end: int) -> list[_Special]:
     # look 4 hours back: a transition that shortly precedes ``start`` may still be in play
-    found = []
+    found: list[_Special] = []
     for t in clock.transitions(start - 4 * 60, end):
         key = (id(clock), t)
         window = entry._specials.get(key)
         if window is None:
             window = entry._specials[key] = _special_window(entry, clock, t)
         found.append(window)
-    return found  # type: ignore[return-value]
+    return found
 
 
-def _fires_forward(entry: Entry, clock: _Clock, start: int, span: int):
+def _fires_forward(entry: Entry, clock: _Clock, start: int, span: int) -> Iterator[int]:
     """UTC minutes >= start at which the daemon starts the job, in order, for ``span`` minutes."""
     chunk = 60 * 24  # a day first (most schedules fire within it), growing to a year
     u = start
@@ -696,7 +697,7 @@ def _fires_forward(entry: Entry, clock: _Clock, start: int, span: int):
         end = min(u + chunk, stop)
         chunk = min(chunk * 8, 60 * 24 * 366)
         specials = [w for w in _windows(entry, clock, u, end) if w.end > u]
-        for window in specials + [_Special(end, end, [])]:
+        for window in [*specials, _Special(end, end, [])]:
             # the ordinary stretch [u, window.start): one offset throughout
             while u < window.start:
                 offset = clock.offset(u)
@@ -713,7 +714,7 @@ def _fires_forward(entry: Entry, clock: _Clock, start: int, span: int):
         u = max(u, end)
 
 
-def _ordinary_backward(entry: Entry, clock: _Clock, low: int, high: int):
+def _ordinary_backward(entry: Entry, clock: _Clock, low: int, high: int) -> Iterator[int]:
     """Fires in the ordinary stretch [low, high] (one offset throughout), latest first."""
     u = high
     while u >= low:
@@ -725,7 +726,7 @@ def _ordinary_backward(entry: Entry, clock: _Clock, low: int, high: int):
         u = m - offset - 1
 
 
-def _iter_backward(entry: Entry, clock: _Clock, start: int, span: int):
+def _iter_backward(entry: Entry, clock: _Clock, start: int, span: int) -> Iterator[int]:
     chunk = 60 * 24
     u = start
     stop = start - span
@@ -751,7 +752,7 @@ def _minute_of(moment: datetime) -> int:
 
 
 def _instant(u: int) -> datetime:
-    return datetime.fromtimestamp(u * 60, timezone.utc)
+    return datetime.fromtimestamp(u * 60, UTC)
 
 
 def fires_after(entry: Entry, moment: datetime, tz: str, count: int,

@@ -17,7 +17,7 @@ Families:
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired, Required, TypedDict
+from typing import Literal, NotRequired, Required, TypedDict, get_args
 
 # ---------------------------------------------------------------------------------------------
 # The probe: ProbeRequest and ProbeAnswer (deployer/remote/probe.py, deployer/engine/session.py,
@@ -36,11 +36,6 @@ FileKind = Literal["FIFO", "folder", "symlink", "socket", "character device", "b
 # The crons deployer's cron engine knows (deployer/remote/cronengine.py FLAVOURS).
 CronFlavour = Literal["debian", "cronie", "busybox"]
 
-# One run as the probe passes it on: a ledger line or a running marker, its fields checked one
-# by one by targetlib.run_record (a running marker also has ``alive``). The ledger's RunRecord
-# (below) is its type once it is merged: then this becomes RunRecord (and RunningRun a
-# RunRecord with ``alive: bool``). Until then a plain dict, so readers stay as they are.
-ProbedRun = dict[str, Any]
 
 
 class RunLogRequest(TypedDict):
@@ -147,7 +142,7 @@ class LegacyLock(TypedDict, total=False):
 class RunLog(TypedDict, total=False):
     """``logs --run``: the run found and the last lines of its own log, or why not."""
 
-    run: ProbedRun
+    run: RunFound
     path: str
     lines: list[str]
     error: str
@@ -156,14 +151,14 @@ class RunLog(TypedDict, total=False):
 class JobRuntime(TypedDict):
     """One job's runtime, read from its state folder, lock and log."""
 
-    runs: list[ProbedRun]  # the last 50 runs of its ledger, oldest first
-    last_success: ProbedRun | None  # the last run that succeeded (looked for further back)
-    running: list[ProbedRun]  # runs that started and have not ended, each with ``alive``
+    runs: list[RunFound]  # the last 50 runs of its ledger, oldest first
+    last_success: RunFound | None  # the last run that succeeded (looked for further back)
+    running: list[RunFound]  # runs that started and have not ended, each with ``alive``
     lock: LockSeen
     legacy_locks: dict[str, LegacyLock | None]  # path -> what is there (None: nothing)
     problems: list[str]  # what could not be read (a bad ledger line, a FIFO)
     log_tail: NotRequired[list[str]]  # ProbeRequest log_tail
-    ledger: NotRequired[list[ProbedRun]]  # ProbeRequest ledger_all
+    ledger: NotRequired[list[RunFound]]  # ProbeRequest ledger_all
     run_log: NotRequired[RunLog]  # ProbeRequest run_log, for this job
 
 
@@ -347,4 +342,117 @@ class ApplyAnswer(TypedDict):
 # The run wrapper's ledger line: RunRecord (deployer/remote/wrapper.py writes it,
 # deployer/remote/targetlib.py run_record reads it back, the controller shows it).
 
-# (ledger messages: to be defined)
+# What a run came to: the words the wrapper writes in a ledger line's ``outcome``, defined once
+# (RUN_OUTCOMES is the same list at run time: targetlib checks lines read back against it, the
+# controller's deployer/core/outcomes.py names each).
+RunOutcome = Literal["success", "failure", "timeout", "skipped-locked", "crashed"]
+RUN_OUTCOMES: tuple[RunOutcome, ...] = get_args(RunOutcome)
+
+# How a job takes its lock: "forbid" (the default) records a run that finds it held as
+# skipped-locked; "allow" lets runs overlap.
+Concurrency = Literal["forbid", "allow"]
+
+
+class RetentionSpec(TypedDict):
+    """How much history the wrapper keeps of a job (a job spec file's ``retention``)."""
+
+    runs: int  # ledger lines kept
+    days: int  # ledger lines younger than this kept
+    log_size: int  # bytes: the log is rotated past this
+    log_files: int  # rotated logs kept
+    run_logs: NotRequired[int]  # per-run logs kept; written only when on, so a job without keeps its bytes
+
+
+class JobSpecFile(TypedDict):
+    """``<release>/jobs/<id>.json``: what the wrapper needs to run job <id> (controller -> wrapper;
+    written by deployer/core/release.py job_spec, read by deployer/remote/wrapper.py)."""
+
+    id: str
+    project: str
+    env: str
+    description: str
+    schedule: str
+    script: str | None  # a file under the release's scripts/, run with the wrapper's python; or
+    command: str | None  # a program, looked up in PATH
+    args: list[str]
+    run_as: str | None  # the job's user; None: whoever runs the wrapper
+    log_file: str
+    lock_file: str
+    state_dir: str  # ledger.jsonl, running/, runs/
+    timeout: int  # seconds
+    concurrency: Concurrency
+    workdir: str | None  # None: the job user's home when root starts it for another user, else state_dir
+    env_file: str | None  # relative to the release: env/<id>.env
+    retention: RetentionSpec
+
+
+class RunExtra(TypedDict, total=False):
+    """The fields a run adds to its ledger line when they apply."""
+
+    log: str  # its own log, relative to the state folder (retention.run_logs)
+    lock_holder: str  # skipped-locked: what the lock file says of the run that holds it
+    signal: int  # crashed: the signal that stopped the job
+    error: str  # could not start (exit code 127): why
+
+
+class RunRecord(RunExtra):
+    """One line of ``state/<job>/ledger.jsonl``, appended by the wrapper when a run ends
+    (JSON with sorted keys, one write per line)."""
+
+    run_id: str  # 16 hex digits, also the job's DEPLOYER_RUN_ID
+    job: str
+    project: str
+    env: str
+    start: str  # UTC, 2024-05-01T02:00:00.123Z: such strings sort as times
+    end: str
+    duration: float  # seconds, to the millisecond
+    exit_code: int | None  # the job's; 124 on timeout, 128 + signal when crashed; None: skipped-locked
+    outcome: RunOutcome
+    host: str
+    pid: int | None  # the job's process; None when it never started
+    user: str  # whom the job ran as
+    revision: str
+    trigger: str  # cron | manual
+
+
+class RunningMarker(TypedDict):
+    """``state/<job>/running/<run id>.json``: a run that started and has not ended (the wrapper
+    writes it once the job is started, removes it when the run is recorded)."""
+
+    run_id: str
+    start: str
+    pid: int  # the job's process
+    wrapper_pid: int
+    host: str
+    revision: str
+    trigger: str
+    log: NotRequired[str]  # its own log, as in RunRecord
+
+
+class RunFound(TypedDict, total=False):
+    """A ledger line or running marker as the probe read it back (targetlib.run_record): the
+    job's user may have written it under an earlier release, a full disk may have cut it, an
+    older wrapper may have written fewer fields. Only the fields of RunRecord and RunningMarker
+    are kept, each of its type or None; run_id and start are always there, and so is a known
+    outcome in a ledger line (a running marker has none)."""
+
+    run_id: Required[str]
+    start: Required[str]
+    job: str | None
+    project: str | None
+    env: str | None
+    end: str | None
+    duration: float | None
+    exit_code: int | None
+    outcome: RunOutcome | None
+    host: str | None
+    pid: int | None
+    wrapper_pid: int | None
+    user: str | None
+    revision: str | None
+    trigger: str | None
+    log: str | None
+    lock_holder: str | None
+    signal: int | None
+    error: str | None
+    alive: bool  # a running marker's: its job's process still lives (the probe adds it)

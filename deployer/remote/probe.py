@@ -26,11 +26,11 @@ from deployer.remote.messages import (
     LegacyLock,
     PathInfo,
     ProbeAnswer,
-    ProbedRun,
     ProbeJob,
     ProbeRequest,
     ReleaseInfo,
     RollbackMark,
+    RunFound,
     RunLog,
     RunLogRequest,
     SpaceInfo,
@@ -304,7 +304,7 @@ def _text_lines(path: str, count: int, problems: list[str], max_bytes: int = 4 <
     return [line.decode("utf-8", "replace") for line in lines]
 
 
-def _run_lines(path: str, count: int, problems: list[str], max_bytes: int = 4 << 20) -> list[ProbedRun]:
+def _run_lines(path: str, count: int, problems: list[str], max_bytes: int = 4 << 20) -> list[RunFound]:
     """The runs among the last ``count`` lines of a ledger: lines that are not run records
     (cut by a full disk, or written by someone else) are skipped and said once."""
     lines, problem = tail_lines(path, count, max_bytes)
@@ -317,7 +317,7 @@ def _run_lines(path: str, count: int, problems: list[str], max_bytes: int = 4 <<
     return records
 
 
-def _ledger(path: str, count: int, problems: list[str]) -> tuple[list[ProbedRun], ProbedRun | None]:
+def _ledger(path: str, count: int, problems: list[str]) -> tuple[list[RunFound], RunFound | None]:
     """(last ``count`` runs, last success) from a ledger."""
     entries = _run_lines(path, count, problems)
     last_success = None
@@ -351,16 +351,17 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _running(state_dir: str, problems: list[str]) -> list[ProbedRun]:
+def _running(state_dir: str, problems: list[str]) -> list[RunFound]:
     """The running markers of a job's runs that started and have not ended."""
-    runs: list[ProbedRun] = []
+    runs: list[RunFound] = []
     folder = os.path.join(state_dir, "running")
     for name, data in _json_records(folder, problems):
         run, why = run_record(data, ledger=False)
         if run is None:
             problems.append(f"{os.path.join(folder, name)}: not a running marker ({why}): skipped")
             continue
-        run["alive"] = _alive(run["pid"]) if run.get("pid") else False
+        pid = run.get("pid")
+        run["alive"] = _alive(pid) if pid else False
         runs.append(run)
     return runs
 

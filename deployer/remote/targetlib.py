@@ -18,9 +18,9 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from deployer.remote.messages import FileKind, PathInfo
+from deployer.remote.messages import RUN_OUTCOMES, FileKind, PathInfo, RunFound, RunOutcome
 from deployer.remote.safefs import open_dir, open_file, split
 
 HOME_MARK = "\x00~\x00"
@@ -112,7 +112,7 @@ def _read_spool(user: str | None) -> tuple[bytes | None, str | None]:
 def _crontab(user: str | None, *rest: str, **env: str) -> tuple[subprocess.CompletedProcess[bytes] | None, str | None]:
     try:
         # argv of our own: the crontab command, a user name the controller asked for, our options
-        return subprocess.run(crontab_argv(user, *rest), stdin=subprocess.DEVNULL, capture_output=True,  # noqa: S603
+        return subprocess.run(crontab_argv(user, *rest), stdin=subprocess.DEVNULL, capture_output=True,
                               env=dict(os.environ, **env)), None
     except FileNotFoundError:
         return None, "the crontab command is not installed (install cron)"
@@ -350,64 +350,71 @@ def tail_lines(path: str, count: int, max_bytes: int = 4 << 20) -> tuple[list[by
 
 
 # A ledger line (one per run, written by the wrapper) and a running marker: their fields and
-# the types each may have. Unknown fields are dropped; None is allowed where the wrapper writes it.
-RUN_FIELDS = {
+# the types each may have (messages.RunRecord, messages.RunningMarker). Unknown fields are
+# dropped; None is allowed where the wrapper writes it. What comes back is a messages.RunFound.
+RUN_FIELDS: dict[str, tuple[type, ...]] = {
     "run_id": (str,), "job": (str,), "project": (str,), "env": (str,), "start": (str,), "end": (str,),
     "duration": (int, float), "exit_code": (int,), "outcome": (str,), "host": (str,), "pid": (int,),
     "wrapper_pid": (int,), "user": (str,), "revision": (str,), "trigger": (str,), "log": (str,),
     "lock_holder": (str,), "signal": (int,), "error": (str,),
 }
-OUTCOMES = ("success", "failure", "timeout", "skipped-locked", "crashed")
+# The fields of a running marker: a run that has not ended has no outcome, end or exit code,
+# whatever a marker written by someone else claims (`logs --run` shows such a run as running).
+MARKER_FIELDS = frozenset(("run_id", "start", "pid", "wrapper_pid", "host", "revision", "trigger", "log"))
+OUTCOMES: tuple[RunOutcome, ...] = RUN_OUTCOMES
 TEXT_LIMIT = 4096  # characters of one field
 
 
-def run_record(data, ledger=True):
+def run_record(data: object, ledger: bool = True) -> tuple[RunFound, None] | tuple[None, str]:
     """(the typed fields of a ledger line or running marker, None) or (None, why it is not one)."""
     if not isinstance(data, dict):
         return None, "not a JSON object"
-    out = {}
+    out: dict[str, object] = {}
     for name, value in data.items():
         kinds = RUN_FIELDS.get(name)
         if kinds is None:
             continue
         if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)
                                   or (isinstance(value, str) and len(value) > TEXT_LIMIT)):
-            return None, "field %s is %s" % (name, _shown_type(value))
+            return None, f"field {name} is {_shown_type(value)}"
         if isinstance(value, float) and value != value:
-            return None, "field %s is NaN" % name
-        out[name] = value
+            return None, f"field {name} is NaN"
+        if ledger or name in MARKER_FIELDS:
+            out[name] = value
     for name in ("run_id", "start") + (("outcome",) if ledger else ()):
         if not isinstance(out.get(name), str):
-            return None, "no %s" % name
+            return None, f"no {name}"
     if ledger and out["outcome"] not in OUTCOMES:
         return None, "unknown outcome"
-    return out, None
+    # Each field checked against RunFound's types above: the dict is one.
+    return cast("RunFound", out), None
 
 
-def _shown_type(value):
+def _shown_type(value: object) -> str:
     if isinstance(value, str):
-        return "a string of %d characters" % len(value)
-    return "a JSON %s" % {bool: "boolean", int: "number", float: "number", list: "array", dict: "object",
-                          str: "string"}.get(type(value), type(value).__name__)
+        return f"a string of {len(value)} characters"
+    shown = {bool: "boolean", int: "number", float: "number", list: "array", dict: "object", str: "string"}
+    return f"a JSON {shown.get(type(value), type(value).__name__)}"
 
 
-def parse_run_lines(lines):
+def parse_run_lines(lines: list[bytes]) -> tuple[list[RunFound], tuple[int, str, str] | None]:
     """(records, (count of bad lines, the first one's excerpt and why) or None) of ledger lines."""
-    records = []
+    records: list[RunFound] = []
     bad, first = 0, None
     for line in lines:
+        found: tuple[RunFound, None] | tuple[None, str]
         try:
-            record, why = run_record(json.loads(line.decode("utf-8")))
+            found = run_record(json.loads(line.decode("utf-8")))
         except UnicodeDecodeError:
-            record, why = None, "not UTF-8"
+            found = None, "not UTF-8"
         except (ValueError, RecursionError):
-            record, why = None, "not JSON"
-        if record is None:
+            found = None, "not JSON"
+        if found[0] is None:
             bad += 1
-            first = first or (line[:80].decode("utf-8", "backslashreplace"), why)
+            first = first or (line[:80].decode("utf-8", "backslashreplace"), found[1])
         else:
-            records.append(record)
-    return records, ((bad,) + first if bad else None)
+            records.append(found[0])
+    return records, ((bad, *first) if first else None)
 
 
 def emit(result: Mapping[str, object]) -> None:

@@ -24,6 +24,8 @@ environment cron gives that user's jobs. The job's user can then no longer forge
 Exit code: the job's own (so ``deployer run`` and cron's mail see it), 124 on timeout.
 """
 
+from __future__ import annotations
+
 import contextlib
 import errno
 import fcntl
@@ -36,24 +38,35 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import TYPE_CHECKING, Final, cast
 
 from deployer.remote.safefs import Unsafe, open_dir, open_file, split, unlink_file
 
-OUTCOME_SUCCESS = "success"
-OUTCOME_FAILURE = "failure"
-OUTCOME_TIMEOUT = "timeout"
-OUTCOME_LOCKED = "skipped-locked"
-OUTCOME_CRASHED = "crashed"
+if TYPE_CHECKING:  # the types only: a run needs nothing of messages
+    import io
+    from contextlib import AbstractContextManager
+    from types import FrameType
+
+    from deployer.remote.messages import JobSpecFile, RetentionSpec, RunExtra, RunningMarker, RunOutcome, RunRecord
+
+    # A job spec's retention, or {} when it has none: each value then its default.
+    Retention = RetentionSpec | dict[str, int]
+
+OUTCOME_SUCCESS: Final[RunOutcome] = "success"
+OUTCOME_FAILURE: Final[RunOutcome] = "failure"
+OUTCOME_TIMEOUT: Final[RunOutcome] = "timeout"
+OUTCOME_LOCKED: Final[RunOutcome] = "skipped-locked"
+OUTCOME_CRASHED: Final[RunOutcome] = "crashed"
 KILL_GRACE = 10  # seconds between SIGTERM and SIGKILL of a job that outlived its timeout
 RUN_LOGS = "runs"  # per-run logs, in the job's state folder
 
 
-def now_iso(t):
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % int((t % 1) * 1000)
+def now_iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
 
 
-def load_env_file(path):
-    env = {}
+def load_env_file(path: str) -> dict[str, str]:
+    env: dict[str, str] = {}
     with open(path, encoding="utf-8") as f:
         for line in f:
             line = line.rstrip("\n")
@@ -64,7 +77,7 @@ def load_env_file(path):
     return env
 
 
-def open_no_follow(path, flags, mode):
+def open_no_follow(path: str, flags: int, mode: int) -> int:
     """Open a log, lock or ledger file by walking its folders from / without following a link
     (safefs): never through a symlink planted in its place or on the way, never blocking on a
     FIFO, never a hard link to another file, never a file of a third user (only ours or root's)."""
@@ -77,17 +90,17 @@ class AsUser:
     they are changed, the process stays root's (real and saved uid 0): that user can neither
     signal nor trace it."""
 
-    def __init__(self, entry):
+    def __init__(self, entry: pwd.struct_passwd) -> None:
         self.entry = entry
 
-    def __enter__(self):
+    def __enter__(self) -> AsUser:
         self.groups = os.getgroups()
         os.setgroups(os.getgrouplist(self.entry.pw_name, self.entry.pw_gid))
         os.setegid(self.entry.pw_gid)
         os.seteuid(self.entry.pw_uid)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         os.seteuid(0)
         os.setegid(0)
         os.setgroups(self.groups)
@@ -98,14 +111,14 @@ class AsUser:
 PASSED_ON = ("LANG", "LANGUAGE", "TZ")
 
 
-def cron_environment(entry):
+def cron_environment(entry: pwd.struct_passwd) -> dict[str, str]:
     """The environment Debian cron gives a job of that user, plus the system's locale."""
     env = {name: value for name, value in os.environ.items() if name in PASSED_ON or name.startswith("LC_")}
     env.update(PATH="/usr/bin:/bin", SHELL="/bin/sh", HOME=entry.pw_dir, LOGNAME=entry.pw_name, USER=entry.pw_name)
     return env
 
 
-def job_user(spec):
+def job_user(spec: JobSpecFile) -> pwd.struct_passwd | None:
     """The account a root-started wrapper runs the job as; None when it runs it as itself."""
     name = spec.get("run_as")
     if os.geteuid() != 0 or not name:
@@ -113,7 +126,7 @@ def job_user(spec):
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
-        raise Unsafe(name, "is not a user of this host (the job runs as that user)", errno.ENOENT)
+        raise Unsafe(name, "is not a user of this host (the job runs as that user)", errno.ENOENT) from None
     return entry if entry.pw_uid != 0 else None
 
 
@@ -121,67 +134,72 @@ class NotKept(Exception):
     """The run records are not root's yet: refused before the job starts."""
 
 
-def make_dirs(path, mode=0o755):
+def make_dirs(path: str, mode: int = 0o755) -> None:
     """``os.makedirs`` without following a link planted on the way."""
     os.close(open_dir(path, mode))
 
 
 class Run:
-    def __init__(self, release, job_id, trigger):
+    def __init__(self, release: str, job_id: str, trigger: str) -> None:
         self.release = release
         self.revision = os.path.basename(release)
         with open(os.path.join(release, "jobs", job_id + ".json"), encoding="utf-8") as f:
-            self.spec = json.load(f)
+            self.spec: JobSpecFile = json.load(f)
         self.trigger = trigger
         self.as_user = job_user(self.spec)  # root started us for a job of another user
         self.user = self.as_user.pw_name if self.as_user else _user()
         self.run_id = uuid.uuid4().hex[:16]
         self.host = socket.gethostname()
         self.start = time.time()
-        self.log_fd = None
-        self.run_log_fd = None  # this run's own log (retention.run_logs), or None
+        self.log_fd: int | None = None
+        self.run_log_fd: int | None = None  # this run's own log (retention.run_logs), or None
 
-    def argv(self):
+    def argv(self) -> list[str]:
         spec = self.spec
-        if spec.get("script"):
-            return [sys.executable, os.path.join(self.release, "scripts", spec["script"])] + spec["args"]
-        return [spec["command"]] + spec["args"]
+        script, command = spec.get("script"), spec.get("command")
+        if script:
+            return [sys.executable, os.path.join(self.release, "scripts", script), *spec["args"]]
+        if command is None:  # a job spec of deployer's has one or the other: recorded as could not start
+            raise OSError(errno.ENOENT, "the job spec names neither a script nor a command", f"jobs/{spec['id']}.json")
+        return [command, *spec["args"]]
 
-    def environment(self):
+    def environment(self) -> dict[str, str]:
         env = cron_environment(self.as_user) if self.as_user else dict(os.environ)
-        if self.spec.get("env_file"):
-            env.update(load_env_file(os.path.join(self.release, self.spec["env_file"])))
+        env_file = self.spec.get("env_file")
+        if env_file:
+            env.update(load_env_file(os.path.join(self.release, env_file)))
         env["DEPLOYER_JOB"] = self.spec["id"]
         env["DEPLOYER_RUN_ID"] = self.run_id
         env["DEPLOYER_REVISION"] = self.revision
         return env
 
-    def log(self, text):
-        line = ("[%s] %s\n" % (now_iso(time.time()), text)).encode("utf-8", "replace")
+    def log(self, text: str) -> None:
+        line = f"[{now_iso(time.time())}] {text}\n".encode("utf-8", "replace")
         for fd in (self.log_fd, self.run_log_fd):
             if fd is not None:
                 os.write(fd, line)
 
-    def open_run_log(self):
+    def open_run_log(self) -> str:
         """This run's own log file, new (O_EXCL: never an existing file or a planted link).
         Returns its name relative to the state folder, for the ledger."""
         folder = os.path.join(self.spec["state_dir"], RUN_LOGS)
         make_dirs(folder, 0o750)
         # Names sort as the runs started (to the microsecond: runs can start within one second).
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.start)) + ".%06dZ" % int((self.start % 1) * 1e6)
-        name = "%s-%s.log" % (stamp, self.run_id)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.start)) + f".{int((self.start % 1) * 1e6):06d}Z"
+        name = f"{stamp}-{self.run_id}.log"
         self.run_log_fd = open_no_follow(os.path.join(folder, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         return RUN_LOGS + "/" + name
 
-    def close_run_log(self, keep):
+    def close_run_log(self, keep: int) -> None:
         """Done with this run's own log: close it, and keep only the newest ``keep``."""
-        os.close(self.run_log_fd)
+        if self.run_log_fd is not None:
+            os.close(self.run_log_fd)
         self.run_log_fd = None
         prune_run_logs(self.spec["state_dir"], keep)
 
-    def record(self, outcome, exit_code, pid, extra=None):
+    def record(self, outcome: RunOutcome, exit_code: int | None, pid: int | None, extra: RunExtra | None = None) -> RunRecord:
         end = time.time()
-        entry = {
+        entry: RunRecord = {
             "run_id": self.run_id,
             "job": self.spec["id"],
             "project": self.spec["project"],
@@ -196,9 +214,8 @@ class Run:
             "user": self.user,
             "revision": self.revision,
             "trigger": self.trigger,
+            **(extra or {}),
         }
-        if extra:
-            entry.update(extra)
         state = self.spec["state_dir"]
         make_dirs(state)
         ledger = os.path.join(state, "ledger.jsonl")
@@ -217,12 +234,12 @@ class Run:
             os.close(guard)
         return entry
 
-    def user_side(self):
+    def user_side(self) -> AbstractContextManager[object]:
         """Where the job's user's files (log, lock) are opened: with that user's ids when root
         started us for another user, else as we are."""
         return AsUser(self.as_user) if self.as_user else contextlib.nullcontext()
 
-    def check_records_kept(self):
+    def check_records_kept(self) -> None:
         """Root keeps this job's records: refuse to run while its state folder is still the
         job user's (a release installed by a cut apply; the next apply takes it over)."""
         state = self.spec["state_dir"]
@@ -235,21 +252,24 @@ class Run:
         finally:
             os.close(fd)
         if owner != 0:
-            raise NotKept("the run records in %s still belong to uid %d, not root: run `deployer apply` "
-                          "(root keeps them for a job it starts as %s)" % (state, owner, self.user))
+            raise NotKept(f"the run records in {state} still belong to uid {owner}, not root: run `deployer apply` "
+                          f"(root keeps them for a job it starts as {self.user})")
 
-    def running_marker(self, pid, extra):
+    def running_marker(self, pid: int, extra: RunExtra) -> str:
         folder = os.path.join(self.spec["state_dir"], "running")
         make_dirs(folder)
         path = os.path.join(folder, self.run_id + ".json")
         fd = open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        marker: RunningMarker = {"run_id": self.run_id, "start": now_iso(self.start), "pid": pid, "wrapper_pid": os.getpid(),
+                                 "host": self.host, "revision": self.revision, "trigger": self.trigger}
+        if "log" in extra:  # what else extra holds comes when the run ends
+            marker = {"log": extra["log"], **marker}
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(dict(extra, run_id=self.run_id, start=now_iso(self.start), pid=pid, wrapper_pid=os.getpid(),
-                           host=self.host, revision=self.revision, trigger=self.trigger), f)
+            json.dump(marker, f)
         return path
 
 
-def trim_ledger(path, retention, now):
+def trim_ledger(path: str, retention: Retention, now: float) -> None:
     """Keep the last ``runs`` lines younger than ``days``; rewrite atomically, only when needed.
     The rewrite is made and renamed inside the ledger's folder, held open (safefs)."""
     keep_runs = int(retention.get("runs", 10000))
@@ -268,7 +288,7 @@ def trim_ledger(path, retention, now):
         f.seek(0)
         lines = f.read().splitlines(True)
     cutoff = now_iso(now - keep_days * 86400)
-    kept = []
+    kept: list[bytes] = []
     for line in lines[-keep_runs:]:
         start = _start_of(line)
         if start is not None and start >= cutoff:
@@ -278,7 +298,7 @@ def trim_ledger(path, retention, now):
     folder, name = split(path)
     dfd = open_dir(folder)
     try:
-        tmp = ".%s.tmp-%d" % (name, os.getpid())
+        tmp = f".{name}.tmp-{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640, dir_fd=dfd)
         with os.fdopen(fd, "wb") as f:
             f.writelines(kept)
@@ -289,7 +309,7 @@ def trim_ledger(path, retention, now):
         os.close(dfd)
 
 
-def _start_of(line):
+def _start_of(line: bytes) -> str | None:
     """The start of a ledger line's run; None for a line that is not a run record (cut by a
     full disk, or written by someone else: ``1``, ``[]``, ``{"start": 5}`` never stop a run)."""
     try:
@@ -300,7 +320,7 @@ def _start_of(line):
     return start if isinstance(start, str) else None
 
 
-def rotate_log(path, retention):
+def rotate_log(path: str, retention: Retention) -> str | None:
     """Past ``log_size``, the log becomes log.1 (log.1 becomes log.2, ...), ``log_files`` kept.
     Renamed inside the log's folder, held open: a folder swapped for a link on the way never
     makes us rename someone else's files."""
@@ -320,20 +340,20 @@ def rotate_log(path, retention):
             return None
         try:
             for n in range(keep - 1, 0, -1):
-                older = "%s.%d" % (name, n)
+                older = f"{name}.{n}"
                 if _exists_at(dfd, older):
-                    os.rename(older, "%s.%d" % (name, n + 1), src_dir_fd=dfd, dst_dir_fd=dfd)
-            if _exists_at(dfd, "%s.%d" % (name, keep + 1)):
-                os.unlink("%s.%d" % (name, keep + 1), dir_fd=dfd)
+                    os.rename(older, f"{name}.{n + 1}", src_dir_fd=dfd, dst_dir_fd=dfd)
+            if _exists_at(dfd, f"{name}.{keep + 1}"):
+                os.unlink(f"{name}.{keep + 1}", dir_fd=dfd)
             os.rename(name, name + ".1", src_dir_fd=dfd, dst_dir_fd=dfd)
         except OSError as exc:
-            return "could not rotate the log (%s); it keeps growing" % (exc.strerror or exc)
+            return f"could not rotate the log ({exc.strerror or exc}); it keeps growing"
     finally:
         os.close(dfd)
-    return "rotated the log at %d bytes" % st.st_size
+    return f"rotated the log at {st.st_size} bytes"
 
 
-def _exists_at(dir_fd, name):
+def _exists_at(dir_fd: int, name: str) -> bool:
     try:
         os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         return True
@@ -341,7 +361,7 @@ def _exists_at(dir_fd, name):
         return False
 
 
-def prune_run_logs(state_dir, keep):
+def prune_run_logs(state_dir: str, keep: int) -> None:
     """Keep the newest ``keep`` per-run logs (their names start with the run's UTC start)."""
     try:
         dfd = open_dir(os.path.join(state_dir, RUN_LOGS))
@@ -350,30 +370,25 @@ def prune_run_logs(state_dir, keep):
     try:
         names = sorted(n for n in os.listdir(dfd) if n.endswith(".log"))
         for name in names[:len(names) - keep]:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(name, dir_fd=dfd)  # unlink never follows a link
-            except OSError:
-                pass
     finally:
         os.close(dfd)
 
 
-def _user():
+def _user() -> str:
     try:
-        import pwd
         return pwd.getpwuid(os.getuid()).pw_name
-    except (KeyError, ImportError):
+    except KeyError:
         return str(os.getuid())
 
 
-def _kill_group(pgid, sig):
-    try:
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
-def main(argv, script):
+def main(argv: list[str], script: str) -> int:
     if len(argv) < 1 or argv[0] in ("-h", "--help"):
         sys.stderr.write("usage: run JOB_ID [--trigger cron|manual] [--tee]\n")
         return 2
@@ -399,11 +414,11 @@ def main(argv, script):
             holder = os.pread(lock_fd, 100, 0).decode("utf-8", "replace").strip()
             with run.user_side():
                 run.log_fd = open_no_follow(spec["log_file"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-            run.log("run %s skipped: the previous run still holds the lock (%s)" % (run.run_id, holder or "?"))
+            run.log(f"run {run.run_id} skipped: the previous run still holds the lock ({holder or '?'})")
             run.record(OUTCOME_LOCKED, None, None, {"lock_holder": holder})
             return 0
         os.ftruncate(lock_fd, 0)
-        os.pwrite(lock_fd, ("pid %d run %s since %s" % (os.getpid(), run.run_id, now_iso(run.start))).encode(), 0)
+        os.pwrite(lock_fd, f"pid {os.getpid()} run {run.run_id} since {now_iso(run.start)}".encode(), 0)
 
     with run.user_side():
         rotated = rotate_log(spec["log_file"], spec.get("retention") or {})
@@ -415,10 +430,10 @@ def main(argv, script):
     # that user's home, as cron does (the state folder is root's); else the state folder.
     workdir = spec.get("workdir") or (run.as_user.pw_dir if run.as_user else spec["state_dir"])
     keep_run_logs = int((spec.get("retention") or {}).get("run_logs", 0))
-    extra = {}
+    extra: RunExtra = {}
     if keep_run_logs:
         extra["log"] = run.open_run_log()
-    run.log("run %s start: job %s, revision %s, trigger %s" % (run.run_id, spec["id"], run.revision, trigger))
+    run.log(f"run {run.run_id} start: job {spec['id']}, revision {run.revision}, trigger {trigger}")
     # Straight into the log file, unless the output must also go elsewhere (to `deployer run`,
     # to the run's own log): then through a pipe that we copy. Through the pipe, a job that
     # outlives a killed wrapper gets EPIPE on its next write instead of writing on unseen.
@@ -429,16 +444,17 @@ def main(argv, script):
         env = run.environment()
         if tee:
             env["PYTHONUNBUFFERED"] = "1"  # `deployer run` shows a Python task's lines as they are printed
-        drop = {}
-        if run.as_user:  # the job's user, with its groups, as cron sets them (initgroups)
-            drop = {"user": run.as_user.pw_uid, "group": run.as_user.pw_gid,
-                    "extra_groups": os.getgrouplist(run.as_user.pw_name, run.as_user.pw_gid)}
+        # the job's user, with its groups, as cron sets them (initgroups); else as we are
+        user = run.as_user
+        # The job's own argv, from the release's job spec: no shell, nothing from outside the release.
         proc = subprocess.Popen(run.argv(), stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT if piped else run.log_fd,
-                                cwd=workdir, env=env, start_new_session=True, pass_fds=(lock_fd,), **drop)
+                                cwd=workdir, env=env, start_new_session=True, pass_fds=(lock_fd,),
+                                user=user.pw_uid if user else None, group=user.pw_gid if user else None,
+                                extra_groups=os.getgrouplist(user.pw_name, user.pw_gid) if user else None)
     except OSError as exc:
-        run.log("run %s could not start: %s" % (run.run_id, exc))
-        run.record(OUTCOME_FAILURE, 127, None, dict(extra, error=str(exc)))
+        run.log(f"run {run.run_id} could not start: {exc}")
+        run.record(OUTCOME_FAILURE, 127, None, {**extra, "error": str(exc)})
         if keep_run_logs:
             run.close_run_log(keep_run_logs)
         return 127
@@ -447,9 +463,12 @@ def main(argv, script):
     if piped:
         import threading
 
-        def copy():
-            for chunk in iter(lambda: proc.stdout.read1(65536), b""):
-                os.write(run.log_fd, chunk)
+        # Both there when piped: the log was opened above, and stdout=PIPE makes a BufferedReader.
+        log_fd, stdout = run.log_fd, cast("io.BufferedReader", proc.stdout)
+
+        def copy() -> None:
+            for chunk in iter(lambda: stdout.read1(65536), b""):
+                os.write(log_fd, chunk)
                 if run.run_log_fd is not None:
                     os.write(run.run_log_fd, chunk)
                 if tee:
@@ -459,9 +478,9 @@ def main(argv, script):
         copier = threading.Thread(target=copy, daemon=True)
         copier.start()
 
-    stopped_by = []
+    stopped_by: list[int] = []
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         stopped_by.append(signum)
         _kill_group(proc.pid, signal.SIGTERM)
 
@@ -474,7 +493,7 @@ def main(argv, script):
         code = proc.wait(timeout=spec["timeout"])
     except subprocess.TimeoutExpired:
         timed_out = True
-        run.log("run %s exceeded its timeout of %ss: stopping its process group" % (run.run_id, spec["timeout"]))
+        run.log(f"run {run.run_id} exceeded its timeout of {spec['timeout']}s: stopping its process group")
         _kill_group(proc.pid, signal.SIGTERM)
         try:
             code = proc.wait(timeout=KILL_GRACE)
@@ -496,33 +515,32 @@ def main(argv, script):
     else:
         outcome, exit_code = (OUTCOME_SUCCESS if code == 0 else OUTCOME_FAILURE), code
     entry = run.record(outcome, exit_code, proc.pid, extra)
-    run.log("run %s end: %s (exit %s, %.1fs)" % (run.run_id, outcome, exit_code, entry["duration"]))
+    run.log(f"run {run.run_id} end: {outcome} (exit {exit_code}, {entry['duration']:.1f}s)")
     if keep_run_logs:
         run.close_run_log(keep_run_logs)
-    try:
+    with contextlib.suppress(OSError):
         unlink_file(marker)
-    except OSError:
-        pass
     return exit_code
 
 
-def entry(argv, script):
+def entry(argv: list[str], script: str) -> int:
     """Run one job; ``script`` is the release's ``run`` file that was started (it names the release)."""
     try:
         return main(argv, script)
     except NotKept as exc:
-        sys.stderr.write("deployer run: %s\n" % exc)
+        sys.stderr.write(f"deployer run: {exc}\n")
         return 1
     except OSError as exc:
         # Cron mails this line to the crontab's owner: say what and where, not a traceback.
-        if exc.errno == errno.ELOOP and not isinstance(exc, Unsafe) or (
-                isinstance(exc, Unsafe) and exc.strerror.startswith("is a symlink; refusing")):
-            sys.stderr.write("deployer run: %s is a symlink; refusing to follow it (remove it, then run "
-                             "`deployer apply` to recreate the file)\n" % exc.filename)
+        if (exc.errno == errno.ELOOP and not isinstance(exc, Unsafe)) or (
+                isinstance(exc, Unsafe) and (exc.strerror or "").startswith("is a symlink; refusing")):
+            sys.stderr.write(f"deployer run: {exc.filename} is a symlink; refusing to follow it (remove it, then run "
+                             "`deployer apply` to recreate the file)\n")
         elif isinstance(exc, Unsafe):
-            sys.stderr.write("deployer run: %s %s\n" % (exc.filename, exc.strerror))
+            sys.stderr.write(f"deployer run: {exc.filename} {exc.strerror}\n")
         else:
-            sys.stderr.write("deployer run: %s%s\n" % (exc.strerror or exc, " (%s)" % exc.filename if exc.filename else ""))
+            where = f" ({exc.filename})" if exc.filename else ""
+            sys.stderr.write(f"deployer run: {exc.strerror or exc}{where}\n")
         return 1
 
 

@@ -17,7 +17,7 @@ from deployer.core.release import Release
 from tests.unit.test_plan import in_place, release  # noqa: F401  (fixture)
 
 EMAIL = JobSpec(id="email-queue", description="", schedule="*/5 * * * *", script="process_email_queue.py", command=None,
-                args=(), run_as=None, log_file="/l", lock_file="/k", state_dir="/s", timeout=60, concurrency="skip",
+                args=(), run_as=None, log_file="/l", lock_file="/k", state_dir="/s", timeout=60, concurrency="forbid",
                 workdir=None, env=(), secret_names=frozenset())
 # A command job as a declaration makes it: one program, its arguments apart (the wrapper runs
 # [command, *args]; validation refuses a command with spaces).

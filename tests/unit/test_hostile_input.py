@@ -17,7 +17,7 @@ import pytest
 from deployer.cli.deploy import junit_xml
 from deployer.cli.output import Output, shown
 from deployer.core.health import parse_time
-from deployer.remote import targetlib
+from deployer.remote import messages, targetlib
 
 GOOD = {"run_id": "0123456789abcdef", "job": "hello", "start": "2026-01-01T00:00:00.000Z", "end": "2026-01-01T00:00:01.000Z",
         "duration": 1.0, "exit_code": 0, "outcome": "success", "pid": 42, "user": "www-data", "trigger": "cron"}
@@ -60,6 +60,26 @@ def test_a_run_record_keeps_its_typed_fields_and_drops_unknown_ones() -> None:
     assert targetlib.run_record(marker, ledger=False) == (marker, None)
     assert targetlib.run_record(marker)[1] == "no outcome"
 
+
+
+def test_a_running_marker_keeps_only_what_a_running_run_has() -> None:
+    # Typing the marker (messages.RunningMarker) showed it: a marker written by someone else
+    # that claimed an outcome was passed on, and `logs --run` showed a running run as "success".
+    marker = {"run_id": "a", "start": "2026-01-01T00:00:00.000Z", "pid": 7, "wrapper_pid": 6, "host": "h",
+              "revision": "r", "trigger": "cron", "log": "runs/x.log"}
+    claims = {"outcome": "success", "end": "2026-01-01T00:00:01.000Z", "duration": 1.0, "exit_code": 0, "job": "j"}
+    assert targetlib.run_record({**marker, **claims}, ledger=False) == (marker, None)
+    # its fields are still checked: a marker with a forged field of the wrong type is none
+    assert targetlib.run_record({**marker, "outcome": 5}, ledger=False) == (None, "field outcome is a JSON number")
+
+
+def test_the_fields_read_back_are_the_fields_the_wrapper_writes() -> None:
+    written = messages.RunRecord.__required_keys__ | messages.RunRecord.__optional_keys__
+    marked = messages.RunningMarker.__required_keys__ | messages.RunningMarker.__optional_keys__
+    assert set(targetlib.RUN_FIELDS) == written | marked
+    assert marked == targetlib.MARKER_FIELDS
+    assert set(messages.RunFound.__required_keys__ | messages.RunFound.__optional_keys__) == written | marked | {"alive"}
+    assert targetlib.OUTCOMES == ("success", "failure", "timeout", "skipped-locked", "crashed")
 
 def test_tail_reads_only_the_end_and_whole_lines(tmp_path: Path) -> None:
     path = tmp_path / "ledger.jsonl"
