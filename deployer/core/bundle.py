@@ -76,7 +76,7 @@ def imports_of(source: str, shown: str) -> tuple[str, ...]:
     a target has python3 and nothing else.
     """
     found: list[str] = []
-    for node in ast.walk(ast.parse(source, filename=shown)):
+    for node in _runtime_nodes(ast.parse(source, filename=shown)):
         if isinstance(node, ast.Import):
             modules = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -97,6 +97,30 @@ def imports_of(source: str, shown: str) -> tuple[str, ...]:
                 raise BundleError(f"{shown}, line {node.lineno}: imports {module}, which a target does not have "
                                   f"(standard library and {PACKAGE} only)")
     return tuple(found)
+
+
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` but those under ``if TYPE_CHECKING:``: imports for the type
+    checker only are not bundled (the wrapper needs nothing of messages.py to run a job, and a
+    change to a message must not change the bytes of every release's ``run``)."""
+    nodes: list[ast.AST] = []
+
+    def visit(node: ast.AST) -> None:  # in source order
+        nodes.append(node)
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            children: list[ast.AST] = list(node.orelse)
+        else:
+            children = list(ast.iter_child_nodes(node))
+        for child in children:
+            visit(child)
+
+    visit(tree)
+    return nodes
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def load_order(entry: str) -> tuple[str, ...]:

@@ -33,6 +33,14 @@ def test_an_import_a_target_does_not_have_is_refused_when_the_bundle_is_built() 
                       "from deployer.remote.cronengine import parse\n", "x.py") == ("safefs", "targetlib", "cronengine")
 
 
+def test_imports_for_the_type_checker_only_are_not_bundled() -> None:
+    source = ("from typing import TYPE_CHECKING\nimport typing\nfrom deployer.remote import safefs\n"
+              "if TYPE_CHECKING:\n    from deployer.remote.messages import RunRecord\n    import yaml\n"
+              "if typing.TYPE_CHECKING:\n    from deployer.remote import probe\nelse:\n    from deployer.remote import targetlib\n")
+    assert imports_of(source, "x.py") == ("safefs", "targetlib")
+    assert "messages" not in load_order("wrapper")
+
+
 def test_the_bundled_modules_are_real_modules_and_tracebacks_name_their_file(tmp_path: Path) -> None:
     script = bundle("applier") + (
         "import sys\n"
