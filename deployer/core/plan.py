@@ -252,89 +252,133 @@ def rolled_back(release: Release, facts: Facts) -> RollbackMark | None:
 def plan(release: Release, facts: Facts, adopt: bool = False) -> Plan:
     """Everything that must change on the target for it to match the release.
 
-    ``adopt``: also remove hand-made crontab lines that run a declared job (``apply --adopt``)."""
+    ``adopt``: also remove hand-made crontab lines that run a declared job (``apply --adopt``).
+    A pipeline of steps, each adding to the plan; a target that cannot take the release
+    (a missing user, an unsafe home) stops it before any change is listed."""
     p = Plan(release, facts)
+    p.errors += _user_errors(release, facts) + home_errors(release, facts)
+    if p.errors:
+        return p
+    p.warnings += home_warnings(release, facts)
+    _plan_release(p)
+    moved_from = _plan_moves(p)
+    _plan_paths(p, moved_from)
+    for user in sorted(set(release.crontab_blocks) | {u for u, c in facts.crontabs.items() if c.text is not None}):
+        _plan_crontab(p, user, adopt)
+    for job in release.jobs:
+        for path, why in stale_legacy_locks(job, facts):
+            p.stale_locks.append(path)
+            p.changes.append(Change("file", path, f"remove stale legacy lock ({why})"))
+    _plan_current(p)
+    if (held := rolled_back(release, facts)) is not None:
+        p.warnings.append(f"rolled back to {facts.current} on {held.get('at', '?')} (from {held.get('from', '?')}); "
+                          f"apply moves it forward to {release.revision}")
+    if not facts.cron_running:
+        p.warnings.append("no cron daemon is running on this target: the jobs will not run until one is started")
+    return p
+
+
+def _user_errors(release: Release, facts: Facts) -> list[str]:
+    """Jobs that run as a user the target lacks, or that the connecting user cannot become."""
+    errors: list[str] = []
     who = facts.identity
     for job in release.jobs:
         user = job.run_as
         if user and user != who.user:
             if facts.users.get(user) is None:
-                p.errors.append(f"job '{job.id}' runs as '{user}', and there is no such user on {facts.hostname}")
+                errors.append(f"job '{job.id}' runs as '{user}', and there is no such user on {facts.hostname}")
             elif who.uid != 0:
-                p.errors.append(f"job '{job.id}' runs as '{user}', but deployer connects as '{who.user}', who is not root: "
-                                f"set ansible_become: true (sudo) or run_as: {who.user}")
-    p.errors += home_errors(release, facts)
-    if p.errors:
-        return p
-    p.warnings += home_warnings(release, facts)
+                errors.append(f"job '{job.id}' runs as '{user}', but deployer connects as '{who.user}', who is not root: "
+                              f"set ansible_become: true (sudo) or run_as: {who.user}")
+    return errors
 
-    _plan_release(p)
+
+def _plan_moves(p: Plan) -> dict[str, str]:
+    """Renamed jobs' paths whose history follows them: new path -> old path."""
     moved_from: dict[str, str] = {}
-    for job in release.jobs:
+    for job in p.release.jobs:
         for old, new in job.moves:
-            if facts.paths.get(old) is not None and facts.paths.get(new) is None and new not in moved_from:
+            if p.facts.paths.get(old) is not None and p.facts.paths.get(new) is None and new not in moved_from:
                 p.moves.append((old, new))
                 moved_from[new] = old
                 p.changes.append(Change("move", new, f"move {old} here (job renamed to '{job.id}': its history follows)"))
-    for d in release.dirs:
+    return moved_from
+
+
+def _plan_paths(p: Plan, moved_from: dict[str, str]) -> None:
+    """Folders, log and lock files, and the run records root takes over (a moved path is
+    judged by what stands at its old place, which the move brings)."""
+    facts = p.facts
+    for d in p.release.dirs:
         if (why := _dir_change(d, facts.paths.get(moved_from.get(d.path, d.path)))) is not None:
             p.dirs.append(d)
             p.changes.append(Change("dir", d.path, why))
-    for f in release.job_files:
+    for f in p.release.job_files:
         if (why := _file_change(f, facts.paths.get(moved_from.get(f.path, f.path)))) is not None:
             p.job_files.append(f)
             p.changes.append(Change("file", f.path, why))
-    for kept in release.records:
+    for kept in p.release.records:
         if (whose := records_holder(kept, facts)) is not None:
             p.records.append(kept)
             p.changes.append(Change("records", kept.state_dir, f"{kept.owner} keeps the run records from now on "
                                                                f"({whose} wrote them and could forge them)"))
 
-    users = set(release.crontab_blocks) | {u for u, c in facts.crontabs.items() if c.text is not None}
-    for user in sorted(users):
-        seen = facts.crontabs.get(user)
-        if seen is None:
-            p.errors.append(f"the crontab of {user} was not read")
-            continue
-        if seen.error:
-            p.errors.append(f"cannot read the crontab of {user}: {seen.error}")
-            continue
-        before = seen.text
-        source = before or ""
-        mine = [job for job in release.jobs if (job.run_as or who.user) == user]  # a hand-made line runs it from its own user's crontab
-        for dup in (found := hand_made(user, before, mine)):
-            p.hand_made.append(dup)
-            if dup.ambiguous:
-                p.warnings.append(f"job '{dup.job}' may run twice: line {dup.line_number} of the crontab of {user} "
-                                  f"runs a script of its name ({dup.line}), and so does another line; apply --adopt "
-                                  "cannot tell which one the job replaces: remove it by hand (crontab -e)")
-            elif dup.undeclared:
-                p.warnings.append(f"job '{dup.job}' may run twice: line {dup.line_number} of the crontab of {user} "
-                                  f"runs a script of its name ({dup.line}); apply --adopt leaves it, since the job "
-                                  f"does not declare {dup.script} as the script it replaces: if it does, add "
-                                  f"legacy_scripts: [{dup.script}] to the job; if it is another app's, leave it")
-            elif adopt:
-                p.changes.append(Change("crontab", f"crontab of {user}",
-                                        f"adopt job '{dup.job}': remove hand-made line {dup.line_number}: {dup.line}"))
-            else:
-                p.warnings.append(f"job '{dup.job}' would run twice: line {dup.line_number} of the crontab of {user} "
-                                  f"already runs it by hand ({dup.line}); apply --adopt removes that line in the same "
-                                  "change (a copy stays in the backup)")
-        if adopt and found:
-            source = without_lines(source, {d.line_number for d in found if not d.ambiguous and not d.undeclared})
-        try:
-            after = crontab.splice(source, release.project, release.env, release.crontab_blocks.get(user))
-        except crontab.CrontabConflict as exc:
-            p.errors.append(f"crontab of {user}: {exc}")
-            continue
-        if after != (before or "") and not (before is None and after == ""):
-            p.crontab_changes.append(CrontabChange(user, before, after))
-            if (edit := _block_drift(before, after, release.project, release.env)) is not None:
-                p.changes.append(Change("crontab", f"crontab of {user}", edit))
-    for job in release.jobs:
-        for path, why in stale_legacy_locks(job, facts):
-            p.stale_locks.append(path)
-            p.changes.append(Change("file", path, f"remove stale legacy lock ({why})"))
+
+def _plan_crontab(p: Plan, user: str, adopt: bool) -> None:
+    """One user's crontab: our block spliced in, byte for byte around it; hand-made lines
+    that run a declared job said (or removed, with ``adopt``)."""
+    release, facts = p.release, p.facts
+    seen = facts.crontabs.get(user)
+    if seen is None:
+        p.errors.append(f"the crontab of {user} was not read")
+        return
+    if seen.error:
+        p.errors.append(f"cannot read the crontab of {user}: {seen.error}")
+        return
+    before = seen.text
+    source = before or ""
+    mine = [job for job in release.jobs if (job.run_as or facts.identity.user) == user]  # a hand-made line runs it from its own user's crontab
+    found = hand_made(user, before, mine)
+    for dup in found:
+        p.hand_made.append(dup)
+        _note_hand_made(p, user, dup, adopt)
+    if adopt and found:
+        source = without_lines(source, {d.line_number for d in found if not d.ambiguous and not d.undeclared})
+    try:
+        after = crontab.splice(source, release.project, release.env, release.crontab_blocks.get(user))
+    except crontab.CrontabConflict as exc:
+        p.errors.append(f"crontab of {user}: {exc}")
+        return
+    if after != (before or "") and not (before is None and after == ""):
+        p.crontab_changes.append(CrontabChange(user, before, after))
+        if (edit := _block_drift(before, after, release.project, release.env)) is not None:
+            p.changes.append(Change("crontab", f"crontab of {user}", edit))
+
+
+def _note_hand_made(p: Plan, user: str, dup: HandMade, adopt: bool) -> None:
+    """What the plan says of a hand-made line that runs a declared job: a warning, or with
+    ``adopt`` its removal, when it is certain which job the line is."""
+    if dup.ambiguous:
+        p.warnings.append(f"job '{dup.job}' may run twice: line {dup.line_number} of the crontab of {user} "
+                          f"runs a script of its name ({dup.line}), and so does another line; apply --adopt "
+                          "cannot tell which one the job replaces: remove it by hand (crontab -e)")
+    elif dup.undeclared:
+        p.warnings.append(f"job '{dup.job}' may run twice: line {dup.line_number} of the crontab of {user} "
+                          f"runs a script of its name ({dup.line}); apply --adopt leaves it, since the job "
+                          f"does not declare {dup.script} as the script it replaces: if it does, add "
+                          f"legacy_scripts: [{dup.script}] to the job; if it is another app's, leave it")
+    elif adopt:
+        p.changes.append(Change("crontab", f"crontab of {user}",
+                                f"adopt job '{dup.job}': remove hand-made line {dup.line_number}: {dup.line}"))
+    else:
+        p.warnings.append(f"job '{dup.job}' would run twice: line {dup.line_number} of the crontab of {user} "
+                          f"already runs it by hand ({dup.line}); apply --adopt removes that line in the same "
+                          "change (a copy stays in the backup)")
+
+
+def _plan_current(p: Plan) -> None:
+    """The ``current`` link: moved to the release, or caught up with what cron already runs."""
+    release, facts = p.release, p.facts
     if facts.current != release.revision:
         p.set_current = True
         p.changes.append(Change("current", f"{release.deploy_home}/current", f"point current at {release.revision}"))
@@ -344,9 +388,3 @@ def plan(release: Release, facts: Facts, adopt: bool = False) -> Plan:
         p.changes.append(Change("current", f"{release.deploy_home}/current",
                                 f"point current at {release.revision}, which cron already runs "
                                 f"(it still names {facts.current_link or 'nothing'})"))
-    if (held := rolled_back(release, facts)) is not None:
-        p.warnings.append(f"rolled back to {facts.current} on {held.get('at', '?')} (from {held.get('from', '?')}); "
-                          f"apply moves it forward to {release.revision}")
-    if not facts.cron_running:
-        p.warnings.append("no cron daemon is running on this target: the jobs will not run until one is started")
-    return p
