@@ -716,15 +716,7 @@ class SSHTransport:
               on_stdout: Callable[[bytes], None] | None = None) -> Result:
         transport = client.get_transport()
         assert transport is not None
-        command = shlex.join(full)
-        try:
-            channel = transport.open_session(timeout=self.hop.timeout)
-            channel.exec_command(command)
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            if "timeout" in str(exc).lower():
-                raise Unreachable(f"{self.hop.where()}: no answer within {self.hop.timeout:g}s on the open SSH "
-                                  "connection (the host or the network went down?)") from None
-            raise Unreachable(f"{self.hop.where()}: the SSH connection failed ({exc or type(exc).__name__})") from None
+        channel = self._open_channel(transport, shlex.join(full))
         self.counters.execs += 1
         expired = threading.Event()
 
@@ -736,47 +728,13 @@ class SSHTransport:
         if watchdog is not None:
             watchdog.daemon = True
             watchdog.start()
-        out: list[bytes] = []
-        err: list[bytes] = []
-
-        def read_stderr() -> None:
-            try:
-                while data := channel.recv_stderr(CHUNK):
-                    err.append(data)
-            except (OSError, EOFError, paramiko.SSHException):
-                pass
-
-        def write_stdin() -> None:
-            try:
-                if stdin:
-                    channel.sendall(stdin)
-                channel.shutdown_write()
-            except (OSError, EOFError, paramiko.SSHException):
-                pass  # the command ended without reading all of its input; its exit code says why
-
-        helpers = [threading.Thread(target=read_stderr, daemon=True)]
-        if len(stdin) > THREADED_STDIN:
-            helpers.append(threading.Thread(target=write_stdin, daemon=True))
-        for helper in helpers:
-            helper.start()
         try:
-            if len(stdin) <= THREADED_STDIN:
-                write_stdin()
-            try:
-                while data := channel.recv(CHUNK):
-                    out.append(data)
-                    if on_stdout is not None:
-                        on_stdout(data)
-            except (OSError, EOFError, paramiko.SSHException):
-                pass
-            for helper in helpers:
-                helper.join()
+            stdout, stderr = _exchange(channel, stdin, on_stdout)
             if not expired.is_set():
                 channel.status_event.wait(timeout)
         finally:
             if watchdog is not None:
                 watchdog.cancel()
-        stdout, stderr = b"".join(out), b"".join(err)
         self.counters.bytes_sent += len(stdin)
         self.counters.bytes_received += len(stdout) + len(stderr)
         if expired.is_set():
@@ -793,6 +751,18 @@ class SSHTransport:
                               hint="ansible_become needs sudo on the target; install it or connect as the run-as user")
         return Result(tuple(full), code, stdout, stderr)
 
+    def _open_channel(self, transport: paramiko.Transport, command: str) -> paramiko.Channel:
+        """A session channel on the open connection, running ``command``; a dead connection is Unreachable."""
+        try:
+            channel = transport.open_session(timeout=self.hop.timeout)
+            channel.exec_command(command)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if "timeout" in str(exc).lower():
+                raise Unreachable(f"{self.hop.where()}: no answer within {self.hop.timeout:g}s on the open SSH "
+                                  "connection (the host or the network went down?)") from None
+            raise Unreachable(f"{self.hop.where()}: the SSH connection failed ({exc or type(exc).__name__})") from None
+        return channel
+
     def close(self) -> None:
         for client in reversed(self._clients):
             with contextlib.suppress(Exception):  # closing never fails a command
@@ -802,3 +772,44 @@ class SSHTransport:
         if self._agent is not None:
             self._agent.close()
             self._agent = None
+
+
+def _exchange(channel: paramiko.Channel, stdin: bytes, on_stdout: Callable[[bytes], None] | None) -> tuple[bytes, bytes]:
+    """Feed ``stdin`` to a running command and read its output until it closes: stderr in a
+    thread of its own (a command that fills one pipe while we wait on the other never hangs),
+    and a large stdin too. A channel closed under us (the timeout's watchdog) ends the reads."""
+    out: list[bytes] = []
+    err: list[bytes] = []
+
+    def read_stderr() -> None:
+        try:
+            while data := channel.recv_stderr(CHUNK):
+                err.append(data)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+
+    def write_stdin() -> None:
+        try:
+            if stdin:
+                channel.sendall(stdin)
+            channel.shutdown_write()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # the command ended without reading all of its input; its exit code says why
+
+    helpers = [threading.Thread(target=read_stderr, daemon=True)]
+    if len(stdin) > THREADED_STDIN:
+        helpers.append(threading.Thread(target=write_stdin, daemon=True))
+    for helper in helpers:
+        helper.start()
+    if len(stdin) <= THREADED_STDIN:
+        write_stdin()
+    try:
+        while data := channel.recv(CHUNK):
+            out.append(data)
+            if on_stdout is not None:
+                on_stdout(data)
+    except (OSError, EOFError, paramiko.SSHException):
+        pass
+    for helper in helpers:
+        helper.join()
+    return b"".join(out), b"".join(err)
