@@ -6,6 +6,7 @@ target's clock and timezone, when the release went live) and the job's schedule.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +16,7 @@ from deployer.core.facts import Facts
 from deployer.core.legacy import stale_legacy_locks
 from deployer.core.outcomes import FAILURES, SUCCESS
 from deployer.core.timing import CronRules, cron_rules, period, previous_fire
-from deployer.remote.messages import RunFound
+from deployer.remote.messages import LegacyLock, LockSeen, RunFound
 
 
 @dataclass(frozen=True)
@@ -70,45 +71,56 @@ def job_checks(job: JobSpec, facts: Facts, limits: Thresholds = Thresholds(), ru
     runs: list[RunFound] = list(info.get("runs", []))
     now = datetime.fromtimestamp(facts.now, UTC) if facts.now else datetime.now(UTC)
     deployed = datetime.fromtimestamp(facts.deployed_at, UTC) if facts.deployed_at else None
-    out: list[Check] = []
-
     if deployed is None:
         return [Check("freshness", WARN, "not deployed yet: no run is expected", job.id)]
+    return [
+        _freshness(job, runs, facts, limits, now, deployed, flavour),
+        _success(job, runs, info.get("last_success"), limits, now),
+        *_unfinished(job, info.get("running", []), limits, now),
+        *_lock(job, info.get("lock", {}), limits, now),
+        *_legacy_locks(job, info.get("legacy_locks", {}), facts),
+        *_timeout_vs_period(job, facts, now, flavour),
+    ]
 
-    # Freshness: the last scheduled time that is older than the grace must have a run.
+
+def _freshness(job: JobSpec, runs: list[RunFound], facts: Facts, limits: Thresholds, now: datetime,
+               deployed: datetime, flavour: str) -> Check:
+    """The last scheduled time older than the grace must have a run."""
     due = previous_fire(job.schedule, now - limits.grace, facts.timezone, flavour)
     started = [t for r in runs if (t := parse_time(r.get("start"))) is not None]
     last_start = max(started) if started else None
     if due is None:
-        out.append(Check("freshness", PASS, "runs at boot only: no schedule to check", job.id))
-    elif deployed > due:
-        out.append(Check("freshness", PASS, f"not due since the deploy {ago(deployed, now)}", job.id))
-    elif last_start is None:
-        out.append(Check("freshness", FAIL, f"should have run at {due:%Y-%m-%d %H:%M} UTC since the deploy "
-                                            f"{ago(deployed, now)} but has no run", job.id))
-    elif last_start < due - timedelta(minutes=1):
-        out.append(Check("freshness", FAIL, f"missed its run of {due:%Y-%m-%d %H:%M} UTC: last run started "
-                                            f"{ago(last_start, now)}", job.id))
-    else:
-        out.append(Check("freshness", PASS, f"last run started {ago(last_start, now)}", job.id))
+        return Check("freshness", PASS, "runs at boot only: no schedule to check", job.id)
+    if deployed > due:
+        return Check("freshness", PASS, f"not due since the deploy {ago(deployed, now)}", job.id)
+    if last_start is None:
+        return Check("freshness", FAIL, f"should have run at {due:%Y-%m-%d %H:%M} UTC since the deploy "
+                                        f"{ago(deployed, now)} but has no run", job.id)
+    if last_start < due - timedelta(minutes=1):
+        return Check("freshness", FAIL, f"missed its run of {due:%Y-%m-%d %H:%M} UTC: last run started "
+                                        f"{ago(last_start, now)}", job.id)
+    return Check("freshness", PASS, f"last run started {ago(last_start, now)}", job.id)
 
-    # Success: consecutive failures, and how long since the last success.
+
+def _success(job: JobSpec, runs: list[RunFound], success: RunFound | None, limits: Thresholds, now: datetime) -> Check:
+    """Consecutive failures, and how long since the last success."""
     failures = consecutive_failures(runs)
-    success = info.get("last_success")
     success_at = parse_time(success.get("start")) if success else None
     if failures >= limits.failures_fail:
-        out.append(Check("success", FAIL, f"{failures} failed runs in a row; last success {ago(success_at, now)}", job.id))
-    elif failures:
+        return Check("success", FAIL, f"{failures} failed runs in a row; last success {ago(success_at, now)}", job.id)
+    if failures:
         last = runs[-1]  # failures counts runs: there is one
-        out.append(Check("success", WARN, f"last run {last.get('outcome')} (exit {last.get('exit_code')}); "
-                                          f"last success {ago(success_at, now)}", job.id))
-    elif success_at is not None:
-        out.append(Check("success", PASS, f"last success {ago(success_at, now)}", job.id))
-    else:
-        out.append(Check("success", PASS, "no run yet", job.id))
+        return Check("success", WARN, f"last run {last.get('outcome')} (exit {last.get('exit_code')}); "
+                                      f"last success {ago(success_at, now)}", job.id)
+    if success_at is not None:
+        return Check("success", PASS, f"last success {ago(success_at, now)}", job.id)
+    return Check("success", PASS, "no run yet", job.id)
 
-    # Runs that started and did not end: crashed (process gone) or hung (past the timeout).
-    for run in info.get("running", []):
+
+def _unfinished(job: JobSpec, running: list[RunFound], limits: Thresholds, now: datetime) -> list[Check]:
+    """Runs that started and did not end: crashed (process gone) or hung (past the timeout)."""
+    out: list[Check] = []
+    for run in running:
         start = parse_time(run.get("start"))
         if not run.get("alive"):
             out.append(Check("runs", FAIL, f"run {run.get('run_id')} started {ago(start, now)} never ended and its "
@@ -118,21 +130,27 @@ def job_checks(job: JobSpec, facts: Facts, limits: Thresholds = Thresholds(), ru
                                            f"{ago(start, now).removesuffix(' ago')}, past its timeout of {job.timeout}s", job.id))
         else:
             out.append(Check("runs", PASS, f"running since {ago(start, now)} (pid {run.get('pid')})", job.id))
+    return out
 
-    # The lock: who holds it, for how long.
-    holders = info.get("lock", {}).get("holders", [])
-    if holders:
-        content = info.get("lock", {}).get("content", "")
-        since = parse_time(content.rsplit(" since ", 1)[1]) if " since " in content else None
-        if since is not None and now - since > timedelta(seconds=job.timeout) + limits.grace:
-            out.append(Check("lock", WARN, f"held by pid {', '.join(map(str, holders))} for "
-                                           f"{ago(since, now).removesuffix(' ago')}, longer than the timeout", job.id))
-        else:
-            out.append(Check("lock", PASS, f"held by the running job (pid {', '.join(map(str, holders))})", job.id))
 
-    # Lock files of the hand-made setup this job replaced.
+def _lock(job: JobSpec, lock: LockSeen, limits: Thresholds, now: datetime) -> list[Check]:
+    """The lock: who holds it, for how long."""
+    holders = lock.get("holders", [])
+    if not holders:
+        return []
+    content = lock.get("content", "")
+    since = parse_time(content.rsplit(" since ", 1)[1]) if " since " in content else None
+    if since is not None and now - since > timedelta(seconds=job.timeout) + limits.grace:
+        return [Check("lock", WARN, f"held by pid {', '.join(map(str, holders))} for "
+                                    f"{ago(since, now).removesuffix(' ago')}, longer than the timeout", job.id)]
+    return [Check("lock", PASS, f"held by the running job (pid {', '.join(map(str, holders))})", job.id)]
+
+
+def _legacy_locks(job: JobSpec, locks: Mapping[str, LegacyLock | None], facts: Facts) -> list[Check]:
+    """Lock files of the hand-made setup this job replaced."""
+    out: list[Check] = []
     stale = dict(stale_legacy_locks(job, facts))
-    for path, lock in info.get("legacy_locks", {}).items():
+    for path, lock in locks.items():
         if not lock:
             continue
         if path in stale:
@@ -150,13 +168,16 @@ def job_checks(job: JobSpec, facts: Facts, limits: Thresholds = Thresholds(), ru
                 why = f"is {int(float(lock.get('age', 0)))}s old and names no process"
             out.append(Check("legacy-lock", WARN, f"{path} {why}: the hand-made job may still be running "
                                                   "(take it out of the crontab)", job.id))
+    return out
 
-    # The declaration itself: a timeout as long as the period lets runs pile up on the lock.
+
+def _timeout_vs_period(job: JobSpec, facts: Facts, now: datetime, flavour: str) -> list[Check]:
+    """The declaration itself: a timeout as long as the period lets runs pile up on the lock."""
     every = period(job.schedule, now, facts.timezone, flavour)
     if every is not None and timedelta(seconds=job.timeout) >= every:
-        out.append(Check("timeout", WARN, f"timeout {job.timeout}s is not shorter than the period "
-                                          f"({int(every.total_seconds())}s): runs will be skipped while one is late", job.id))
-    return out
+        return [Check("timeout", WARN, f"timeout {job.timeout}s is not shorter than the period "
+                                       f"({int(every.total_seconds())}s): runs will be skipped while one is late", job.id)]
+    return []
 
 
 def space_checks(facts: Facts, limits: Thresholds = Thresholds()) -> list[Check]:
