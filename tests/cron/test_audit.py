@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import sqlite3
@@ -209,6 +210,9 @@ def test_run_now_streams_the_output_as_it_comes(project: Project, user_crontab: 
 def test_logs_run_shows_one_runs_own_log(project: Project, user_crontab: str) -> None:
     """retention.run_logs on a real target: `deployer logs --run last|failed|RUN_ID` shows that
     run's own output under its ledger line; a run whose file was pruned is named, not shown."""
+    # The job counts its runs in `seen`, in its cwd: its user's home, which outlives one test
+    # session (the test user is made once per machine). Start from none.
+    shutil.rmtree(Path(pwd.getpwnam(TEST_USER).pw_dir) / "seen", ignore_errors=True)
     project.write("tasks/counted.py", "import os, sys\nos.makedirs('seen', exist_ok=True)\ncount = len(os.listdir('seen'))\n"
                   "open('seen/%d' % count, 'w').close()\nprint('run', count + 1, 'says hi')\n"
                   "sys.exit(3 if count == 1 else 0)\n")
