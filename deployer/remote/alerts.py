@@ -418,7 +418,8 @@ def _mail(channel: Mapping[str, Any], message: Message, host: str) -> Callable[[
 def _sendmail(program: str, mail: EmailMessage) -> Callable[[float], None]:
     def once(seconds: float) -> None:
         trusted_program(program)
-        done = subprocess.run([program, "-t", "-oi"],  # noqa: S603 - a program only root can change, checked above input=mail.as_bytes(), capture_output=True,
+        # a program only root can change, checked just above
+        done = subprocess.run([program, "-t", "-oi"], input=mail.as_bytes(), capture_output=True,  # noqa: S603
                               timeout=max(seconds, 0.1), check=False, cwd="/", env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
         if done.returncode != 0:
             said = done.stderr.decode("utf-8", "replace").strip().splitlines()
