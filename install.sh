@@ -126,8 +126,9 @@ if [ "$mode" = test ]; then
   [ "$(id -u)" = 0 ] || fail "./install.sh --test installs system packages and test users' tools" "run it (or tests/run) as root"
   # gcc, libc6-dev, dpkg-dev: the oracle tier builds Debian cron's own code (apt-get source)
   # busybox-static: a fleet test host runs busybox's crond instead of Debian's cron
+  # prometheus (promtool), prometheus-node-exporter: the alerts tier checks the generated rules and scrapes the metrics
   apt_install "the test tiers" cron openssh-server openssh-client sudo debootstrap iproute2 util-linux procps git \
-    gcc libc6-dev dpkg-dev busybox-static
+    gcc libc6-dev dpkg-dev busybox-static prometheus prometheus-node-exporter
   # shellcheck disable=SC1091
   . /etc/os-release
   if [ -n "$(apt_missing incus-base)" ]; then

@@ -13,7 +13,7 @@ import os
 import click
 
 from deployer import __version__
-from deployer.cli import deploy, explain, lifecycle, ops
+from deployer.cli import alerts, deploy, explain, lifecycle, ops
 from deployer.cli.common import Context
 
 
@@ -30,7 +30,7 @@ def cli(click_ctx: click.Context, file: str, json_mode: bool, color: bool | None
 
 
 for command in (deploy.validate, deploy.render, deploy.plan, deploy.apply, deploy.verify, ops.status, ops.logs,
-                ops.run_now, ops.history, lifecycle.rollback, lifecycle.destroy, explain.explain):
+                ops.run_now, ops.history, lifecycle.rollback, lifecycle.destroy, explain.explain, alerts.alerts):
     cli.add_command(command)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from deployer.config import model
+from deployer.config import alerting, model
 from deployer.config.chars import control_character
 from deployer.config.project import (
     DEFAULT_HOME,
@@ -63,7 +63,34 @@ MODEL_WORDS = {
     "Locks": "a mapping (dir, mode)",
     "SecretRef": "a mapping such as {secret: {env: NAME}}",
     "SecretSource": "a mapping such as {env: NAME} or {file: PATH}",
+    "Alerts": "a mapping (channels, route, rules, grace, metrics)",
+    "JobAlerts": "a mapping (route, rules, grace, ping)",
+    "AlertRules": "a mapping (when, after, quiet)",
+    "Channel": "a mapping with one of mail or webhook",
+    "MailChannel": "a mapping (to, sender, smtp or sendmail)",
+    "SmtpRelay": "a mapping (host, port, starttls, user, password, ca_file)",
+    "WebhookChannel": "a mapping (url, headers)",
+    "Metrics": "a mapping (dir)",
 }
+
+
+def _alert_shapes() -> dict[tuple[str, ...], type[BaseModel]]:
+    shapes: dict[tuple[str, ...], type[BaseModel]] = {}
+    secret: dict[tuple[str, ...], type[BaseModel]] = {(): model.SecretRef, ("secret",): model.SecretSource}
+    for prefix, whole in ((("alerts",), True), (("environments", "*", "alerts"), True),
+                          (("jobs", "*", "alerts"), False), (("environments", "*", "jobs", "*", "alerts"), False)):
+        shapes[prefix] = model.Alerts if whole else model.JobAlerts
+        shapes[(*prefix, "rules")] = model.AlertRules
+        if whole:
+            channel = (*prefix, "channels", "*")
+            shapes.update({channel: model.Channel, (*channel, "mail"): model.MailChannel,
+                           (*channel, "mail", "smtp"): model.SmtpRelay, (*channel, "webhook"): model.WebhookChannel,
+                           (*prefix, "metrics"): model.Metrics})
+            shapes.update({(*channel, "mail", "smtp", "password", *k): v for k, v in secret.items()})
+            shapes.update({(*channel, "webhook", "headers", "*", *k): v for k, v in secret.items()})
+        else:
+            shapes.update({(*prefix, "ping", *k): v for k, v in secret.items()})
+    return shapes
 
 
 def _message(err: Any, path: KeyPath, src: SourceMap) -> str:
@@ -134,6 +161,7 @@ def _allowed_keys(parent: KeyPath) -> list[str]:
         ("defaults", "env", "*", "secret"): model.SecretSource,
         ("environments", "*", "jobs", "*", "env", "*"): model.SecretRef,
         ("environments", "*", "jobs", "*", "env", "*", "secret"): model.SecretSource,
+        **_alert_shapes(),
     }
     found = models.get(shape)
     return list(found.model_fields) if found else []
@@ -143,7 +171,7 @@ def _shape(path: KeyPath) -> tuple[str, ...]:
     out: list[str] = []
     for i, part in enumerate(path):
         parent = out[-1] if out else None
-        if parent in {"jobs", "environments", "env"} and (i == 0 or out[-1] != "*"):
+        if parent in {"jobs", "environments", "env", "channels", "headers"} and (i == 0 or out[-1] != "*"):
             out.append("*")
         else:
             out.append(str(part))
@@ -398,6 +426,9 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
         python=pick("python", "python3"),
     )
 
+    channels, metrics_dir, channel_problems = alerting.environment_channels(decl, env_name, env, src)
+    problems.extend(channel_problems)
+
     inventory_path = _inside(root, env.inventory)
     if Path(env.inventory).is_absolute() or inventory_path is None:
         problems.append(src.problem((*env_path, "inventory"), f"inventory '{env.inventory}' must be a path inside the project folder"))
@@ -420,6 +451,7 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
             ((*env_path, "jobs", job_id), override),
         ]
         values, origin = _merge(layers)
+        values.pop("alerts", None)  # merged key by key, below
         where: KeyPath = ("jobs", job_id)
         allowed_envs = values.get("environments")
         if allowed_envs is not None:
@@ -452,6 +484,8 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
                 env_items.append((var, Secret(value.secret.env, value.secret.file, value.secret.key)))
             else:
                 env_items.append((var, value))
+        job_alerts, alert_problems = alerting.job_alerts(decl, env_name, env, job_id, channels, src)
+        problems.extend(alert_problems)
         jobs.append(Job(
             id=job_id,
             schedule=values["schedule"],
@@ -471,6 +505,7 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
             legacy_scripts=tuple(values.get("legacy_scripts", ())),
             previous_ids=tuple(values.get("previous_ids", ())),
             retention=_retention(values.get("retention")),
+            alerts=job_alerts,
             origin=origin,
         ))
     claimed: dict[str, str] = {}
@@ -488,4 +523,5 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
     variables = {name: Variable(name, value, ("vars", name)) for name, value in decl.vars.items()}
     for name, value in (env.vars or {}).items():
         variables[name] = Variable(name, value, (*env_path, "vars", name))
-    return EnvironmentConfig(env_name, inventory_path or root, env.inventory, settings, tuple(jobs), tuple(variables.values()))
+    return EnvironmentConfig(env_name, inventory_path or root, env.inventory, settings, tuple(jobs), tuple(variables.values()),
+                             channels, metrics_dir)

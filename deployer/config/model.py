@@ -175,6 +175,188 @@ class Locks(Strict):
     mode: Mode | None = None
 
 
+# ----------------------------------------------------------------------------- alerts
+
+ALERT_EVENTS = ("failure", "timeout", "crash", "late", "recovered")
+CHANNEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+# An address that becomes a mail header: one address, no spaces, no display name.
+MAIL_ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+")
+HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # RFC 9110's token
+
+
+def _http_url(value: str) -> str:
+    # Root sends to it: file://, ftp:// or a bare path would make urllib read or reach
+    # something else than a web server.
+    if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", value):
+        raise ValueError(f"'{value}' is not an http:// or https:// URL")
+    return value
+
+
+def _secret_only(value: Any) -> Any:
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        raise ValueError("is a secret: write where deployer reads it, {secret: {env: NAME}} or {secret: {file: PATH}}, "
+                         "never the value itself (the declaration is no place for it)")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_one_line), AfterValidator(_http_url)]
+SecretOnly = Annotated[SecretRef, BeforeValidator(_secret_only)]
+
+
+def _url_kind(value: Any) -> str:
+    return "secret-ref" if isinstance(value, dict) else "plain-value"
+
+
+# A URL that may itself be the secret (a healthchecks ping URL holds its check's key).
+UrlValue = Annotated[
+    Annotated[HttpUrl, Tag("plain-value")] | Annotated[SecretRef, Tag("secret-ref")],
+    Discriminator(_url_kind),
+]
+
+
+def _header_value(value: str) -> str:
+    found = control_character(value)
+    if found:
+        raise ValueError(f"contains the control character {found}; a header value is one line")
+    return value
+
+
+HeaderValue = Annotated[
+    Annotated[Annotated[str, AfterValidator(_header_value)], Tag("plain-value")] | Annotated[SecretRef, Tag("secret-ref")],
+    Discriminator(_env_value_kind),
+]
+
+
+class SmtpRelay(Strict):
+    """An SMTP relay the target's wrapper hands its mail to."""
+
+    host: Line
+    port: Annotated[int, Field(ge=1, le=65535)] = 587
+    starttls: bool = True
+    user: Line | None = None
+    password: SecretOnly | None = None
+    # A CA bundle on the target, for a relay whose certificate a private CA signed.
+    ca_file: Line | None = None
+
+    @model_validator(mode="after")
+    def _login(self) -> SmtpRelay:
+        if (self.user is None) != (self.password is None):
+            raise ValueError("'user' and 'password' go together: the relay's login needs both")
+        if self.user is not None and not self.starttls:
+            raise ValueError("a login without 'starttls: true' would send the password in clear text; "
+                             "turn starttls on (the relay must offer it)")
+        if self.ca_file is not None and not self.ca_file.startswith("/"):
+            raise ValueError(f"ca_file '{self.ca_file}' must be an absolute path on the target")
+        return self
+
+
+class MailChannel(Strict):
+    """Mail: through an SMTP relay, or the target's own sendmail."""
+
+    to: list[Line]
+    sender: Line | None = None  # default: deployer@<host>
+    smtp: SmtpRelay | None = None
+    sendmail: Line | None = None  # e.g. /usr/sbin/sendmail
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one address")
+        for address in value:
+            if not MAIL_ADDRESS.fullmatch(address):
+                raise ValueError(f"'{address}' is not a mail address (one address such as oncall@example.org)")
+        return value
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str | None) -> str | None:
+        if value is not None and not MAIL_ADDRESS.fullmatch(value):
+            raise ValueError(f"'{value}' is not a mail address (one address such as cron@example.org)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way(self) -> MailChannel:
+        if (self.smtp is None) == (self.sendmail is None):
+            raise ValueError("a mail channel needs exactly one of 'smtp' (a relay: host, port, ...) or 'sendmail' "
+                             "(the target's sendmail program, e.g. /usr/sbin/sendmail)")
+        if self.sendmail is not None and not self.sendmail.startswith("/"):
+            raise ValueError(f"sendmail '{self.sendmail}' must be an absolute path on the target (e.g. /usr/sbin/sendmail)")
+        return self
+
+
+class WebhookChannel(Strict):
+    """A JSON POST to a URL (the body is documented in the README)."""
+
+    url: HttpUrl
+    headers: dict[str, HeaderValue] | None = None
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        for name in value or {}:
+            if not HEADER_NAME.fullmatch(name) or name.lower() in {"content-type", "content-length", "host"}:
+                raise ValueError(f"'{name}' is not a header deployer can set (letters, digits and -; "
+                                 "not Content-Type, Content-Length or Host)")
+        return value
+
+
+class Channel(Strict):
+    mail: MailChannel | None = None
+    webhook: WebhookChannel | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Channel:
+        if (self.mail is None) == (self.webhook is None):
+            raise ValueError("a channel needs exactly one of 'mail' or 'webhook'")
+        return self
+
+
+class Metrics(Strict):
+    """node_exporter's textfile collector folder on the target."""
+
+    dir: Line
+
+    @field_validator("dir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"'{value}' must be an absolute path on the target (e.g. /var/lib/prometheus/node-exporter)")
+        return value
+
+
+class AlertRules(Strict):
+    """When a message goes out, and how often at most."""
+
+    # Which events send a message (`on:` would be YAML's boolean true); `recovered` sends one when an incident that was told ends.
+    when: list[Literal["failure", "timeout", "crash", "late", "recovered"]] | None = None
+    after: Annotated[int, Field(ge=1, le=10000)] | None = None  # consecutive failed runs before an incident opens
+    quiet: Duration | None = None  # after a message, no new incident is told before this has passed
+
+
+class JobAlerts(Strict):
+    """A job's alerts: where they go, when, and its healthchecks ping URL."""
+
+    route: list[Line] | None = None  # channel names; [] for none
+    rules: AlertRules | None = None
+    grace: Duration | None = None  # late: no start this long after a scheduled time
+    ping: UrlValue | None = None  # a healthchecks-compatible check's ping URL
+
+
+class Alerts(JobAlerts):
+    """The ``alerts:`` section at the top and in an environment: channels, plus what jobs inherit."""
+
+    channels: dict[str, Channel] | None = None
+    metrics: Metrics | None = None
+
+    @field_validator("ping")
+    @classmethod
+    def _ping_is_per_job(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("a ping URL belongs to one check, so to one job: set it under jobs.<id>.alerts.ping")
+        return value
+
+
 class JobFields(Strict):
     """Fields of a job; every one optional so that environments can override any of them."""
 
@@ -201,6 +383,7 @@ class JobFields(Strict):
     # Ids this job had before a rename: its run history and log move to the new id.
     previous_ids: list[Line] | None = None
     retention: Retention | None = None
+    alerts: JobAlerts | None = None
 
     @field_validator("previous_ids")
     @classmethod
@@ -296,6 +479,7 @@ class Environment(Strict):
     vars: dict[str, VarValue] | None = None
     defaults: Defaults | None = None
     jobs: dict[str, JobFields] | None = None
+    alerts: Alerts | None = None
 
 
 class Declaration(Strict):
@@ -307,6 +491,7 @@ class Declaration(Strict):
     files: list[Line] = []
     jobs: dict[str, JobFields]
     environments: dict[str, Environment]
+    alerts: Alerts | None = None
 
     @field_validator("project")
     @classmethod

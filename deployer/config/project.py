@@ -47,6 +47,71 @@ class RetentionPolicy:
     run_logs: int = 0  # per-run log files kept; 0: none
 
 
+ALERT_EVENTS = ("failure", "timeout", "crash", "late", "recovered")
+DEFAULT_QUIET = 3600  # after a message, no new incident of the job is told for an hour
+
+
+@dataclass(frozen=True)
+class SmtpRelay:
+    host: str
+    port: int = 587
+    starttls: bool = True
+    user: str | None = None
+    password: Secret | None = None
+    ca_file: str | None = None  # on the target
+
+
+@dataclass(frozen=True)
+class MailChannel:
+    to: tuple[str, ...]
+    sender: str | None = None
+    smtp: SmtpRelay | None = None
+    sendmail: str | None = None  # the target's program, absolute
+
+
+@dataclass(frozen=True)
+class WebhookChannel:
+    url: str
+    headers: tuple[tuple[str, str | Secret], ...] = ()
+
+
+@dataclass(frozen=True)
+class AlertChannel:
+    """A named place alerts go (``alerts.channels.<name>``), as one environment has it."""
+
+    name: str
+    mail: MailChannel | None = None
+    webhook: WebhookChannel | None = None
+    origin: KeyPath = field(default=(), compare=False, hash=False)
+
+    @property
+    def kind(self) -> str:
+        return "mail" if self.mail is not None else "webhook"
+
+
+@dataclass(frozen=True)
+class AlertRules:
+    when: tuple[str, ...] = ALERT_EVENTS
+    after: int = 1  # consecutive failed runs before an incident opens
+    quiet: int = DEFAULT_QUIET  # seconds
+
+
+@dataclass(frozen=True)
+class JobAlerts:
+    """Who hears of one job, and when. ``grace`` None: derived from the schedule and timeout
+    (core/alerting.py)."""
+
+    route: tuple[str, ...] = ()
+    rules: AlertRules = AlertRules()
+    grace: int | None = None
+    ping: str | Secret | None = None
+    ping_origin: KeyPath = field(default=(), compare=False, hash=False)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.route or self.ping is not None)
+
+
 @dataclass(frozen=True)
 class Job:
     """One job as it applies in one environment."""
@@ -69,6 +134,7 @@ class Job:
     legacy_scripts: tuple[str, ...] = ()
     previous_ids: tuple[str, ...] = ()
     retention: RetentionPolicy = RetentionPolicy()
+    alerts: JobAlerts = JobAlerts()
     # Where each field was set, for errors found later (templates, secrets, inventory).
     origin: dict[str, KeyPath] = field(default_factory=dict, compare=False, hash=False)
 
@@ -105,6 +171,11 @@ class EnvironmentConfig:
     settings: Settings
     jobs: tuple[Job, ...]
     vars: tuple[Variable, ...] = ()
+    channels: tuple[AlertChannel, ...] = ()  # alerts.channels, the environment's over the top level's
+    metrics_dir: str | None = None  # node_exporter's textfile folder on the targets
+
+    def channel(self, name: str) -> AlertChannel:
+        return next(c for c in self.channels if c.name == name)
 
 
 @dataclass(frozen=True)
