@@ -24,6 +24,7 @@ from deployer.config.project import (
     DEFAULT_TIMEOUT,
     EnvironmentConfig,
     Job,
+    JobAlerts,
     Project,
     RetentionPolicy,
     Secret,
@@ -394,41 +395,58 @@ def _retention(declared: model.Retention | None) -> RetentionPolicy:
     )
 
 
-def _environment(decl: model.Declaration, env_name: str, env: model.Environment, root: Path, src: SourceMap) -> EnvironmentConfig:
-    problems: list[Problem] = []
-    env_path: KeyPath = ("environments", env_name)
-    top = decl.defaults
-    local = env.defaults or model.Defaults()
+class _Defaults:
+    """The environment's ``defaults:`` over the top level's: the first that sets a key wins."""
 
-    def pick(name: str, default: Any) -> Any:
-        for layer in (local, top):
+    def __init__(self, decl: model.Declaration, env: model.Environment) -> None:
+        self.top = decl.defaults
+        self.local = env.defaults or model.Defaults()
+
+    def pick(self, name: str, default: Any) -> Any:
+        for layer in (self.local, self.top):
             value = getattr(layer, name)
             if value is not None:
                 return value
         return default
 
-    def pick_sub(section: str, name: str, default: Any) -> Any:
-        for layer in (local, top):
+    def pick_sub(self, section: str, name: str, default: Any) -> Any:
+        for layer in (self.local, self.top):
             sub = getattr(layer, section)
             if sub is not None and getattr(sub, name) is not None:
                 return getattr(sub, name)
         return default
 
-    settings = Settings(
-        home=pick("home", DEFAULT_HOME),
-        log_dir=pick_sub("logs", "dir", DEFAULT_LOG_DIR),
-        log_mode=pick_sub("logs", "mode", None),
-        log_owner=pick_sub("logs", "owner", None),
-        log_group=pick_sub("logs", "group", None),
-        lock_dir=pick_sub("locks", "dir", DEFAULT_LOCK_DIR),
-        lock_mode=pick_sub("locks", "mode", None),
-        keep_releases=pick("keep_releases", DEFAULT_KEEP_RELEASES),
-        python=pick("python", "python3"),
-    )
+    def settings(self) -> Settings:
+        return Settings(
+            home=self.pick("home", DEFAULT_HOME),
+            log_dir=self.pick_sub("logs", "dir", DEFAULT_LOG_DIR),
+            log_mode=self.pick_sub("logs", "mode", None),
+            log_owner=self.pick_sub("logs", "owner", None),
+            log_group=self.pick_sub("logs", "group", None),
+            lock_dir=self.pick_sub("locks", "dir", DEFAULT_LOCK_DIR),
+            lock_mode=self.pick_sub("locks", "mode", None),
+            keep_releases=self.pick("keep_releases", DEFAULT_KEEP_RELEASES),
+            python=self.pick("python", "python3"),
+        )
 
-    channels, metrics_dir, channel_problems = alerting.environment_channels(decl, env_name, env, src)
-    problems.extend(channel_problems)
+    def job_layers(self, job_id: str, base: Any, override: Any, env_path: KeyPath) -> list[tuple[KeyPath, Any]]:
+        """A job's layers, later winning: defaults' env, defaults, the job, the environment's override."""
+        shared = model.JobFields(run_as=self.pick("run_as", None), timeout=self.pick("timeout", None),
+                                 concurrency=self.pick("concurrency", None), retention=self.pick("retention", None))
+        env_defaults: dict[str, Any] = dict(self.top.env or {})
+        env_defaults.update(self.local.env or {})
+        return [
+            (("defaults",), model.JobFields(env=env_defaults) if env_defaults else None),
+            (("defaults",), shared),
+            (("jobs", job_id), base),
+            ((*env_path, "jobs", job_id), override),
+        ]
 
+
+def _environment(decl: model.Declaration, env_name: str, env: model.Environment, root: Path, src: SourceMap) -> EnvironmentConfig:
+    env_path: KeyPath = ("environments", env_name)
+    defaults = _Defaults(decl, env)
+    channels, metrics_dir, problems = alerting.environment_channels(decl, env_name, env, src)
     inventory_path = _inside(root, env.inventory)
     if Path(env.inventory).is_absolute() or inventory_path is None:
         problems.append(src.problem((*env_path, "inventory"), f"inventory '{env.inventory}' must be a path inside the project folder"))
@@ -437,77 +455,86 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
 
     jobs: list[Job] = []
     for job_id, base in decl.jobs.items():
-        override = (env.jobs or {}).get(job_id)
-        shared_defaults = model.JobFields(
-            run_as=pick("run_as", None), timeout=pick("timeout", None), concurrency=pick("concurrency", None),
-            retention=pick("retention", None),
-        )
-        env_defaults: dict[str, Any] = dict(top.env or {})
-        env_defaults.update(local.env or {})
-        layers: list[tuple[KeyPath, Any]] = [
-            (("defaults",), model.JobFields(env=env_defaults) if env_defaults else None),
-            (("defaults",), shared_defaults),
-            (("jobs", job_id), base),
-            ((*env_path, "jobs", job_id), override),
-        ]
-        values, origin = _merge(layers)
-        values.pop("alerts", None)  # merged key by key, below
-        where: KeyPath = ("jobs", job_id)
-        allowed_envs = values.get("environments")
-        if allowed_envs is not None:
-            for i, name in enumerate(allowed_envs):
-                if name not in decl.environments:
-                    problems.append(src.problem(origin["environments"] + (i,),
-                                                f"unknown environment '{name}'{_suggest(name, list(decl.environments))} (declared: {', '.join(decl.environments)})"))
-            if env_name not in allowed_envs:
-                continue
-        if "schedule" not in values:
-            problems.append(src.problem(where, "required key 'schedule' is missing"))
+        values, origin = _merge(defaults.job_layers(job_id, base, (env.jobs or {}).get(job_id), env_path))
+        values.pop("alerts", None)  # merged key by key, by alerting.job_alerts
+        if not _in_environment(decl, env_name, values, origin, src, problems):
             continue
-        has_script, has_command = "script" in values, "command" in values
-        if has_script == has_command:
-            problems.append(src.problem(where, "a job needs exactly one of 'script' (a Python task script, pushed) or 'command' (a program on the target)"))
+        if (problem := _job_shape_problem(values, origin, ("jobs", job_id), src)) is not None:
+            problems.append(problem)
             continue
-        if has_command:
-            command = values["command"]
-            if command.strip() != command or any(c.isspace() for c in command):
-                problems.append(src.problem(origin["command"],
-                                            f"'{command}' looks like a shell line; 'command' is one program (path or name), put its arguments in 'args' as a list"))
-                continue
-            found = control_character(command)
-            if found:
-                problems.append(src.problem(origin["command"], f"contains the control character {found}; 'command' is one program (path or name)"))
-                continue
-        env_items: list[tuple[str, str | Secret]] = []
-        for var, value in sorted(values.get("env", {}).items()):
-            if isinstance(value, model.SecretRef):
-                env_items.append((var, Secret(value.secret.env, value.secret.file, value.secret.key)))
-            else:
-                env_items.append((var, value))
         job_alerts, alert_problems = alerting.job_alerts(decl, env_name, env, job_id, channels, src)
         problems.extend(alert_problems)
-        jobs.append(Job(
-            id=job_id,
-            schedule=values["schedule"],
-            description=values.get("description", ""),
-            script=values.get("script"),
-            command=values.get("command"),
-            args=tuple(values.get("args", ())),
-            run_as=values.get("run_as"),
-            log_file=values.get("log_file"),
-            timeout=values.get("timeout", DEFAULT_TIMEOUT),
-            concurrency=values.get("concurrency", "forbid"),
-            env=tuple(env_items),
-            enabled=values.get("enabled", True),
-            hosts=tuple(values["hosts"]) if "hosts" in values else None,
-            workdir=values.get("workdir"),
-            legacy_locks=tuple(values.get("legacy_locks", ())),
-            legacy_scripts=tuple(values.get("legacy_scripts", ())),
-            previous_ids=tuple(values.get("previous_ids", ())),
-            retention=_retention(values.get("retention")),
-            alerts=job_alerts,
-            origin=origin,
-        ))
+        jobs.append(_job(job_id, values, origin, job_alerts))
+    problems += _previous_id_problems(decl, jobs, src)
+    if problems:
+        raise InvalidInput(problems)
+    variables = {name: Variable(name, value, ("vars", name)) for name, value in decl.vars.items()}
+    for name, value in (env.vars or {}).items():
+        variables[name] = Variable(name, value, (*env_path, "vars", name))
+    return EnvironmentConfig(env_name, inventory_path or root, env.inventory, defaults.settings(), tuple(jobs),
+                             tuple(variables.values()), channels, metrics_dir)
+
+
+def _in_environment(decl: model.Declaration, env_name: str, values: dict[str, Any], origin: dict[str, KeyPath],
+                    src: SourceMap, problems: list[Problem]) -> bool:
+    """Whether the job's ``environments:`` (if any) takes in this one; unknown names are problems."""
+    allowed_envs = values.get("environments")
+    if allowed_envs is None:
+        return True
+    for i, name in enumerate(allowed_envs):
+        if name not in decl.environments:
+            problems.append(src.problem(origin["environments"] + (i,),
+                                        f"unknown environment '{name}'{_suggest(name, list(decl.environments))} (declared: {', '.join(decl.environments)})"))
+    return env_name in allowed_envs
+
+
+def _job_shape_problem(values: dict[str, Any], origin: dict[str, KeyPath], where: KeyPath, src: SourceMap) -> Problem | None:
+    """A job that cannot be one: no schedule, not exactly one of script and command, a command that is a shell line."""
+    if "schedule" not in values:
+        return src.problem(where, "required key 'schedule' is missing")
+    if ("script" in values) == ("command" in values):
+        return src.problem(where, "a job needs exactly one of 'script' (a Python task script, pushed) or 'command' (a program on the target)")
+    command = values.get("command")
+    if command is not None:
+        if command.strip() != command or any(c.isspace() for c in command):
+            return src.problem(origin["command"],
+                               f"'{command}' looks like a shell line; 'command' is one program (path or name), put its arguments in 'args' as a list")
+        if found := control_character(command):
+            return src.problem(origin["command"], f"contains the control character {found}; 'command' is one program (path or name)")
+    return None
+
+
+def _job(job_id: str, values: dict[str, Any], origin: dict[str, KeyPath], job_alerts: JobAlerts) -> Job:
+    env_items: list[tuple[str, str | Secret]] = [
+        (var, Secret(value.secret.env, value.secret.file, value.secret.key) if isinstance(value, model.SecretRef) else value)
+        for var, value in sorted(values.get("env", {}).items())]
+    return Job(
+        id=job_id,
+        schedule=values["schedule"],
+        description=values.get("description", ""),
+        script=values.get("script"),
+        command=values.get("command"),
+        args=tuple(values.get("args", ())),
+        run_as=values.get("run_as"),
+        log_file=values.get("log_file"),
+        timeout=values.get("timeout", DEFAULT_TIMEOUT),
+        concurrency=values.get("concurrency", "forbid"),
+        env=tuple(env_items),
+        enabled=values.get("enabled", True),
+        hosts=tuple(values["hosts"]) if "hosts" in values else None,
+        workdir=values.get("workdir"),
+        legacy_locks=tuple(values.get("legacy_locks", ())),
+        legacy_scripts=tuple(values.get("legacy_scripts", ())),
+        previous_ids=tuple(values.get("previous_ids", ())),
+        retention=_retention(values.get("retention")),
+        alerts=job_alerts,
+        origin=origin,
+    )
+
+
+def _previous_id_problems(decl: model.Declaration, jobs: list[Job], src: SourceMap) -> list[Problem]:
+    """A previous id must be gone from the declaration and claimed by one job only."""
+    problems: list[Problem] = []
     claimed: dict[str, str] = {}
     for job in jobs:
         for old in job.previous_ids:
@@ -518,10 +545,4 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
             elif old in claimed:
                 problems.append(src.problem(where, f"'{old}' is also a previous id of job '{claimed[old]}': which one is it?"))
             claimed.setdefault(old, job.id)
-    if problems:
-        raise InvalidInput(problems)
-    variables = {name: Variable(name, value, ("vars", name)) for name, value in decl.vars.items()}
-    for name, value in (env.vars or {}).items():
-        variables[name] = Variable(name, value, (*env_path, "vars", name))
-    return EnvironmentConfig(env_name, inventory_path or root, env.inventory, settings, tuple(jobs), tuple(variables.values()),
-                             channels, metrics_dir)
+    return problems
