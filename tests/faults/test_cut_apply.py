@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 
+from deployer.engine.remote import build_script
 from tests.faults.conftest import (
+    HOME,
     PAUSE_ENV,
     Controller,
     at_the_prompt,
@@ -93,14 +95,27 @@ def test_link_down_before_the_bundle(one_host: FleetProject) -> None:
 # ----------------------------------------------------------------------------- during the transfer
 
 
+def probe_reads(p: FleetProject) -> int:
+    """How many bytes a whole probe of this project reads on h1 (rchar: its stdin, python's own
+    start-up, the files it looks at), measured by running the real probe bundle there."""
+    script = build_script("probe", {"deploy_home": HOME, "crontab_users": ["root"]})
+    script += b"\nimport sys as _s\n_s.stderr.write(open('/proc/self/io').read())\n"
+    done = p.th.exec_on("h1", ["python3", "-I", "-"], input=script, text=False, check=True)
+    return int(next(line.split()[1] for line in done.stderr.decode().splitlines() if line.startswith("rchar:")))
+
+
 def transfer_in_progress(p: FleetProject, controller: Controller, bundle: int) -> dict[str, int]:
     """The applier has started reading its bundle from stdin and is far from done."""
 
+    # rchar also counts python's own start-up reads and the probe's: past what a whole probe
+    # reads on this host (measured, plus a margin; at least 1 MiB) only the applier's bundle,
+    # read from stdin, can be the reason.
+    floor = max(1024 * 1024, probe_reads(p) + 256 * 1024)
+    assert floor < bundle // 2, f"a probe reads {floor} bytes on h1: the bundle is too small to tell the applier apart"
+
     def midway() -> Any:
         assert controller.proc.poll() is None, controller.finish()
-        # rchar also counts python's own start-up reads and the probe's reads (well under
-        # 1 MiB): past 1 MiB only the applier's bundle, read from stdin, can be the reason.
-        readers = [r for r in stdin_pythons(p.th) if 1024 * 1024 < r["rchar"] < bundle // 2]
+        readers = [r for r in stdin_pythons(p.th) if floor < r["rchar"] < bundle // 2]
         return readers[0] if readers else None
 
     reader: dict[str, int] = wait_for(midway, "the bundle's transfer to be under way", every=0.02)
