@@ -165,6 +165,10 @@ def test_a_dead_channel_changes_nothing_of_the_run_and_is_recorded(project: Proj
     ca_file = tmp_path / "none.pem"
     ca_file.write_text("")
     env = deploy(project, exit_file, closed, ca_file, f"http://127.0.0.1:{closed}", metrics_dir)
+    assert project.deployer("plan", "dev", "--detailed-exitcode", env=env).exit_code == 0  # the alerts file is in place
+    changed = project.deployer("plan", "dev", env={**env, "HOOK_TOKEN": "Bearer rotated-1a2b3c"})
+    assert "alerts/flaky.json" in changed.stdout, changed  # a changed secret is a change, its value never shown
+    assert "rotated-1a2b3c" not in changed.stdout + changed.stderr and SECRETS["HOOK_TOKEN"] not in changed.stdout
     started = time.monotonic()
     assert run(project, exit_file, 5, env) == 5
     assert time.monotonic() - started < 60  # each channel within its 10 s budget, all at once
