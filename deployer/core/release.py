@@ -116,7 +116,8 @@ class Release:
 
 
 # The release's ``run``: the wrapper's module and what it imports, then the call cron makes.
-WRAPPER_MAIN = "\nif __name__ == '__main__':\n    _sys.exit(_sys.modules['deployer.remote.wrapper'].entry(_sys.argv[1:], __file__))\n"
+WRAPPER_MAIN = ("\nif __name__ == '__main__':\n    from deployer.remote import wrapper as _wrapper\n"
+                "    _sys.exit(_wrapper.entry(_sys.argv[1:], __file__))\n")
 
 
 def wrapper_source() -> bytes:

@@ -44,7 +44,6 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Final, cast
 
-from deployer.remote import runalerts
 from deployer.remote.safefs import Unsafe, open_dir, open_file, split, unlink_file
 
 if TYPE_CHECKING:  # the types only: a run needs nothing of messages
@@ -52,6 +51,7 @@ if TYPE_CHECKING:  # the types only: a run needs nothing of messages
     from contextlib import AbstractContextManager
     from types import FrameType
 
+    from deployer.remote import runalerts
     from deployer.remote.messages import JobSpecFile, RetentionSpec, RunExtra, RunningMarker, RunOutcome, RunRecord
 
     # A job spec's retention, or {} when it has none: each value then its default.
@@ -438,9 +438,14 @@ def main(argv: list[str], script: str) -> int:
     keep_run_logs = int((spec.get("retention") or {}).get("run_logs", 0))
     extra: RunExtra = {}
     alerting: runalerts.RunAlerts | None = None
-    config, problem = runalerts.load(release, job_id)
-    if config is not None:
-        alerting = runalerts.RunAlerts(config, spec, run.run_id, run.host)
+    problem = None
+    # Only a job with alerts imports their code (the bundle compiles a module when it is
+    # first imported): a run without them costs what it did before alerts existed.
+    if os.path.lexists(os.path.join(release, "alerts", job_id + ".json")):
+        from deployer.remote import runalerts
+        config, problem = runalerts.load(release, job_id)
+        if config is not None:
+            alerting = runalerts.RunAlerts(config, spec, run.run_id, run.host)
     if problem:
         run.log(f"run {run.run_id}: {problem}; no alerts for this run")
         extra["alert_errors"] = [problem]
