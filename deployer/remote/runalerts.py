@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from deployer.remote import alerts, metrics
 from deployer.remote.safefs import read_bytes
+from deployer.remote.targetlib import target_timezone
 
 if TYPE_CHECKING:
     from deployer.remote.messages import AlertConfigFile, AlertDelivery, JobSpecFile
@@ -43,25 +44,7 @@ def load(release: str, job_id: str) -> tuple[AlertConfigFile | None, str | None]
     return config, None  # type: ignore[return-value]  # deployer wrote it (core/alertconfig.py)
 
 
-def target_timezone() -> str:
-    """The zone cron reads schedules in (as the probe reports it)."""
-    tz = os.environ.get("TZ", "").lstrip(":")
-    if tz:
-        return tz
-    try:
-        with open("/etc/timezone") as f:
-            name = f.read().strip()
-            if name:
-                return name
-    except OSError:
-        pass
-    try:
-        target = os.readlink("/etc/localtime")
-        if "zoneinfo/" in target:
-            return target.split("zoneinfo/", 1)[1]
-    except OSError:
-        pass
-    return "UTC"
+
 
 
 def secret_values(env: dict[str, str], config: AlertConfigFile) -> list[str]:
