@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+from deployer.remote.hostzone import target_timezone
 from deployer.remote.messages import (
     BackupRecord,
     CronDaemon,
@@ -57,7 +58,6 @@ from deployer.remote.targetlib import (
     run_record,
     sha256_file,
     tail_lines,
-    target_timezone,
     user_name,
 )
 

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from deployer.remote import alerts, metrics
+from deployer.remote.hostzone import target_timezone
 from deployer.remote.safefs import read_bytes
-from deployer.remote.targetlib import target_timezone
 
 if TYPE_CHECKING:
     from deployer.remote.messages import AlertConfigFile, AlertDelivery, JobSpecFile

@@ -451,24 +451,3 @@ def emit(result: Mapping[str, object]) -> None:
 
 def decode_params(text: str) -> Any:
     return json.loads(base64.b64decode(text).decode("utf-8"))
-
-
-def target_timezone() -> str:
-    """The zone cron reads schedules in: TZ, else /etc/timezone, else the /etc/localtime link, else UTC."""
-    tz = os.environ.get("TZ", "")
-    if tz:
-        return tz.lstrip(":")
-    try:
-        with open("/etc/timezone") as f:
-            name = f.read().strip()
-            if name:
-                return name
-    except OSError:
-        pass
-    try:
-        target = os.readlink("/etc/localtime")
-        if "zoneinfo/" in target:
-            return target.split("zoneinfo/", 1)[1]
-    except OSError:
-        pass
-    return "UTC"
