@@ -3,11 +3,13 @@
 The target side (``deployer/remote/``) is made of real modules with real imports, so that
 linters, type checkers and unit tests read them as they are. A target needs nothing
 installed but python3, so at send time the modules a piece of target code imports are
-packed into one script, each kept a module of its own under its own name: the script
-registers ``deployer`` and ``deployer.remote`` as empty packages, then runs each module's
-source (dependencies first) into a fresh module object in ``sys.modules``. The modules'
-own ``from deployer.remote import safefs`` lines then find them. Tracebacks name the real
-file and line (``deployer/remote/applier.py``, line 212), which splicing text never did.
+packed into one script, each kept a module of its own under its own name: the script holds
+their sources and puts a finder first on ``sys.meta_path`` that serves ``deployer``,
+``deployer.remote`` (empty packages) and each module, compiled when it is first imported.
+The modules' own ``from deployer.remote import safefs`` lines find them through the normal
+import system, and a run compiles only what it imports (the wrapper of a job without alerts
+never builds the alerting modules it carries). Tracebacks name the real file and line
+(``deployer/remote/applier.py``, line 212), which splicing text never did.
 
 Ansible's module_utils and pyinfra's facts solve the same problem the same way: the
 controller owns the code, the target receives it whole with each run.
@@ -29,27 +31,33 @@ _PROLOGUE = '''\
 # deployer target code: {entry} and the modules it imports, each a module of its own.
 # Built by deployer (deployer/core/bundle.py) from its own sources; edit those, not this.
 import sys as _sys
-import types as _types
+from importlib.machinery import ModuleSpec as _ModuleSpec
+
+_deployer_sources = {{}}
 
 
-def _deployer_package(name):
-    package = _types.ModuleType(name)
-    package.__path__ = []
-    _sys.modules[name] = package
-    return package
+class _DeployerModules:
+    """Finds deployer's target modules in this script: each is compiled when first imported,
+    so a run pays only for the modules it uses (a job without alerts never builds them)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name in ("deployer", "deployer.remote"):
+            return _ModuleSpec(name, self, origin="<deployer>", is_package=True)
+        if name in _deployer_sources:
+            return _ModuleSpec(name, self, origin="<deployer>/" + name.replace(".", "/") + ".py")
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        source = _deployer_sources.get(module.__name__)
+        if source is not None:
+            module.__file__ = module.__spec__.origin
+            exec(compile(source, module.__file__, "exec"), module.__dict__)
 
 
-def _deployer_module(name, source):
-    module = _types.ModuleType(name)
-    module.__file__ = "<deployer>/" + name.replace(".", "/") + ".py"
-    _sys.modules[name] = module
-    exec(compile(source, module.__file__, "exec"), module.__dict__)
-    parent, _, child = name.rpartition(".")
-    setattr(_sys.modules[parent], child, module)
-    return module
-
-
-_deployer_package("deployer").remote = _deployer_package("deployer.remote")
+_sys.meta_path.insert(0, _DeployerModules())
 '''
 
 
@@ -151,5 +159,5 @@ def bundle(entry: str) -> str:
     """
     parts = [_PROLOGUE.format(entry=f"{PACKAGE}.{entry}")]
     for name in load_order(entry):
-        parts.append(f"\n_deployer_module({PACKAGE + '.' + name!r}, {module_source(name)!r})\n")
+        parts.append(f"\n_deployer_sources[{PACKAGE + '.' + name!r}] = {module_source(name)!r}\n")
     return "".join(parts)

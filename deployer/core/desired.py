@@ -57,6 +57,11 @@ class JobSpec:
     retention: RetentionPolicy = RetentionPolicy()
     # (old path, new path) of a renamed job's state and log: moved once, if only the old exists
     moves: tuple[tuple[str, str], ...] = ()
+    # alerts/<id>.json (core/alertconfig.py): its text (secrets resolved), the same masked, and
+    # the secrets it holds; None: the job has no alerts, and no such file
+    alerts: str | None = None
+    alerts_public: str | None = None
+    alert_secrets: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ SECRET_LINE_MIN: Final = 4
 
 
 def secret_values(jobs: Iterable[JobSpec]) -> frozenset[str]:
-    """The values of the jobs' environment that come from a secret reference (empty ones aside)."""
-    return frozenset(value for job in jobs for name, value in job.env if name in job.secret_names and value)
+    """The values of the jobs' environment and alert configs that come from a secret reference (empty ones aside)."""
+    return frozenset({value for job in jobs for name, value in job.env if name in job.secret_names and value}
+                     | {value for job in jobs for value in job.alert_secrets if value})
 
 
 @functools.lru_cache(maxsize=64)

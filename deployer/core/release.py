@@ -116,7 +116,8 @@ class Release:
 
 
 # The release's ``run``: the wrapper's module and what it imports, then the call cron makes.
-WRAPPER_MAIN = "\nif __name__ == '__main__':\n    _sys.exit(_sys.modules['deployer.remote.wrapper'].entry(_sys.argv[1:], __file__))\n"
+WRAPPER_MAIN = ("\nif __name__ == '__main__':\n    from deployer.remote import wrapper as _wrapper\n"
+                "    _sys.exit(_wrapper.entry(_sys.argv[1:], __file__))\n")
 
 
 def wrapper_source() -> bytes:
@@ -170,6 +171,7 @@ def _expand_job(job: JobSpec, home: str, uid: int) -> JobSpec:
         legacy_locks=tuple(x(p) for p in job.legacy_locks), legacy_scripts=tuple(x(p) for p in job.legacy_scripts),
         retention=job.retention,
         moves=tuple((x(a), x(b)) for a, b in job.moves),
+        alerts=job.alerts, alerts_public=job.alerts_public, alert_secrets=job.alert_secrets,
     )
 
 
@@ -213,10 +215,14 @@ def materialize(desired: DesiredState, who: Identity) -> Release:
         files.append(ReleaseFile(f"scripts/{name}", content, 0o755 if name in desired.script_names else 0o644))
     for job in jobs:
         files.append(ReleaseFile(f"jobs/{job.id}.json", job_spec(job, desired.project, desired.env), 0o644))
+        # Read by the wrapper's user: root's when root starts it (the job gets the values in
+        # its environment, never the file), else the job's own.
+        owner = job.run_as if job.run_as and job.run_as != who.user and who.uid != 0 else None
+        if job.alerts is not None:
+            # channel passwords, tokens, the ping URL: secret whether or not one was declared as such
+            files.append(ReleaseFile(f"alerts/{job.id}.json", job.alerts.encode(), 0o600, owner, secret=True,
+                                     public=(job.alerts_public or "").encode()))
         if job.env:
-            # Read by the wrapper's user: root's when root starts it (the job gets the values in
-            # its environment, never the file), else the job's own.
-            owner = job.run_as if job.run_as and job.run_as != who.user and who.uid != 0 else None
             secret = bool(job.secret_names)
             files.append(ReleaseFile(f"env/{job.id}.env", env_file(job), 0o600, owner, secret=secret,
                                      public=env_file(job, mask_secrets=True) if secret else None))

@@ -9,6 +9,7 @@ user deployer connects as, on the target; ``{{ data_root }}`` is /var/lib for ro
 
 from __future__ import annotations
 
+import os
 import posixpath
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +24,7 @@ from deployer.config.sandbox import BoundedEnvironment
 from deployer.config.schedule import ScheduleError, normalize
 from deployer.config.secrets import resolve_env
 from deployer.config.yamlsource import KeyPath
+from deployer.core.alertconfig import render_alerts
 from deployer.core.crontab import unsafe_character
 from deployer.core.desired import DATA, HOME, DesiredState, DirSpec, JobSpec
 from deployer.core.timing import FLAVOUR_VAR, declared_flavour
@@ -190,6 +192,9 @@ def render(project: Project, env: EnvironmentConfig, target: Target, all_targets
             (name, value if name in secret_names else r.text(value, job.origin.get(f"env.{name}", where), f"env {name}"))
             for name, value in sorted(env_values.items())
         )
+        alert_file, alert_problems = render_alerts(job, env, project, os.environ if environ is None else environ,
+                                                   secret_names, resolve_secrets)
+        r.problems.extend(alert_problems)
         script = None
         if job.script is not None:
             script = Path(job.script).name
@@ -232,6 +237,9 @@ def render(project: Project, env: EnvironmentConfig, target: Target, all_targets
             moves=tuple(move for old in job.previous_ids for move in (
                 (f"{deploy_home}/state/{old}", f"{deploy_home}/state/{job.id}"),
                 *([(f"{log_dir}/{old}.log", log_file)] if not job.log_file else []))),
+            alerts=alert_file.text if alert_file else None,
+            alerts_public=alert_file.public if alert_file else None,
+            alert_secrets=alert_file.secrets if alert_file else frozenset(),
         ))
     for directory, users in sorted(log_dir_users.items()):
         # A log folder shared by jobs of different users belongs to the connecting user;

@@ -30,8 +30,8 @@ def build_script(name: str, params: Mapping[str, Any]) -> bytes:
     """The target module ``name`` bundled with what it imports, then a call of its ``main``."""
     encoded = base64.b64encode(json.dumps(params).encode()).decode()
     return (bundle(name) + "\n\nimport os\nos.chdir('/')\n"
-            f"_sys.modules['deployer.remote.{name}'].main("
-            f"_sys.modules['deployer.remote.targetlib'].decode_params({encoded!r}))\n").encode()
+            f"from deployer.remote import {name} as _entry, targetlib as _targetlib\n"
+            f"_entry.main(_targetlib.decode_params({encoded!r}))\n").encode()
 
 
 def isolated(python: str, *args: str) -> list[str]:

@@ -41,23 +41,25 @@ from __future__ import annotations
 import copy
 import json
 import os
-import smtplib
-import ssl
 import stat
 import subprocess
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deployer.remote import metrics, safefs
+
+if TYPE_CHECKING:
+    import urllib.request
+    from email.message import EmailMessage
+
+# smtplib, ssl, email and urllib.request are imported where a message or ping is sent: they
+# cost a run about 50 ms to import, and the wrapper bundles this module for every job, also
+# for the jobs (and runs) that send nothing.
 
 EVENTS = ("failure", "timeout", "crash", "late", "recovered")
 DEFAULT_TIMEOUT = 10.0  # seconds a channel may take, all its attempts included
@@ -338,6 +340,9 @@ def _attempts(name: str, event: str, config: Mapping[str, Any], once: Callable[[
 
 
 def _describe(exc: BaseException) -> str:
+    import smtplib
+    import urllib.error
+
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code} {exc.reason}"
     if isinstance(exc, urllib.error.URLError):
@@ -349,14 +354,21 @@ def _describe(exc: BaseException) -> str:
     return text if isinstance(exc, (TimeoutError, smtplib.SMTPException)) else f"{type(exc).__name__}: {text}"
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    # A redirect could lead root's request to ftp:// or elsewhere: the declared URL is the one used.
-    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
-                         newurl: str) -> urllib.request.Request | None:
-        raise _Refused(f"HTTP {code}: the server redirects; deployer does not follow redirects (declare the final URL)")
+_OPENERS: list[urllib.request.OpenerDirector] = []
 
 
-_OPENER = urllib.request.build_opener(_NoRedirects())
+def _opener() -> urllib.request.OpenerDirector:
+    import urllib.request
+
+    class NoRedirects(urllib.request.HTTPRedirectHandler):
+        # A redirect could lead root's request to ftp:// or elsewhere: the declared URL is the one used.
+        def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                             newurl: str) -> urllib.request.Request | None:
+            raise _Refused(f"HTTP {code}: the server redirects; deployer does not follow redirects (declare the final URL)")
+
+    if not _OPENERS:
+        _OPENERS.append(urllib.request.build_opener(NoRedirects()))
+    return _OPENERS[0]
 
 
 def _post(url: str, data: bytes, headers: Mapping[str, str]) -> Callable[[float], None]:
@@ -364,10 +376,13 @@ def _post(url: str, data: bytes, headers: Mapping[str, str]) -> Callable[[float]
         raise _Refused("not an http or https URL")
 
     def once(seconds: float) -> None:
+        import urllib.error
+        import urllib.request
+
         # http(s) only, checked above
         request = urllib.request.Request(url, data=data, method="POST", headers={"User-Agent": "deployer", **headers})  # noqa: S310
         try:
-            with _OPENER.open(request, timeout=max(seconds, 0.1)) as response:
+            with _opener().open(request, timeout=max(seconds, 0.1)) as response:
                 response.read(64 * 1024)
         except urllib.error.HTTPError as exc:
             if 400 <= exc.code < 500 and exc.code not in (408, 429):
@@ -378,6 +393,11 @@ def _post(url: str, data: bytes, headers: Mapping[str, str]) -> Callable[[float]
 
 
 def _mail(channel: Mapping[str, Any], message: Message, host: str) -> Callable[[float], None]:
+    import smtplib
+    import ssl
+    from email.message import EmailMessage
+    from email.utils import formatdate, make_msgid
+
     mail = EmailMessage()
     mail["From"] = channel.get("sender") or f"deployer@{host}"
     mail["To"] = ", ".join(channel["to"])

@@ -386,6 +386,63 @@ class JobSpecFile(TypedDict):
     retention: RetentionSpec
 
 
+class AlertRulesSpec(TypedDict):
+    when: list[str]  # failure | timeout | crash | late | recovered
+    after: int  # failed runs in a row before an incident opens
+    quiet: int  # seconds: at most one new incident told per quiet period
+
+
+class SmtpSpec(TypedDict):
+    host: str
+    port: int
+    starttls: bool
+    user: str | None
+    password: str | None  # a secret, resolved on the controller
+    ca_file: str | None  # on the target
+
+
+class AlertChannelSpec(TypedDict, total=False):
+    name: Required[str]
+    type: Required[Literal["mail", "webhook"]]
+    to: list[str]  # mail
+    sender: str | None
+    smtp: SmtpSpec | None  # mail through a relay, or
+    sendmail: str | None  # the target's program
+    url: str  # webhook
+    headers: dict[str, str]  # webhook; values may be secrets
+
+
+class AlertConfigFile(TypedDict):
+    """``<release>/alerts/<id>.json``: who hears of job <id> and how (controller -> wrapper;
+    written by deployer/core/alertconfig.py, read by deployer/remote/runalerts.py through
+    deployer/remote/alerts.py, whose docstring shows it). Holds resolved secrets: root's (or
+    the deploying user's), 0600, and no digest of it is ever published. Only jobs with alerts
+    have one."""
+
+    project: str
+    env: str
+    job: str
+    rules: AlertRulesSpec
+    grace: int | None  # seconds after a due time before the job is late; None: not declared
+    timeout: float  # seconds a channel may take, its retries included
+    retries: int
+    channels: list[AlertChannelSpec]
+    ping: str | None  # healthchecks-compatible check URL (a secret: whoever has it can ping)
+    metrics_dir: str | None  # node_exporter's textfile folder
+    secret_env: list[str]  # names of the job's env variables whose values are masked in output tails
+
+
+class AlertDelivery(TypedDict):
+    """One message or ping of a run, as its ledger line records it (no URL, no secret)."""
+
+    channel: str  # the channel's name, or "ping"
+    event: str  # failure | timeout | crash | recovered | ping-start | ping-<exit status>
+    ok: bool
+    error: str | None
+    attempts: int
+    seconds: float
+
+
 class RunExtra(TypedDict, total=False):
     """The fields a run adds to its ledger line when they apply."""
 
@@ -393,6 +450,8 @@ class RunExtra(TypedDict, total=False):
     lock_holder: str  # skipped-locked: what the lock file says of the run that holds it
     signal: int  # crashed: the signal that stopped the job
     error: str  # could not start (exit code 127): why
+    alerts: list[AlertDelivery]  # the job has alerts: what the run told, and what failed
+    alert_errors: list[str]  # the job has alerts: what went wrong in alerting itself (state, metrics)
 
 
 class RunRecord(RunExtra):
@@ -455,4 +514,6 @@ class RunFound(TypedDict, total=False):
     lock_holder: str | None
     signal: int | None
     error: str | None
+    alerts: list[AlertDelivery] | None
+    alert_errors: list[str] | None
     alive: bool  # a running marker's: its job's process still lives (the probe adds it)

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+from deployer.remote.hostzone import target_timezone
 from deployer.remote.messages import (
     BackupRecord,
     CronDaemon,
@@ -478,24 +479,7 @@ def _jobs_runtime(jobs: list[ProbeJob], home: str, log_tail: int, ledger_all: bo
     return out
 
 
-def _timezone() -> str:
-    tz = os.environ.get("TZ", "")
-    if tz:
-        return tz.lstrip(":")
-    try:
-        with open("/etc/timezone") as f:
-            name = f.read().strip()
-            if name:
-                return name
-    except OSError:
-        pass
-    try:
-        target = os.readlink("/etc/localtime")
-        if "zoneinfo/" in target:
-            return target.split("zoneinfo/", 1)[1]
-    except OSError:
-        pass
-    return "UTC"
+
 
 
 def _space(paths: list[str], problems: list[str]) -> dict[str, SpaceInfo]:
@@ -581,7 +565,7 @@ def main(params: ProbeRequest) -> None:
         "current": current,
         "cron": _cron_daemon(),
         "now": time.time(),
-        "timezone": _timezone(),
+        "timezone": target_timezone(),
         "deployed_at": deployed_at,
         "jobs": _jobs_runtime(params.get("jobs", []), home, params.get("log_tail", 0), params.get("ledger_all", False),
                               params.get("run_log")),

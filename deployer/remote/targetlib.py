@@ -356,8 +356,11 @@ RUN_FIELDS: dict[str, tuple[type, ...]] = {
     "run_id": (str,), "job": (str,), "project": (str,), "env": (str,), "start": (str,), "end": (str,),
     "duration": (int, float), "exit_code": (int,), "outcome": (str,), "host": (str,), "pid": (int,),
     "wrapper_pid": (int,), "user": (str,), "revision": (str,), "trigger": (str,), "log": (str,),
-    "lock_holder": (str,), "signal": (int,), "error": (str,),
+    "lock_holder": (str,), "signal": (int,), "error": (str,), "alerts": (list,), "alert_errors": (list,),
 }
+LIST_LIMIT = 64  # items of a list field (a run's deliveries: a few per channel)
+DELIVERY_FIELDS: dict[str, tuple[type, ...]] = {"channel": (str,), "event": (str,), "ok": (bool,), "error": (str, type(None)),
+                                                "attempts": (int,), "seconds": (int, float)}
 # The fields of a running marker: a run that has not ended has no outcome, end or exit code,
 # whatever a marker written by someone else claims (`logs --run` shows such a run as running).
 MARKER_FIELDS = frozenset(("run_id", "start", "pid", "wrapper_pid", "host", "revision", "trigger", "log"))
@@ -379,6 +382,10 @@ def run_record(data: object, ledger: bool = True) -> tuple[RunFound, None] | tup
             return None, f"field {name} is {_shown_type(value)}"
         if isinstance(value, float) and value != value:
             return None, f"field {name} is NaN"
+        if isinstance(value, list):
+            problem = _list_field(name, value)
+            if problem:
+                return None, problem
         if ledger or name in MARKER_FIELDS:
             out[name] = value
     for name in ("run_id", "start") + (("outcome",) if ledger else ()):
@@ -388,6 +395,25 @@ def run_record(data: object, ledger: bool = True) -> tuple[RunFound, None] | tup
         return None, "unknown outcome"
     # Each field checked against RunFound's types above: the dict is one.
     return cast("RunFound", out), None
+
+
+def _list_field(name: str, value: list[object]) -> str | None:
+    """Why a list field of a ledger line (alert_errors: texts; alerts: deliveries) is not one, or None."""
+    if len(value) > LIST_LIMIT:
+        return f"field {name} has more than {LIST_LIMIT} items"
+    for item in value:
+        if name == "alert_errors":
+            if not isinstance(item, str) or len(item) > TEXT_LIMIT:
+                return f"field {name} holds {_shown_type(item)}"
+            continue
+        if not isinstance(item, dict) or set(item) != set(DELIVERY_FIELDS):
+            return f"field {name} holds something other than a delivery"
+        for key, kinds in DELIVERY_FIELDS.items():
+            field = item[key]
+            if (isinstance(field, bool) and bool not in kinds) or not isinstance(field, kinds) or (
+                    isinstance(field, str) and len(field) > TEXT_LIMIT):
+                return f"field {name}: {key} is {_shown_type(field)}"
+    return None
 
 
 def _shown_type(value: object) -> str:

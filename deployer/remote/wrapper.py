@@ -13,7 +13,11 @@ Standard library only. For one run it:
   the whole group when the timeout passes;
 - with ``retention.run_logs: N``, also keeps each run's output in a file of its own
   (``state/JOB_ID/runs/<start>-<run id>.log``, the last N kept), named in its ledger line;
-- appends one JSON line per run to the job's ledger (``state/JOB_ID/ledger.jsonl``).
+- appends one JSON line per run to the job's ledger (``state/JOB_ID/ledger.jsonl``);
+- when the release has ``alerts/JOB_ID.json``, pings the job's check at start and end, tells
+  its channels of failures and recoveries, keeps the alert state (``state/JOB_ID/alerts.json``)
+  and writes its metrics (runalerts.py); the deliveries go into the ledger line, and no
+  failure of theirs changes the run's outcome or exit code.
 
 Started by root for a job that runs as another user (root deployed it: the entry is in
 root's crontab), it keeps the run records (state folder: ledger, running markers, run logs)
@@ -47,6 +51,7 @@ if TYPE_CHECKING:  # the types only: a run needs nothing of messages
     from contextlib import AbstractContextManager
     from types import FrameType
 
+    from deployer.remote import runalerts
     from deployer.remote.messages import JobSpecFile, RetentionSpec, RunExtra, RunningMarker, RunOutcome, RunRecord
 
     # A job spec's retention, or {} when it has none: each value then its default.
@@ -59,6 +64,7 @@ OUTCOME_LOCKED: Final[RunOutcome] = "skipped-locked"
 OUTCOME_CRASHED: Final[RunOutcome] = "crashed"
 KILL_GRACE = 10  # seconds between SIGTERM and SIGKILL of a job that outlived its timeout
 RUN_LOGS = "runs"  # per-run logs, in the job's state folder
+TAIL_BYTES = 16 * 1024  # of a run's output kept for its alert's last lines
 
 
 def now_iso(t: float) -> str:
@@ -431,19 +437,35 @@ def main(argv: list[str], script: str) -> int:
     workdir = spec.get("workdir") or (run.as_user.pw_dir if run.as_user else spec["state_dir"])
     keep_run_logs = int((spec.get("retention") or {}).get("run_logs", 0))
     extra: RunExtra = {}
+    alerting: runalerts.RunAlerts | None = None
+    problem = None
+    # Only a job with alerts imports their code (the bundle compiles a module when it is
+    # first imported): a run without them costs what it did before alerts existed.
+    if os.path.lexists(os.path.join(release, "alerts", job_id + ".json")):
+        from deployer.remote import runalerts
+        config, problem = runalerts.load(release, job_id)
+        if config is not None:
+            alerting = runalerts.RunAlerts(config, spec, run.run_id, run.host)
+    if problem:
+        run.log(f"run {run.run_id}: {problem}; no alerts for this run")
+        extra["alert_errors"] = [problem]
     if keep_run_logs:
         extra["log"] = run.open_run_log()
     run.log(f"run {run.run_id} start: job {spec['id']}, revision {run.revision}, trigger {trigger}")
     # Straight into the log file, unless the output must also go elsewhere (to `deployer run`,
     # to the run's own log): then through a pipe that we copy. Through the pipe, a job that
     # outlives a killed wrapper gets EPIPE on its next write instead of writing on unseen.
-    piped = tee or run.run_log_fd is not None
+    # With alerts, the output's last lines go into the message: piped too.
+    piped = tee or run.run_log_fd is not None or alerting is not None
+    output_tail = [b""]
     try:
         # The child keeps the lock fd: if this wrapper dies, the lock lasts as long as the job.
         out = subprocess.PIPE if piped else run.log_fd
         env = run.environment()
         if tee:
             env["PYTHONUNBUFFERED"] = "1"  # `deployer run` shows a Python task's lines as they are printed
+        if alerting is not None:
+            alerting.started()
         # the job's user, with its groups, as cron sets them (initgroups); else as we are
         user = run.as_user
         # The job's own argv, from the release's job spec: no shell, nothing from outside the release.
@@ -454,6 +476,9 @@ def main(argv: list[str], script: str) -> int:
                                 extra_groups=os.getgrouplist(user.pw_name, user.pw_gid) if user else None)
     except OSError as exc:
         run.log(f"run {run.run_id} could not start: {exc}")
+        if alerting is not None:
+            alerting.ended(OUTCOME_FAILURE, 127, run.start, time.time(), str(exc).encode(), ())
+            _alert_extra(extra, alerting)
         run.record(OUTCOME_FAILURE, 127, None, {**extra, "error": str(exc)})
         if keep_run_logs:
             run.close_run_log(keep_run_logs)
@@ -471,6 +496,8 @@ def main(argv: list[str], script: str) -> int:
                 os.write(log_fd, chunk)
                 if run.run_log_fd is not None:
                     os.write(run.run_log_fd, chunk)
+                if alerting is not None:
+                    output_tail[0] = (output_tail[0] + chunk)[-TAIL_BYTES:]
                 if tee:
                     sys.stdout.buffer.write(chunk)
                     sys.stdout.flush()
@@ -514,6 +541,10 @@ def main(argv: list[str], script: str) -> int:
         extra["signal"] = -code
     else:
         outcome, exit_code = (OUTCOME_SUCCESS if code == 0 else OUTCOME_FAILURE), code
+    if alerting is not None:
+        alerting.ended(outcome, exit_code, run.start, time.time(), output_tail[0],
+                       runalerts.secret_values(env, alerting.config))
+        _alert_extra(extra, alerting)
     entry = run.record(outcome, exit_code, proc.pid, extra)
     run.log(f"run {run.run_id} end: {outcome} (exit {exit_code}, {entry['duration']:.1f}s)")
     if keep_run_logs:
@@ -521,6 +552,14 @@ def main(argv: list[str], script: str) -> int:
     with contextlib.suppress(OSError):
         unlink_file(marker)
     return exit_code
+
+
+def _alert_extra(extra: RunExtra, alerting: runalerts.RunAlerts) -> None:
+    """What the run's alerting did, for its ledger line."""
+    extra["alerts"] = alerting.deliveries
+    errors = [*extra.get("alert_errors", []), *alerting.errors]
+    if errors:
+        extra["alert_errors"] = errors
 
 
 def entry(argv: list[str], script: str) -> int:

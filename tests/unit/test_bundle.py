@@ -41,16 +41,26 @@ def test_imports_for_the_type_checker_only_are_not_bundled() -> None:
     assert "messages" not in load_order("wrapper")
 
 
-def test_the_bundled_modules_are_real_modules_and_tracebacks_name_their_file(tmp_path: Path) -> None:
+def test_the_bundled_modules_are_real_modules_compiled_when_imported_and_tracebacks_name_their_file(tmp_path: Path) -> None:
     script = bundle("applier") + (
         "import sys\n"
-        "m = sys.modules\n"
-        "print(m['deployer.remote.applier'].open_dir is m['deployer.remote.safefs'].open_dir,"
-        " m['deployer.remote.targetlib'].__name__)\n"
-        "m['deployer.remote.targetlib'].decode_params('not base64 json')\n")
+        "print('deployer.remote.applier' in sys.modules)\n"  # nothing is compiled before it is imported
+        "from deployer.remote import applier, safefs, targetlib\n"
+        "print(applier.open_dir is safefs.open_dir, targetlib.__name__)\n"
+        "targetlib.decode_params('not base64 json')\n")
     done = subprocess.run(isolated("/usr/bin/python3"), input=script.encode(), capture_output=True, cwd=tmp_path)
-    assert done.stdout.decode().split() == ["True", "deployer.remote.targetlib"]
+    assert done.stdout.decode().split() == ["False", "True", "deployer.remote.targetlib"]
     assert done.returncode == 1 and 'deployer/remote/targetlib.py", line' in done.stderr.decode()
+
+
+def test_a_wrapper_run_without_alerts_never_compiles_the_alerting_modules(tmp_path: Path) -> None:
+    assert {"runalerts", "alerts", "metrics", "cronengine"} <= set(load_order("wrapper"))  # carried...
+    script = bundle("wrapper") + (
+        "import sys\nfrom deployer.remote import wrapper\n"
+        "print(sorted(m for m in sys.modules if m.startswith('deployer.')))\n")
+    done = subprocess.run(isolated("/usr/bin/python3"), input=script.encode(), capture_output=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().strip() == "['deployer.remote', 'deployer.remote.safefs', 'deployer.remote.wrapper']"  # ...not built
 
 
 def test_the_probe_bundle_answers_from_a_real_isolated_python(tmp_path: Path) -> None:

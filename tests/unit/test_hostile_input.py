@@ -210,3 +210,15 @@ def test_junit_stays_valid_xml_with_control_characters() -> None:
     # without cleaning, the same checks are not XML at all: what CI would have choked on
     with pytest.raises(ET.ParseError):
         ET.fromstring(junit_xml(session).split("?>", 1)[1])  # type: ignore[arg-type]
+
+
+def test_a_ledger_lines_alert_deliveries_are_checked_item_by_item() -> None:
+    line = {"run_id": "r", "start": "2026-01-01T00:00:00.000Z", "outcome": "failure"}
+    good = {"channel": "oncall", "event": "failure", "ok": False, "error": "Connection refused", "attempts": 3, "seconds": 1.5}
+    assert targetlib.run_record({**line, "alerts": [good], "alert_errors": ["x"]}) == (
+        {**line, "alerts": [good], "alert_errors": ["x"]}, None)
+    assert targetlib.run_record({**line, "alerts": [{**good, "ok": "yes"}]}) == (None, "field alerts: ok is a string of 3 characters")
+    assert targetlib.run_record({**line, "alerts": [{**good, "url": "http://x"}]}) == (
+        None, "field alerts holds something other than a delivery")
+    assert targetlib.run_record({**line, "alert_errors": [1]}) == (None, "field alert_errors holds a JSON number")
+    assert targetlib.run_record({**line, "alerts": [good] * 65}) == (None, "field alerts has more than 64 items")

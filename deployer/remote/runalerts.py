@@ -1,0 +1,125 @@
+"""The run wrapper's alerting: what one run tells its channels, its check and node_exporter. Runs on the target.
+
+Standard library only (plus deployer.remote's own target modules), bundled into the
+release's ``run`` with the wrapper. The wrapper calls ``load`` (None: the job has no
+``alerts/<id>.json``), ``RunAlerts.started`` before the job starts and ``RunAlerts.ended``
+once its outcome is known, before the ledger line is written: the deliveries go into that
+line. Nothing here raises into the wrapper, and every channel is bounded by the config's
+timeout (alerts.py): alerting never changes the job's exit code or outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from deployer.remote import alerts, metrics
+from deployer.remote.hostzone import target_timezone
+from deployer.remote.safefs import read_bytes
+
+if TYPE_CHECKING:
+    from deployer.remote.messages import AlertConfigFile, AlertDelivery, JobSpecFile
+
+CONFIG_LIMIT = 1024 * 1024
+STATE_FILE = "alerts.json"  # in the job's state folder, beside the ledger
+
+
+def load(release: str, job_id: str) -> tuple[AlertConfigFile | None, str | None]:
+    """The job's alert config (root's or ours, read without following links) and a problem, if any."""
+    path = os.path.join(release, "alerts", job_id + ".json")
+    try:
+        data = read_bytes(path, CONFIG_LIMIT, owners={0, os.geteuid()})
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"alert config {path} cannot be read: {exc.strerror or exc}"
+    try:
+        config = json.loads(data.decode("utf-8"))
+    except ValueError:
+        return None, f"alert config {path} is not JSON"
+    if not isinstance(config, dict):
+        return None, f"alert config {path} is not a JSON object"
+    return config, None  # type: ignore[return-value]  # deployer wrote it (core/alertconfig.py)
+
+
+
+
+
+def secret_values(env: dict[str, str], config: AlertConfigFile) -> list[str]:
+    """What an output tail must not show: the job's secret env values and the config's own secrets."""
+    found = [env.get(name, "") for name in config.get("secret_env") or []]
+    for channel in config.get("channels") or []:
+        smtp = channel.get("smtp")
+        if smtp and smtp.get("password"):
+            found.append(str(smtp["password"]))
+        found.extend(str(v) for v in (channel.get("headers") or {}).values())
+    if config.get("ping"):
+        found.append(str(config["ping"]))
+    return [s for s in found if s]
+
+
+class RunAlerts:
+    """One run's alerting: a start ping, then the decision, messages, state, finish ping and metrics."""
+
+    def __init__(self, config: AlertConfigFile, spec: JobSpecFile, run_id: str, host: str) -> None:
+        self.config = config
+        self.spec = spec
+        self.run_id = run_id
+        self.host = host
+        self.deliveries: list[AlertDelivery] = []
+        self.errors: list[str] = []
+
+    def _keep(self, delivery: alerts.Delivery | None) -> None:
+        if delivery is not None:
+            self.deliveries.append(delivery.record())  # type: ignore[arg-type]  # the same fields
+
+    def started(self) -> None:
+        """healthchecks' ``/start``: the check then measures the run and knows it is going on."""
+        try:
+            self._keep(alerts.ping(self.config, "start", self.run_id))
+        except Exception as exc:  # noqa: BLE001 - alerting never stops a run
+            self.errors.append(f"start ping: {type(exc).__name__}: {exc}")
+
+    def ended(self, outcome: str, exit_code: int | None, start: float, end: float, output: bytes,
+              secrets: Sequence[str]) -> None:
+        """Everything the run's end calls for; what failed is kept in ``deliveries`` and ``errors``."""
+        try:
+            self._ended(outcome, exit_code, start, end, output, secrets)
+        except Exception as exc:  # noqa: BLE001 - alerting never changes the job's outcome
+            self.errors.append(f"alerting: {type(exc).__name__}: {exc}")
+
+    def _ended(self, outcome: str, exit_code: int | None, start: float, end: float, output: bytes,
+               secrets: Sequence[str]) -> None:
+        tail = alerts.tail(output, secrets)
+        event: dict[str, Any] = {"outcome": outcome, "at": end, "host": self.host, "run_id": self.run_id,
+                                 "exit_code": exit_code, "start": start, "duration": round(end - start, 3),
+                                 "output_tail": tail}
+        state_path = os.path.join(self.spec["state_dir"], STATE_FILE)
+        state, problem = alerts.read_state(state_path)
+        if problem:
+            self.errors.append(problem)
+        decision = alerts.decide(self.config, state, event)
+        if decision.messages:
+            self.deliveries.extend(d.record() for d in alerts.send(self.config, decision.messages, self.host))  # type: ignore[misc]
+        problem = alerts.write_state(state_path, decision.state)
+        if problem:
+            self.errors.append(problem)
+        if exit_code is not None:  # skipped-locked: the run that holds the lock pings its own end
+            body = "\n".join(tail).encode()
+            self._keep(alerts.ping(self.config, exit_code, self.run_id, body))
+        if self.config.get("metrics_dir"):
+            self._metrics(decision.state, end)
+
+    def _metrics(self, state: dict[str, Any], now: float) -> None:
+        spec = self.spec
+        m = metrics.JobMetrics(
+            project=spec["project"], env=spec["env"], job=spec["id"],
+            last_run=state.get("last_run"), last_success=state.get("last_success"),
+            last_duration=state.get("last_duration"), last_exit_code=state.get("last_exit_code"),
+            consecutive_failures=int(state.get("consecutive_failures") or 0),
+            next_run=metrics.next_run(spec["schedule"], target_timezone(), now), running=False)
+        problem = metrics.write(str(self.config["metrics_dir"]), m)
+        if problem:
+            self.errors.append(problem)
