@@ -408,23 +408,9 @@ def main(argv: list[str], script: str) -> int:
     spec = run.spec
     if run.as_user:
         run.check_records_kept()
-
-    with run.user_side():
-        lock_fd = open_no_follow(spec["lock_file"], os.O_RDWR | os.O_CREAT, 0o600)
-    if spec.get("concurrency", "forbid") == "forbid":
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            holder = os.pread(lock_fd, 100, 0).decode("utf-8", "replace").strip()
-            with run.user_side():
-                run.log_fd = open_no_follow(spec["log_file"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-            run.log(f"run {run.run_id} skipped: the previous run still holds the lock ({holder or '?'})")
-            run.record(OUTCOME_LOCKED, None, None, {"lock_holder": holder})
-            return 0
-        os.ftruncate(lock_fd, 0)
-        os.pwrite(lock_fd, f"pid {os.getpid()} run {run.run_id} since {now_iso(run.start)}".encode(), 0)
+    lock_fd = _take_lock(run)
+    if lock_fd is None:
+        return 0  # skipped: the previous run still holds the lock (recorded)
 
     with run.user_side():
         rotated = rotate_log(spec["log_file"], spec.get("retention") or {})
@@ -437,18 +423,7 @@ def main(argv: list[str], script: str) -> int:
     workdir = spec.get("workdir") or (run.as_user.pw_dir if run.as_user else spec["state_dir"])
     keep_run_logs = int((spec.get("retention") or {}).get("run_logs", 0))
     extra: RunExtra = {}
-    alerting: runalerts.RunAlerts | None = None
-    problem = None
-    # Only a job with alerts imports their code (the bundle compiles a module when it is
-    # first imported): a run without them costs what it did before alerts existed.
-    if os.path.lexists(os.path.join(release, "alerts", job_id + ".json")):
-        from deployer.remote import runalerts
-        config, problem = runalerts.load(release, job_id)
-        if config is not None:
-            alerting = runalerts.RunAlerts(config, spec, run.run_id, run.host)
-    if problem:
-        run.log(f"run {run.run_id}: {problem}; no alerts for this run")
-        extra["alert_errors"] = [problem]
+    alerting = _alerting(run, release, job_id, extra)
     if keep_run_logs:
         extra["log"] = run.open_run_log()
     run.log(f"run {run.run_id} start: job {spec['id']}, revision {run.revision}, trigger {trigger}")
@@ -515,33 +490,12 @@ def main(argv: list[str], script: str) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
 
-    timed_out = False
-    try:
-        code = proc.wait(timeout=spec["timeout"])
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        run.log(f"run {run.run_id} exceeded its timeout of {spec['timeout']}s: stopping its process group")
-        _kill_group(proc.pid, signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=KILL_GRACE)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc.pid, signal.SIGKILL)
-            code = proc.wait()
-    _kill_group(proc.pid, signal.SIGKILL)  # leftovers of the job's group never outlive the run
+    code, timed_out = _wait(run, proc)
     if copier is not None:
         copier.join(timeout=5)
-
-    if timed_out:
-        outcome, exit_code = OUTCOME_TIMEOUT, 124
-    elif stopped_by:
-        outcome, exit_code = OUTCOME_CRASHED, 128 + stopped_by[0]
-        extra["signal"] = stopped_by[0]
-    elif code < 0:
-        outcome, exit_code = OUTCOME_CRASHED, 128 - code
-        extra["signal"] = -code
-    else:
-        outcome, exit_code = (OUTCOME_SUCCESS if code == 0 else OUTCOME_FAILURE), code
+    outcome, exit_code = _outcome(code, timed_out, stopped_by, extra)
     if alerting is not None:
+        from deployer.remote import runalerts  # imported by _alerting already: only a job with alerts gets here
         alerting.ended(outcome, exit_code, run.start, time.time(), output_tail[0],
                        runalerts.secret_values(env, alerting.config))
         _alert_extra(extra, alerting)
@@ -552,6 +506,79 @@ def main(argv: list[str], script: str) -> int:
     with contextlib.suppress(OSError):
         unlink_file(marker)
     return exit_code
+
+
+def _take_lock(run: Run) -> int | None:
+    """The job's lock file, opened as its user; with ``concurrency: forbid``, taken (flock) and
+    marked with who holds it. None when the previous run still holds it: then this run is
+    logged and recorded as skipped."""
+    spec = run.spec
+    with run.user_side():
+        lock_fd = open_no_follow(spec["lock_file"], os.O_RDWR | os.O_CREAT, 0o600)
+    if spec.get("concurrency", "forbid") != "forbid":
+        return lock_fd
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        holder = os.pread(lock_fd, 100, 0).decode("utf-8", "replace").strip()
+        with run.user_side():
+            run.log_fd = open_no_follow(spec["log_file"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        run.log(f"run {run.run_id} skipped: the previous run still holds the lock ({holder or '?'})")
+        run.record(OUTCOME_LOCKED, None, None, {"lock_holder": holder})
+        return None
+    os.ftruncate(lock_fd, 0)
+    os.pwrite(lock_fd, f"pid {os.getpid()} run {run.run_id} since {now_iso(run.start)}".encode(), 0)
+    return lock_fd
+
+
+def _alerting(run: Run, release: str, job_id: str, extra: RunExtra) -> runalerts.RunAlerts | None:
+    """The run's alerting, for a job whose release carries an alerts file; a config that cannot
+    be read is logged and recorded, and the run goes on without alerts."""
+    # Only a job with alerts imports their code (the bundle compiles a module when it is
+    # first imported): a run without them costs what it did before alerts existed.
+    if not os.path.lexists(os.path.join(release, "alerts", job_id + ".json")):
+        return None
+    from deployer.remote import runalerts
+    config, problem = runalerts.load(release, job_id)
+    if problem:
+        run.log(f"run {run.run_id}: {problem}; no alerts for this run")
+        extra["alert_errors"] = [problem]
+    return runalerts.RunAlerts(config, run.spec, run.run_id, run.host) if config is not None else None
+
+
+def _wait(run: Run, proc: subprocess.Popen[bytes]) -> tuple[int, bool]:
+    """The job's exit status, and whether it outlived its timeout (then its process group got
+    SIGTERM, and SIGKILL after KILL_GRACE). Leftovers of its group never outlive the run."""
+    timeout = run.spec["timeout"]
+    timed_out = False
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        run.log(f"run {run.run_id} exceeded its timeout of {timeout}s: stopping its process group")
+        _kill_group(proc.pid, signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=KILL_GRACE)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid, signal.SIGKILL)
+            code = proc.wait()
+    _kill_group(proc.pid, signal.SIGKILL)
+    return code, timed_out
+
+
+def _outcome(code: int, timed_out: bool, stopped_by: list[int], extra: RunExtra) -> tuple[RunOutcome, int]:
+    """The run's outcome and exit code (124 on timeout, 128+N for a signal, else the job's)."""
+    if timed_out:
+        return OUTCOME_TIMEOUT, 124
+    if stopped_by:
+        extra["signal"] = stopped_by[0]
+        return OUTCOME_CRASHED, 128 + stopped_by[0]
+    if code < 0:
+        extra["signal"] = -code
+        return OUTCOME_CRASHED, 128 - code
+    return (OUTCOME_SUCCESS if code == 0 else OUTCOME_FAILURE), code
 
 
 def _alert_extra(extra: RunExtra, alerting: runalerts.RunAlerts) -> None:
