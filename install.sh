@@ -127,8 +127,9 @@ if [ "$mode" = test ]; then
   # gcc, libc6-dev, dpkg-dev: the oracle tier builds Debian cron's own code (apt-get source)
   # busybox-static: a fleet test host runs busybox's crond instead of Debian's cron
   # prometheus (promtool), prometheus-node-exporter: the alerts tier checks the generated rules and scrapes the metrics
+  # apprise: the alerts tier sends through Debian's apprise program (the apprise channel)
   apt_install "the test tiers" cron openssh-server openssh-client sudo debootstrap iproute2 util-linux procps git \
-    gcc libc6-dev dpkg-dev busybox-static prometheus prometheus-node-exporter
+    gcc libc6-dev dpkg-dev busybox-static prometheus prometheus-node-exporter apprise
   # shellcheck disable=SC1091
   . /etc/os-release
   if [ -n "$(apt_missing incus-base)" ]; then

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 
 from deployer.config import model
-from deployer.config.project import ALERT_EVENTS, DEFAULT_QUIET, AlertChannel, AlertRules, JobAlerts, MailChannel, Secret, SmtpRelay, WebhookChannel
+from deployer.config.project import ALERT_EVENTS, DEFAULT_QUIET, AlertChannel, AlertRules, AppriseChannel, JobAlerts, MailChannel, Secret, SmtpRelay, WebhookChannel
 from deployer.config.yamlsource import KeyPath, SourceMap
 from deployer.errors import Problem
 
@@ -31,9 +31,12 @@ def _channel(name: str, declared: model.Channel, origin: KeyPath) -> AlertChanne
             smtp = SmtpRelay(relay.host, relay.port, relay.starttls, relay.user,
                              _secret(relay.password) if relay.password is not None else None, relay.ca_file)
         return AlertChannel(name, mail=MailChannel(tuple(mail.to), mail.sender, smtp, mail.sendmail), origin=origin)
+    if declared.apprise is not None:
+        urls = tuple(_secret(url) if isinstance(url, model.SecretRef) else url for url in declared.apprise.urls)
+        return AlertChannel(name, apprise=AppriseChannel(urls, declared.apprise.program), origin=origin)
     hook = declared.webhook
-    if hook is None:  # the model's validator allows exactly one of mail and webhook
-        raise ValueError(f"alert channel '{name}' has neither mail nor webhook")
+    if hook is None:  # the model's validator allows exactly one of mail, webhook and apprise
+        raise ValueError(f"alert channel '{name}' has neither mail, webhook nor apprise")
     headers = tuple((key, _secret(value) if isinstance(value, model.SecretRef) else value)
                     for key, value in sorted((hook.headers or {}).items()))
     return AlertChannel(name, webhook=WebhookChannel(hook.url, headers), origin=origin)
@@ -119,6 +122,10 @@ def alert_secrets(channels: tuple[AlertChannel, ...], alerts: JobAlerts) -> list
                 if isinstance(value, Secret):
                     found.append((value, (*channel.origin, "webhook", "headers", header),
                                   f"header {header} of alert channel '{channel.name}'"))
+        if channel.apprise is not None:
+            for i, url in enumerate(channel.apprise.urls):
+                if isinstance(url, Secret):
+                    found.append((url, (*channel.origin, "apprise", "urls", i), f"URL {i + 1} of alert channel '{channel.name}'"))
     if isinstance(alerts.ping, Secret):
         found.append((alerts.ping, alerts.ping_origin, "ping URL"))
     return found

@@ -301,14 +301,54 @@ class WebhookChannel(Strict):
         return value
 
 
+# An Apprise URL: a scheme (slack, mailto, json, tgram, ...) and what follows, on one line.
+APPRISE_URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+")
+
+
+def _apprise_url(value: str) -> str:
+    if not APPRISE_URL.fullmatch(value):
+        raise ValueError("is not an Apprise URL (scheme://..., one line, e.g. slack://TokenA/TokenB/TokenC/#channel)")
+    return value
+
+
+AppriseUrl = Annotated[
+    Annotated[Annotated[str, AfterValidator(_one_line), AfterValidator(_apprise_url)], Tag("plain-value")]
+    | Annotated[SecretRef, Tag("secret-ref")],
+    Discriminator(_url_kind),
+]
+
+
+class AppriseChannel(Strict):
+    """Any service Apprise supports (Slack, Teams, Matrix, Telegram, ntfy, ...), through the
+    ``apprise`` program where the message is sent (Debian's ``apprise`` package)."""
+
+    urls: list[AppriseUrl]
+    program: Line = "/usr/bin/apprise"
+
+    @field_validator("urls")
+    @classmethod
+    def _some(cls, value: list[Any]) -> list[Any]:
+        if not value:
+            raise ValueError("name at least one Apprise URL")
+        return value
+
+    @field_validator("program")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"program '{value}' must be an absolute path on the target (e.g. /usr/bin/apprise)")
+        return value
+
+
 class Channel(Strict):
     mail: MailChannel | None = None
     webhook: WebhookChannel | None = None
+    apprise: AppriseChannel | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Channel:
-        if (self.mail is None) == (self.webhook is None):
-            raise ValueError("a channel needs exactly one of 'mail' or 'webhook'")
+        if sum(kind is not None for kind in (self.mail, self.webhook, self.apprise)) != 1:
+            raise ValueError("a channel needs exactly one of 'mail', 'webhook' or 'apprise'")
         return self
 
 

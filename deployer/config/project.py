@@ -76,17 +76,24 @@ class WebhookChannel:
 
 
 @dataclass(frozen=True)
+class AppriseChannel:
+    urls: tuple[str | Secret, ...]
+    program: str = "/usr/bin/apprise"  # where the message is sent, absolute
+
+
+@dataclass(frozen=True)
 class AlertChannel:
     """A named place alerts go (``alerts.channels.<name>``), as one environment has it."""
 
     name: str
     mail: MailChannel | None = None
     webhook: WebhookChannel | None = None
+    apprise: AppriseChannel | None = None
     origin: KeyPath = field(default=(), compare=False, hash=False)
 
     @property
     def kind(self) -> str:
-        return "mail" if self.mail is not None else "webhook"
+        return "mail" if self.mail is not None else "webhook" if self.webhook is not None else "apprise"
 
 
 @dataclass(frozen=True)

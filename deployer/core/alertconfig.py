@@ -63,7 +63,14 @@ def _channel(channel: AlertChannel, r: _Resolver) -> AlertChannelSpec:
                     "password": password, "ca_file": relay.ca_file}
         return {"name": channel.name, "type": "mail", "to": list(mail.to), "sender": mail.sender, "smtp": smtp,
                 "sendmail": mail.sendmail}
-    assert channel.webhook is not None  # a channel is one or the other (config/alerting.py)
+    if channel.apprise is not None:
+        # An Apprise URL holds its service's token: every one is resolved and kept secret.
+        # A plain one is masked too where the file is shown, and in any output.
+        urls = [MASK if r.mask else r.value(url, (*channel.origin, "apprise", "urls", i), f"URL {i + 1} of alert channel '{channel.name}'")
+                for i, url in enumerate(channel.apprise.urls)]
+        r.secrets.update(u for u in urls if u and u != MASK)
+        return {"name": channel.name, "type": "apprise", "urls": urls, "program": channel.apprise.program}
+    assert channel.webhook is not None  # a channel is one of the three (config/alerting.py)
     headers = {key: r.value(value, (*channel.origin, "webhook", "headers", key), f"header {key} of alert channel '{channel.name}'")
                for key, value in channel.webhook.headers}
     return {"name": channel.name, "type": "webhook", "url": channel.webhook.url, "headers": headers}

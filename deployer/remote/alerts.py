@@ -10,7 +10,8 @@ that calls it. Two halves:
   most one new incident told per ``quiet`` period (the next message counts those untold);
   one ``recovered`` message when a told incident ends.
 - ``send``, ``ping``: the channels. SMTP (STARTTLS, login, a CA file), the target's
-  sendmail, a webhook (JSON POST), healthchecks-compatible pings (``/start`` and
+  sendmail, a webhook (JSON POST), Apprise's program (any service it knows, its URLs on a
+  pipe), healthchecks-compatible pings (``/start`` and
   ``/<exit status>`` with ``?rid=``). Each attempt runs under a hard deadline (a thread
   joined with a timeout: a server that answers one byte a second cannot hold the run), with
   a small retry budget inside it. A dead channel gives back a ``Delivery`` whose ``error``
@@ -448,6 +449,53 @@ def _sendmail(program: str, mail: EmailMessage) -> Callable[[float], None]:
     return once
 
 
+_APPRISE_TYPE = {"recovered": "success", "late": "warning"}  # the rest: failure
+
+
+def _apprise(channel: Mapping[str, Any], message: Message) -> Callable[[float], None]:
+    """Apprise's own program, the service URLs on a pipe (``--config /dev/fd/N``): a URL holds
+    its service's token, and argv is world-readable in /proc."""
+    program = str(channel.get("program") or "/usr/bin/apprise")
+    urls = [str(u) for u in channel.get("urls") or []]
+
+    def once(seconds: float) -> None:
+        if not os.path.lexists(program):
+            raise _Refused(f"{program} is not installed here (Debian: apt-get install apprise)")
+        trusted_program(program)
+        read_end, write_end = os.pipe()
+        try:
+            os.write(write_end, "".join(u + "\n" for u in urls).encode())  # a few URLs: far below a pipe's buffer
+        finally:
+            os.close(write_end)
+        try:
+            # a program only root can change, checked just above; title and type are not secret
+            done = subprocess.run([program, "--config", f"/dev/fd/{read_end}", "--title", message.subject,
+                                   "--notification-type", _APPRISE_TYPE.get(message.event, "failure")],
+                                  input=message.text.encode(), capture_output=True, timeout=max(seconds, 0.1),
+                                  check=False, cwd="/", pass_fds=(read_end,), env=_APPRISE_ENV)
+        finally:
+            os.close(read_end)
+        if done.returncode != 0:
+            said = _mask(done.stderr.decode("utf-8", "replace") + done.stdout.decode("utf-8", "replace"), urls)
+            last = [line for line in said.strip().splitlines() if line.strip()]
+            raise OSError(0, f"apprise exited {done.returncode}" + (f": {_one_line(last[-1])[:200]}" if last else ""))
+
+    return once
+
+
+# Its own home: no operator's ~/.apprise configuration or plugins are read by root's run.
+_APPRISE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/nonexistent", "LANG": "C.UTF-8"}
+
+
+def _mask(text: str, secrets: Sequence[str]) -> str:
+    """An error text without any URL of the channel (each holds a token), nor a part of one."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        parts = [secret, *urllib.parse.urlsplit(secret)[1:3], *secret.split("/")]
+        for part in sorted({p for p in parts if len(p) >= 4}, key=len, reverse=True):
+            text = text.replace(part, "***")
+    return text
+
+
 def trusted_program(path: str) -> None:
     """Refuse (safefs.Unsafe) a program root must not run: one reached through a link that is
     not the system's, or that someone other than root owns or may write. The body of a mail
@@ -480,6 +528,8 @@ def send(config: Mapping[str, Any], messages: Sequence[Message], host: str) -> l
             try:
                 if channel.get("type") == "mail":
                     jobs.append((len(jobs), name, message.event, _mail(channel, message, host)))
+                elif channel.get("type") == "apprise":
+                    jobs.append((len(jobs), name, message.event, _apprise(channel, message)))
                 elif channel.get("type") == "webhook":
                     data = json.dumps(message.body, sort_keys=True).encode()
                     headers = {"Content-Type": "application/json", **dict(channel.get("headers") or {})}

@@ -403,13 +403,15 @@ class SmtpSpec(TypedDict):
 
 class AlertChannelSpec(TypedDict, total=False):
     name: Required[str]
-    type: Required[Literal["mail", "webhook"]]
+    type: Required[Literal["mail", "webhook", "apprise"]]
     to: list[str]  # mail
     sender: str | None
     smtp: SmtpSpec | None  # mail through a relay, or
     sendmail: str | None  # the target's program
     url: str  # webhook
     headers: dict[str, str]  # webhook; values may be secrets
+    urls: list[str]  # apprise: its service URLs (secrets)
+    program: str  # apprise: the program that sends them
 
 
 class AlertConfigFile(TypedDict):

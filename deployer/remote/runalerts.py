@@ -55,6 +55,7 @@ def secret_values(env: dict[str, str], config: AlertConfigFile) -> list[str]:
         if smtp and smtp.get("password"):
             found.append(str(smtp["password"]))
         found.extend(str(v) for v in (channel.get("headers") or {}).values())
+        found.extend(str(u) for u in channel.get("urls") or [])
     if config.get("ping"):
         found.append(str(config["ping"]))
     return [s for s in found if s]

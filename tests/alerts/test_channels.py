@@ -200,3 +200,66 @@ def test_sendmail_runs_only_a_program_root_alone_can_change(tmp_path: Path) -> N
     deliveries = _play(_config([{**channel, "sendmail": str(link)}]), [_event("failure", 10, 1)])
     assert not deliveries[0].ok and "link that root did not make" in (deliveries[0].error or "")
     assert stat.S_ISLNK(os.lstat(link).st_mode)
+
+
+APPRISE = "/usr/bin/apprise"  # Debian's apprise package (./install.sh --test installs it)
+
+
+def _apprise_channel(*urls: str, program: str = APPRISE) -> dict[str, Any]:
+    return {"name": "chat", "type": "apprise", "urls": list(urls), "program": program}
+
+
+def test_apprise_sends_through_the_real_program_with_its_urls_on_a_pipe() -> None:
+    # apprise's json:// service POSTs {title, message, type} to the URL; its "+X-Token" becomes a header
+    with web_server() as web:
+        url = f"json://127.0.0.1:{web.port}/chat/room-17?+X-Token=apprise-t0ken-9"
+        deliveries = _play(_config([_apprise_channel(url)]), [_event("failure", 100, 2), _event("success", 200, 0)])
+    assert [(d.channel, d.event, d.ok, d.error) for d in deliveries] == [("chat", "failure", True, None),
+                                                                          ("chat", "recovered", True, None)]
+    failed, recovered = web.requests
+    assert (failed.method, failed.path, failed.headers["x-token"]) == ("POST", "/chat/room-17", "apprise-t0ken-9")
+    body = json.loads(failed.body)
+    assert (body["title"], body["type"]) == ("[shop/prod] backup failed on db1 (exit 2)", "failure")
+    assert "Outcome: failure, exit code 2" in body["message"] and "pg_dump: error: connection to server failed" in body["message"]
+    assert (json.loads(recovered.body)["type"], json.loads(recovered.body)["title"]) == (
+        "success", "[shop/prod] backup recovered on db1 (down 1m)")
+
+
+def test_an_apprise_url_never_reaches_argv_nor_an_error_text(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a program root alone can change: the test makes one, as root")
+    # A root-owned program that keeps its argv and what it reads from its --config, then fails as
+    # apprise does when a service refuses, printing the URL it used (apprise's -v output does).
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    os.chmod(tmp_path, 0o755)
+    kept = tmp_path / "kept"
+    program = folder / "apprise"
+    program.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > ' + f'{kept}.argv\nurl=$(cat "$2")\n'
+                       f'printf "%s\\n" "$url" > {kept}.config\n' + 'echo "Failed to send to $url" >&2\nexit 1\n')
+    program.chmod(0o755)
+    secret = "tgram://123456789:AAF-s3cret-b0t-t0ken/-100200300"
+    deliveries = _play(_config([_apprise_channel(secret, program=str(program))]), [_event("failure", 100, 2)])
+    assert [(d.ok, d.attempts) for d in deliveries] == [(False, 3)]  # a failure another attempt may fix: retried
+    error = deliveries[0].error or ""
+    assert error.startswith("apprise exited 1: Failed to send to ") and "s3cret" not in error and "123456789" not in error
+    argv = Path(f"{kept}.argv").read_text()
+    assert "s3cret" not in argv and argv.startswith("--config\n/dev/fd/")
+    assert Path(f"{kept}.config").read_text() == secret + "\n"
+
+
+def test_apprise_missing_or_not_roots_is_an_error_value(tmp_path: Path) -> None:
+    missing = _play(_config([_apprise_channel("json://127.0.0.1:9/x", program=str(tmp_path / "apprise"))]),
+                    [_event("failure", 100, 2)])
+    assert [(d.ok, d.attempts, d.error) for d in missing] == [
+        (False, 1, f"{tmp_path}/apprise is not installed here (Debian: apt-get install apprise)")]
+    if os.geteuid() != 0:
+        pytest.skip("the ownership check: as root, as the wrapper runs it")
+    os.chmod(tmp_path, 0o755)
+    planted = tmp_path / "apprise"
+    planted.write_text("#!/bin/sh\ntouch " + str(tmp_path / "ran") + "\n")
+    planted.chmod(0o755)
+    os.chown(planted, 65534, 65534)  # the job's user's program: root must not run it
+    refused = _play(_config([_apprise_channel("json://127.0.0.1:9/x", program=str(planted))]), [_event("failure", 100, 2)])
+    assert not refused[0].ok and "deployer will not run it as root" in (refused[0].error or "")
+    assert not (tmp_path / "ran").exists()

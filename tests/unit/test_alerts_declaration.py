@@ -120,3 +120,44 @@ def test_grace_is_derived_from_timeout_and_the_longest_gap(tmp_path: Path) -> No
     assert grace_seconds(prod_queue, now) == 600  # declared
     assert longest_gap("0 9 * * 1-5", now) == 3 * 86400  # Friday to Monday, not a day
     assert longest_gap("@reboot", now) is None
+
+
+APPRISE = """\
+project: shop
+alerts:
+  channels:
+    chat:
+      apprise:
+        urls:
+          - {secret: {env: SLACK_URL}}
+          - ntfy://ntfy.example.org/shop-cron
+jobs:
+  backup:
+    script: tasks/hello.py
+    schedule: "0 3 * * *"
+environments:
+  prod:
+    inventory: inventories/dev
+"""
+
+
+def test_an_apprise_channel_keeps_every_url_secret_where_the_file_is_shown(tmp_path: Path) -> None:
+    import json
+
+    from deployer.core.alertconfig import render_alerts
+
+    project = _project(tmp_path, APPRISE)
+    prod = project.environment("prod")
+    backup = prod.jobs[0]
+    assert prod.channel("chat").kind == "apprise"
+    assert [(s, path) for s, path, _ in alert_secrets(prod.channels, backup.alerts)] == [
+        (Secret(env="SLACK_URL"), ("alerts", "channels", "chat", "apprise", "urls", 0))]
+    slack = "slack://T1/B2/s3cretT0ken/#ops"
+    rendered, problems = render_alerts(backup, prod, project, {"SLACK_URL": slack}, frozenset())
+    assert problems == [] and rendered is not None
+    channel = json.loads(rendered.text)["channels"][0]
+    assert channel == {"name": "chat", "type": "apprise", "urls": [slack, "ntfy://ntfy.example.org/shop-cron"],
+                       "program": "/usr/bin/apprise"}
+    # a plain URL is a service's address and token as much as a declared secret is
+    assert json.loads(rendered.public)["channels"][0]["urls"] == ["<secret>", "<secret>"]
+    assert rendered.secrets == {slack, "ntfy://ntfy.example.org/shop-cron"}
