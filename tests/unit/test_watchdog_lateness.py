@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,8 +22,8 @@ from deployer.core.release import crontab_block, watches_lateness
 from deployer.remote import cronengine, lateness, watchdog
 
 
-def _t(*when: int) -> float:
-    return datetime(*when, tzinfo=UTC).timestamp()  # type: ignore[misc]
+def _t(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
 
 
 HOURLY = cronengine.parse("15 * * * *")
@@ -130,7 +131,7 @@ def test_a_ledger_that_is_a_link_is_not_followed(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- its crontab line
 
 
-def _job(job_id: str, alerts: dict[str, object] | None) -> JobSpec:
+def _job(job_id: str, alerts: Mapping[str, object] | None) -> JobSpec:
     return JobSpec(id=job_id, description="", schedule="15 * * * *", script="j.py", command=None, args=(), run_as=None,
                    log_file="/l", lock_file="/k", state_dir=f"/s/{job_id}", timeout=60, concurrency="forbid", workdir=None,
                    env=(), secret_names=frozenset(), alerts=json.dumps(alerts) if alerts is not None else None)
