@@ -170,8 +170,14 @@ def test_the_watchdog_line_verifies_clean_applies_once_and_goes_with_destroy(pro
         assert "/watchdog" not in (read_crontab(BLOCK_USER) or "")
         assert not ((HOME / "current").resolve() / "watchdog").exists()
 
-        deploy(project, relay, web)
-        assert "/watchdog" in (read_crontab(BLOCK_USER) or "")
+        # Rollback puts the release with the watchdog back, its line with it, and hands over the
+        # records of the block's jobs only (core/crontab.block_jobs: the watchdog's line is no job's).
+        back = project.deployer("rollback", "dev", "--yes", env=SECRETS)
+        assert back.exit_code == 0, back
+        assert read_crontab(BLOCK_USER) == crontab and (HOME / "current").resolve() == release
+        assert sorted(p.name for p in (HOME / "state").iterdir() if p.is_dir()) == ["nightly"]
+        verify = project.deployer("verify", "dev", env=SECRETS)
+        assert verify.exit_code == 0, verify
         gone = project.deployer("destroy", "dev", "--yes", env=SECRETS)
         assert gone.exit_code == 0, gone
         assert "/watchdog" not in (read_crontab(BLOCK_USER) or "")

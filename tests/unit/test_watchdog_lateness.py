@@ -152,5 +152,7 @@ def test_the_watchdog_line_comes_with_late_alerts_to_a_channel_only() -> None:
                                        "*/5 * * * * python3 -I /h/releases/r1/watchdog --flavour busybox",
                                        "# END deployer demo/dev"]
     assert block_jobs(block) == {"plain", "late"}  # rollback, destroy, `deployer run` and verify read it so
+    under_run = crontab_block("demo", "dev", "r1", [late], "python3", "/run/deployer/releases/r1", "busybox")
+    assert block_jobs(under_run) == {"late"}  # a home under /run: its watchdog line is still no job's
     quoted = crontab_block("demo", "dev", "r1", [replace(late, id="a-b")], "python3", "/my home/releases/r1")
     assert "python3 -I '/my home/releases/r1/watchdog'\n" in quoted and block_jobs(quoted) == {"a-b"}
