@@ -99,7 +99,7 @@ class RunAlerts:
         state_path = os.path.join(self.spec["state_dir"], STATE_FILE)
         # The watchdog writes the state too: one read-modify-write at a time. Not had within
         # its short wait, the run goes on without it (a run is never held up by alerting).
-        with alerts.state_lock(self.spec["state_dir"]) as problem:
+        with alerts.state_lock(self.spec["state_dir"], alerts.LOCK_WAIT) as problem:
             if problem:
                 self.errors.append(problem)
             state, problem = alerts.read_state(state_path)

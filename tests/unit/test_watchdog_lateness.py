@@ -15,11 +15,14 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from deployer.core.crontab import block_jobs
 from deployer.core.desired import JobSpec
 from deployer.core.release import crontab_block, watches_lateness
-from deployer.remote import cronengine, lateness, watchdog
+from deployer.remote import alerts, cronengine, lateness, runalerts, watchdog
 
 
 def _t(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
@@ -156,3 +159,36 @@ def test_the_watchdog_line_comes_with_late_alerts_to_a_channel_only() -> None:
     assert block_jobs(under_run) == {"late"}  # a home under /run: its watchdog line is still no job's
     quoted = crontab_block("demo", "dev", "r1", [replace(late, id="a-b")], "python3", "/my home/releases/r1")
     assert "python3 -I '/my home/releases/r1/watchdog'\n" in quoted and block_jobs(quoted) == {"a-b"}
+
+
+# ----------------------------------------------------------------------------- the state lock the wrapper shares
+
+
+def test_the_state_lock_waits_a_bounded_time_and_refuses_a_link(tmp_path: Path) -> None:
+    with alerts.state_lock(str(tmp_path), 0.2) as problem:
+        assert problem is None
+        with alerts.state_lock(str(tmp_path), 0.2) as second:  # another holder (flock: per open file)
+            assert second is not None and "not had within" in second
+    with alerts.state_lock(str(tmp_path), 0.2) as problem:
+        assert problem is None  # released
+    (tmp_path / alerts.STATE_LOCK).unlink()
+    (tmp_path / alerts.STATE_LOCK).symlink_to(tmp_path / "elsewhere")
+    with alerts.state_lock(str(tmp_path), 0.2) as problem:
+        assert problem is not None and "symlink" in problem
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_run_whose_state_lock_is_held_still_keeps_its_state_and_says_so(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(alerts, "LOCK_WAIT", 0.2)
+    config: dict[str, Any] = {"project": "demo", "env": "dev", "job": "j", "rules": {"when": ["failure"], "after": 1, "quiet": 60},
+                              "channels": [], "ping": None, "metrics_dir": None}
+    spec = {"id": "j", "project": "demo", "env": "dev", "schedule": "* * * * *", "state_dir": str(tmp_path)}
+    run = runalerts.RunAlerts(config, spec, "r1", "host")  # type: ignore[arg-type]  # the fields it reads
+    with alerts.state_lock(str(tmp_path), 0.2) as held:  # the watchdog's round, say
+        assert held is None
+        started = time.monotonic()
+        run.ended("failure", 1, time.time() - 1, time.time(), b"", ())
+        assert time.monotonic() - started < 5
+    assert any("not had within" in e for e in run.errors), run.errors
+    assert json.loads((tmp_path / "alerts.json").read_text())["consecutive_failures"] == 1
