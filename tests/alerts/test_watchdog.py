@@ -21,7 +21,7 @@ import pytest
 
 from deployer.remote.hostzone import target_timezone
 from tests.alerts.servers import Relay, Web, smtp_relay, web_server
-from tests.conftest import BLOCK_USER, TEST_USER, Project, read_crontab
+from tests.conftest import BLOCK_USER, TEST_USER, Project, read_crontab, write_crontab
 
 pytestmark = [pytest.mark.alerts, pytest.mark.cron]
 
@@ -163,6 +163,14 @@ def test_the_watchdog_line_verifies_clean_applies_once_and_goes_with_destroy(pro
         assert again.exit_code == 0, again
         assert read_crontab(BLOCK_USER) == crontab and (HOME / "current").resolve() == release
         assert project.deployer("plan", "dev", "--detailed-exitcode", env=SECRETS).exit_code == 0
+
+        # The line is part of the block: taken out by hand, verify says so and apply puts it back.
+        assert crontab is not None
+        write_crontab(BLOCK_USER, "".join(line for line in crontab.splitlines(keepends=True) if "/watchdog" not in line))
+        drifted = project.deployer("verify", "dev", env=SECRETS)
+        assert drifted.exit_code == 1 and "edited by hand" in drifted.stdout, drifted
+        assert project.deployer("apply", "dev", "--yes", env=SECRETS).exit_code == 0
+        assert read_crontab(BLOCK_USER) == crontab
 
         # Without late among its rules, the release has no watchdog and the block no line for it.
         project.declare(declaration(relay, web, "0 3 * * *", when="[failure, recovered]"))
