@@ -69,4 +69,4 @@ def judge(entry: cronengine.Entry, tz: str, now: float, grace: int, since: float
         return Verdict(due, False, "a run is going on")
     if last_start is not None and last_start >= due:
         return Verdict(due, False, "a run started since the fire was due")
-    return Verdict(due, True, f"no run started since the fire due {grace}s ago or more")
+    return Verdict(due, True, f"no run started since the fire it was due at, {grace}s of grace past")
