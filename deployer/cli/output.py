@@ -163,7 +163,8 @@ def render_text(session: Session) -> str:
                 users.setdefault(job.run_as or "(connecting user)", []).append(job)
             for user, jobs in users.items():
                 lines.append(f"# crontab of {user}:")
-                block = show_home(crontab_block(d.project, d.env, "<revision>", jobs, d.python, f"{d.deploy_home}/releases/<revision>"))
+                block = show_home(crontab_block(d.project, d.env, "<revision>", jobs, d.python, f"{d.deploy_home}/releases/<revision>",
+                                                  d.cron_flavour))
                 lines.append(block.rstrip("\n"))
         for job in d.jobs:
             env = ", ".join(f"{n}={REDACTED if n in job.secret_names else show_home(v)}" for n, v in job.env) or "-"

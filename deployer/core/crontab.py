@@ -133,12 +133,16 @@ def block_revision(text: str | None, project: str, env: str) -> str | None:
 
 
 def block_jobs(block: str | None) -> set[str]:
-    """The job ids a block of ours starts (each entry ends with ``run <job id>``)."""
+    """The job ids a block of ours starts: each job's entry ends with ``<release>/run <job id>``
+    (the release path quoted or not). Other lines of the block (the watchdog's, which runs
+    ``<release>/watchdog``) start no job."""
     ids = set()
     for line in lines(block or ""):
-        line = line.rstrip("\n")
-        if line and not line.startswith("#") and "/run" in line:
-            ids.add(line.rsplit(" ", 1)[-1])
+        words = line.rstrip("\n").split(" ")
+        if words[0].startswith("#") or len(words) < 3:
+            continue
+        if words[-2].removesuffix("'").endswith("/run"):
+            ids.add(words[-1])
     return ids
 
 

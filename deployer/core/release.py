@@ -125,6 +125,32 @@ def wrapper_source() -> bytes:
     return ("#!/usr/bin/env python3\n" + bundle("wrapper") + WRAPPER_MAIN).encode()
 
 
+# The release's ``watchdog``: a file of its own, in a release with late alerts only, so the
+# ``run`` every run of every job starts neither carries it nor changes for it.
+WATCHDOG_MAIN = ("\nif __name__ == '__main__':\n    from deployer.remote import watchdog as _watchdog\n"
+                 "    _sys.exit(_watchdog.entry(_sys.argv[1:], __file__))\n")
+WATCHDOG_SCHEDULE = "*/5 * * * *"  # the issue's "every 5 minutes": a late job is told at most 5 minutes after its grace
+
+
+def watchdog_source() -> bytes:
+    """The on-target watchdog (deployer/remote/watchdog.py) bundled with what it imports."""
+    return ("#!/usr/bin/env python3\n" + bundle("watchdog") + WATCHDOG_MAIN).encode()
+
+
+def watches_lateness(job: JobSpec) -> bool:
+    """Whether the watchdog tells of this job: its alerts tell ``late`` to at least one channel."""
+    if job.alerts is None:
+        return False
+    config = json.loads(job.alerts)  # core/alertconfig.py wrote it
+    return "late" in config["rules"]["when"] and bool(config["channels"])
+
+
+def watchdog_command(python: str, release_dir: str, flavour: str | None) -> str:
+    """The watchdog's crontab command: this release's watchdog, isolated (-I: nothing of the
+    environment's Python paths runs as root), told the inventory's cron flavour when it names one."""
+    return f"{python} -I {shlex.quote(release_dir + '/watchdog')}" + (f" --flavour {flavour}" if flavour else "")
+
+
 def env_file(job: JobSpec, mask_secrets: bool = False) -> bytes:
     env = tuple((n, "<secret>" if mask_secrets and n in job.secret_names else v) for n, v in job.env)
     return render_template("env_file.j2", env=env).encode()
@@ -182,13 +208,17 @@ def revision_of(files: tuple[ReleaseFile, ...], project: str, env: str) -> str:
     return digest.hexdigest()[:12]
 
 
-def crontab_block(project: str, env: str, revision: str, jobs: list[JobSpec], python: str, release_dir: str) -> str:
+def crontab_block(project: str, env: str, revision: str, jobs: list[JobSpec], python: str, release_dir: str,
+                  flavour: str | None = None) -> str:
     """Our block for one user's crontab (templates/crontab_block.j2): every line runs the job
-    through this release's wrapper, so the block's install is the switch to the release."""
+    through this release's wrapper, so the block's install is the switch to the release; with
+    a job whose alerts tell ``late``, one more line runs the release's watchdog."""
     entries = [{"id": job.id, "description": job.description, "schedule": job.schedule,
                 "command": f"{python} {shlex.quote(release_dir + '/run')} {job.id}"} for job in jobs]
+    watchdog = ({"schedule": WATCHDOG_SCHEDULE, "command": watchdog_command(python, release_dir, flavour)}
+                if any(watches_lateness(job) for job in jobs) else None)
     return render_template("crontab_block.j2", begin=begin_marker(project, env), end=end_marker(project, env),
-                           revision=revision, jobs=entries)
+                           revision=revision, jobs=entries, watchdog=watchdog)
 
 
 def crontab_user(job: JobSpec, who: Identity) -> str:
@@ -211,6 +241,8 @@ def materialize(desired: DesiredState, who: Identity) -> Release:
     jobs = tuple(_expand_job(j, home, who.uid) for j in desired.jobs)
 
     files: list[ReleaseFile] = [ReleaseFile("run", wrapper_source(), 0o755)]
+    if any(watches_lateness(job) for job in jobs):
+        files.append(ReleaseFile("watchdog", watchdog_source(), 0o755))
     for name, content in desired.files:
         files.append(ReleaseFile(f"scripts/{name}", content, 0o755 if name in desired.script_names else 0o644))
     for job in jobs:
@@ -231,7 +263,8 @@ def materialize(desired: DesiredState, who: Identity) -> Release:
     by_user: dict[str, list[JobSpec]] = {}
     for job in jobs:
         by_user.setdefault(crontab_user(job, who), []).append(job)
-    blocks = {user: crontab_block(desired.project, desired.env, revision, user_jobs, desired.python, release_dir)
+    blocks = {user: crontab_block(desired.project, desired.env, revision, user_jobs, desired.python, release_dir,
+                                  desired.cron_flavour)
               for user, user_jobs in sorted(by_user.items())}
     manifest = {
         "project": desired.project,

@@ -39,7 +39,10 @@ An event: ``{"outcome": "success" | "failure" | "timeout" | "crashed" | "skipped
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import errno
+import fcntl
 import json
 import os
 import stat
@@ -48,7 +51,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +69,8 @@ EVENTS = ("failure", "timeout", "crash", "late", "recovered")
 DEFAULT_TIMEOUT = 10.0  # seconds a channel may take, all its attempts included
 DEFAULT_RETRIES = 2  # attempts after the first, inside that time
 STATE_LIMIT = 64 * 1024  # an alert state file is a few hundred bytes
+STATE_LOCK = ".alerts.lock"  # beside the state, in the job's state folder (root's when root deploys)
+LOCK_WAIT = 5.0  # seconds one waits for the other's read-modify-write, which takes milliseconds
 TAIL_LINES = 20
 TAIL_CHARS = 4000
 _OUTCOME_EVENT = {"failure": "failure", "timeout": "timeout", "crashed": "crash"}
@@ -73,6 +78,7 @@ _OUTCOME_EVENT = {"failure": "failure", "timeout": "timeout", "crashed": "crash"
 # safefs is untyped target code: typed names for what is used of it
 _read_bytes: Callable[..., bytes] = safefs.read_bytes
 _open_dir: Callable[..., int] = safefs.open_dir
+_open_file: Callable[..., int] = safefs.open_file
 _split: Callable[[str], tuple[str, str]] = safefs.split
 _writable_by_others: Callable[[os.stat_result], bool] = safefs.writable_by_others
 _Unsafe: Callable[[str, str], OSError] = safefs.Unsafe
@@ -277,6 +283,34 @@ def read_state(path: str) -> tuple[dict[str, Any], str | None]:
     state = initial_state()
     state.update(loaded)
     return state, None
+
+
+@contextlib.contextmanager
+def state_lock(state_dir: str, wait: float = LOCK_WAIT) -> Iterator[str | None]:
+    """Hold the job's alert state lock (flock on ``STATE_LOCK``, opened without following a
+    link, ours or root's only) around one read-modify-write of the state: the run wrapper and
+    the watchdog both write it. Yields None when held, else the problem: the caller chooses to
+    go on without it (a run) or to leave the job for the next round (the watchdog). Both hold
+    it only to read, decide and write, never while a message is sent."""
+    try:
+        fd = _open_file(os.path.join(state_dir, STATE_LOCK), os.O_RDWR | os.O_CREAT, 0o600, owners={0, os.geteuid()})
+    except OSError as exc:
+        yield f"alert state lock in {state_dir} cannot be opened: {exc.strerror or exc}"
+        return
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+                    yield f"alert state lock in {state_dir} not had within {wait:.0f}s"
+                    return
+                time.sleep(0.02)
+        yield None
+    finally:
+        os.close(fd)  # drops the flock
 
 
 def write_state(path: str, state: Mapping[str, Any]) -> str | None:

@@ -519,3 +519,35 @@ class RunFound(TypedDict, total=False):
     alerts: list[AlertDelivery] | None
     alert_errors: list[str] | None
     alive: bool  # a running marker's: its job's process still lives (the probe adds it)
+
+
+class WatchdogSent(TypedDict):
+    """The last late message the watchdog sent for a job, and what became of it."""
+
+    at: str  # ISO 8601 UTC
+    event: str  # late
+    due: str | None  # the fire the job missed
+    deliveries: list[AlertDelivery]
+
+
+class WatchdogJob(TypedDict):
+    """One job in the watchdog's record: what its last round found."""
+
+    grace: int | None  # seconds (declared, else derived: lateness.grace_seconds); None: not judged
+    due: str | None  # the latest fire whose grace has passed (ISO 8601 UTC)
+    late: bool
+    why: str
+    errors: list[str]  # at most 10, each a line
+    sent: NotRequired[WatchdogSent]  # kept from earlier rounds until a new one sends
+
+
+class WatchdogRecord(TypedDict):
+    """``<home>/state/watchdog.json``: the last round of the on-target watchdog (written by
+    deployer/remote/watchdog.py; an operator's to read, with its jobs' alert states)."""
+
+    version: int  # 1
+    checked_at: str  # ISO 8601 UTC
+    release: str  # the revision whose watchdog ran
+    since: str | None  # when that release became current (fires before it are not judged)
+    problem: str | None  # why nothing was judged (the release is not the current one)
+    jobs: dict[str, WatchdogJob]  # the jobs whose alerts tell `late`

@@ -98,15 +98,20 @@ class RunAlerts:
                                  "exit_code": exit_code, "start": start, "duration": round(end - start, 3),
                                  "output_tail": tail}
         state_path = os.path.join(self.spec["state_dir"], STATE_FILE)
-        state, problem = alerts.read_state(state_path)
-        if problem:
-            self.errors.append(problem)
-        decision = alerts.decide(self.config, state, event)
-        if decision.messages:
+        # The watchdog writes the state too: one read-modify-write at a time. Not had within
+        # its short wait, the run goes on without it (a run is never held up by alerting).
+        with alerts.state_lock(self.spec["state_dir"], alerts.LOCK_WAIT) as problem:
+            if problem:
+                self.errors.append(problem)
+            state, problem = alerts.read_state(state_path)
+            if problem:
+                self.errors.append(problem)
+            decision = alerts.decide(self.config, state, event)
+            problem = alerts.write_state(state_path, decision.state)
+            if problem:
+                self.errors.append(problem)
+        if decision.messages:  # sent once the lock is released: a slow channel holds up no one else
             self.deliveries.extend(d.record() for d in alerts.send(self.config, decision.messages, self.host))  # type: ignore[misc]
-        problem = alerts.write_state(state_path, decision.state)
-        if problem:
-            self.errors.append(problem)
         if exit_code is not None:  # skipped-locked: the run that holds the lock pings its own end
             body = "\n".join(tail).encode()
             self._keep(alerts.ping(self.config, exit_code, self.run_id, body))
