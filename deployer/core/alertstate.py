@@ -121,8 +121,9 @@ def alert_checks(job: JobSpec, info: JobRuntime, now: float) -> list[Check]:
         else:
             quiet = view["silenced_until"]
             how = f"not told: the quiet period holds it until {_until(quiet, at)}" if quiet else "not told yet"
+        failed = view["consecutive_failures"]
         out.append(Check("alerts", WARN, f"open incident: {incident['event']} since {_when(incident['since'], at)} "
-                                         f"({view['consecutive_failures']} failed runs in a row), {how}", job.id))
+                                         f"({failed} failed run{'' if failed == 1 else 's'} in a row), {how}", job.id))
     for error in view["channel_errors"]:
         out.append(Check("alerts", WARN, f"the last delivery to {error['channel']} failed {_when(error['at'], at)} "
                                          f"({error['event']}): {error['error'] or 'unknown error'}", job.id))

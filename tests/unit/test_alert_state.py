@@ -132,7 +132,7 @@ def test_status_and_verify_show_an_open_told_incident_and_the_dead_channel() -> 
     }
     checks = [(c.name, c.status, c.detail, c.job) for c in alert_checks(job(), info, T0 + 600)]
     assert checks == [
-        ("alerts", "warn", "open incident: failure since 10m ago (1 failed runs in a row), told: failure 10m ago to "
+        ("alerts", "warn", "open incident: failure since 10m ago (1 failed run in a row), told: failure 10m ago to "
                            "oncall, team (failed: team)", "backup"),
         ("alerts", "warn", "the last delivery to team failed 10m ago (failure): Connection refused", "backup"),
     ]
@@ -150,7 +150,7 @@ def test_an_incident_held_by_the_quiet_period_and_a_quiet_job() -> None:
         "no open incident; last alert: recovered 1m ago to oncall; quiet until 09:00 UTC, in 58m"]
     state = alerts.decide(CONFIG, state, _run("timeout", T0 + 180, 124)).state
     assert [(c.status, c.detail) for c in alert_checks(job(), runtime(state), T0 + 240)] == [
-        ("warn", "open incident: timeout since 1m ago (1 failed runs in a row), not told: the quiet period holds it "
+        ("warn", "open incident: timeout since 1m ago (1 failed run in a row), not told: the quiet period holds it "
                  "until 09:00 UTC, in 56m")]
     assert [c.detail for c in alert_checks(job(), runtime(None), T0)] == ["no open incident; nothing told yet"]
     assert alert_checks(job(None), runtime(state), T0) == [] and alert_view(job(None), runtime(state), T0) is None
