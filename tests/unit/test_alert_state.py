@@ -97,6 +97,13 @@ def test_the_probe_reads_the_state_file_safely(tmp_path: Path) -> None:
     path.write_text(json.dumps(told_failure_with_a_dead_webhook()))
     found = probe._alert_state(str(path), problems)
     assert found is not None and found["deliveries"]["team"]["error"] == "Connection refused"
+    if os.geteuid() == 0:  # as root: a state of another user's (planted) is not read; not root, the user is the boundary
+        os.chown(path, 65534, 65534)
+        assert probe._alert_state(str(path), problems) is None
+        assert problems == [f"{path}: belongs to uid 65534, not to the user it is for; deployer will not use it: "
+                            "remove it: not read"]
+        problems.clear()
+        os.chown(path, 0, 0)
     path.write_text(" " * (targetlib.ALERT_STATE_LIMIT + 1))
     assert probe._alert_state(str(path), problems) is None
     assert problems == [f"{path} is larger than {targetlib.ALERT_STATE_LIMIT} bytes: not read"]
