@@ -33,6 +33,7 @@ from deployer.cli.common import (
 )
 from deployer.cli.output import shown
 from deployer.core import crontab
+from deployer.core.alertstate import alert_summary, alert_view
 from deployer.core.health import ago, consecutive_failures, parse_time
 from deployer.core.outcomes import CRASHED, FAILURE, SKIPPED_LOCKED, SUCCESS, TIMEOUT
 from deployer.core.timing import cron_rules, in_words, next_fire
@@ -97,6 +98,7 @@ def _status_rows(state: TargetState) -> list[dict[str, Any]]:
             "cron_flavour": rules.flavour,  # whose rules next_run follows (timing.cron_rules)
             "consecutive_failures": consecutive_failures(runs),
             "running": [{"pid": r.get("pid"), "since": r.get("start"), "run_id": r.get("run_id")} for r in running],
+            "alerts": alert_view(job, info, facts.now),  # None: the job has no alerts
         })
     return rows
 
@@ -123,7 +125,9 @@ def status(ctx: Context, env: str, job: str | None, limit: str | None, parallel:
         ctx.output.emit_json({"project": session.project.name, "env": session.env.name, "jobs": rows})
     else:
         table = Table(title=f"status {session.project.name}/{session.env.name}", title_justify="left", show_edge=False)
-        for column in ("host", "job", "schedule", "last run", "last success", "next run", "fails", "running"):
+        alerting = any(r["alerts"] is not None for r in rows)  # the alerts column, when a job has alerts
+        for column in ("host", "job", "schedule", "last run", "last success", "next run", "fails", "running",
+                       *(("alerts",) if alerting else ())):
             table.add_column(column)
         now = datetime.now(UTC)
         for r in rows:
@@ -138,8 +142,11 @@ def status(ctx: Context, env: str, job: str | None, limit: str | None, parallel:
             next_text = f"in {ago(now, following).removesuffix(' ago')}" if following and following > now else "-"
             running = ", ".join(f"pid {x['pid']} since {ago(parse_time(x['since']), now)}" for x in r["running"]) or "-"
             fails = Text(str(r["consecutive_failures"]), style="red" if r["consecutive_failures"] else "")
+            alerts = (Text(ctx.output.safe(alert_summary(r["alerts"], now)),
+                           style="red" if r["alerts"] and (r["alerts"]["incident"] or r["alerts"]["channel_errors"]) else ""),
+                      ) if alerting else ()
             table.add_row(r["host"], r["job"], f"{r['schedule']} ({r['schedule_words']})", last_text,
-                          r["last_success_ago"], next_text, fails, running)
+                          r["last_success_ago"], next_text, fails, running, *alerts)
         ctx.output.out.print(table)
     return unanswered(session)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from deployer.core import crontab
+from deployer.core.alertstate import alert_checks
 from deployer.core.check import FAIL, PASS, WARN, Check
 from deployer.core.facts import Facts
 from deployer.core.health import job_checks, space_checks
@@ -178,6 +179,7 @@ def _runtime_checks(plan: Plan, job_ids: set[str]) -> list[Check]:
     for job in release.jobs:
         if job.id in job_ids:
             out.extend(job_checks(job, facts, rules=rules))
+            out.extend(alert_checks(job, facts.runtime(job.id), facts.now))
     # What the probe could not read or parse (written by the job's user, or damaged): said, skipped.
     out.extend(Check("records", WARN, problem) for problem in facts.problems)
     for job in release.jobs:

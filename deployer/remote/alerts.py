@@ -121,8 +121,32 @@ class Decision:
 
 
 def initial_state() -> dict[str, Any]:
+    """A job's alert state before its first run. A state file written before a key existed
+    reads as this with the file's keys on top: the missing ones take these values."""
     return {"version": 1, "consecutive_failures": 0, "incident": None, "last_told": None, "untold": 0,
-            "last_success": None, "last_run": None, "last_exit_code": None, "last_duration": None}
+            "last_success": None, "last_run": None, "last_exit_code": None, "last_duration": None,
+            "last_alert": None, "deliveries": {}}
+
+
+DELIVERIES_KEPT = 32  # channels whose last delivery the state keeps (a job routes to a few)
+
+
+def note_deliveries(state: dict[str, Any], deliveries: Sequence[Delivery], at: float) -> None:
+    """Keep in ``state`` what ``status`` and ``verify`` show of the job's alerting: the last
+    message sent (``last_alert``: when, which event, to which channels, which of them failed)
+    and each channel's last delivery (``deliveries``: the ping's too), so a channel that
+    failed stays said until a delivery to it works again."""
+    messages = [d for d in deliveries if not d.event.startswith("ping-")]
+    if messages:
+        event = messages[-1].event
+        sent = [d for d in messages if d.event == event]
+        state["last_alert"] = {"at": at, "event": event, "channels": sorted({d.channel for d in sent}),
+                               "failed": sorted({d.channel for d in sent if not d.ok})}
+    kept = dict(state.get("deliveries") or {})
+    for d in deliveries:
+        kept.pop(d.channel, None)  # re-inserted: the newest last
+        kept[d.channel] = {"at": at, "event": d.event, "ok": d.ok, "error": d.error}
+    state["deliveries"] = dict(list(kept.items())[-DELIVERIES_KEPT:])
 
 
 def decide(config: Mapping[str, Any], state: Mapping[str, Any] | None, event: Mapping[str, Any]) -> Decision:

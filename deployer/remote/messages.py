@@ -148,6 +148,46 @@ class RunLog(TypedDict, total=False):
     error: str
 
 
+class AlertIncident(TypedDict):
+    """A job's open incident, as its alert state holds it."""
+
+    event: str  # failure | timeout | crash | late
+    opened: float  # epoch seconds
+    told: bool  # its message went out (False: below ``after`` runs, or held by the quiet period)
+    run_id: str | None  # the run that opened it (None: late)
+
+
+class AlertSent(TypedDict):
+    """The last message of a job's alerting: when, which event, to which channels."""
+
+    at: float
+    event: str  # failure | timeout | crash | late | recovered
+    channels: list[str]  # the channels it went to
+    failed: list[str]  # those of them whose delivery failed
+
+
+class ChannelDelivery(TypedDict):
+    """The last delivery to one channel (or to the check: channel ``ping``)."""
+
+    at: float
+    event: str  # failure | ... | recovered | ping-start | ping-<exit status>
+    ok: bool
+    error: str | None
+
+
+class AlertState(TypedDict):
+    """``state/<job>/alerts.json`` as the probe read it back (targetlib.alert_state): written by
+    the run wrapper (remote/alerts.py ``initial_state``, ``decide``, ``note_deliveries``), each
+    field checked; a state written before a field existed reads with it empty."""
+
+    consecutive_failures: int
+    incident: AlertIncident | None
+    last_told: float | None  # when the last incident was told: the quiet period runs from there
+    untold: int  # incidents held by the quiet period since
+    last_alert: AlertSent | None
+    deliveries: dict[str, ChannelDelivery]  # channel -> its last delivery
+
+
 class JobRuntime(TypedDict):
     """One job's runtime, read from its state folder, lock and log."""
 
@@ -160,6 +200,7 @@ class JobRuntime(TypedDict):
     log_tail: NotRequired[list[str]]  # ProbeRequest log_tail
     ledger: NotRequired[list[RunFound]]  # ProbeRequest ledger_all
     run_log: NotRequired[RunLog]  # ProbeRequest run_log, for this job
+    alerts: NotRequired[AlertState]  # its alert state, for a job whose runs keep one
 
 
 class SpaceInfo(TypedDict):

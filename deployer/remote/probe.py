@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 from deployer.remote.hostzone import target_timezone
 from deployer.remote.messages import (
+    AlertState,
     BackupRecord,
     CronDaemon,
     CronFlavour,
@@ -39,7 +40,9 @@ from deployer.remote.messages import (
 )
 from deployer.remote.safefs import list_dir, open_dir, open_file, read_bytes
 from deployer.remote.targetlib import (
+    ALERT_STATE_LIMIT,
     _why,
+    alert_state,
     describe_path,
     emit,
     expand,
@@ -55,6 +58,7 @@ from deployer.remote.targetlib import (
     read_crontab,
     read_json_file,
     read_lock_table,
+    read_problem,
     run_record,
     sha256_file,
     tail_lines,
@@ -462,7 +466,33 @@ def _job_runtime(job: ProbeJob, home: str, log_tail: int, ledger_all: bool, run_
         info["ledger"] = _run_lines(ledger, 10 ** 7, [], max_bytes=1 << 30)
     if run_log and run_log.get("job") == job["id"]:
         info["run_log"] = _run_log(state, run_log["run"], run_log.get("lines", 50))
+    alerts = _alert_state(os.path.join(state, "alerts.json"), problems)
+    if alerts is not None:
+        info["alerts"] = alerts
     return info
+
+
+def _alert_state(path: str, problems: list[str]) -> AlertState | None:
+    """The job's alert state (None: it has none). The wrapper that writes it runs as root, or
+    as the deploying user: a file of anyone else's, a link, a FIFO, a hard link, one too big or
+    not an alert state is not read, and said."""
+    try:
+        data = read_bytes(path, ALERT_STATE_LIMIT + 1, owners={0, os.geteuid()})
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        problems.append(read_problem(path, exc))
+        return None
+    if len(data) > ALERT_STATE_LIMIT:
+        problems.append(f"{path} is larger than {ALERT_STATE_LIMIT} bytes: not read")
+        return None
+    try:
+        found, why = alert_state(json.loads(data.decode("utf-8")))
+    except (ValueError, RecursionError):
+        found, why = None, "not JSON"
+    if found is None:
+        problems.append(f"{path}: {why}: not read")
+    return found
 
 
 def _jobs_runtime(jobs: list[ProbeJob], home: str, log_tail: int, ledger_all: bool,

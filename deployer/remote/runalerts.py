@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -44,9 +45,6 @@ def load(release: str, job_id: str) -> tuple[AlertConfigFile | None, str | None]
     return config, None  # type: ignore[return-value]  # deployer wrote it (core/alertconfig.py)
 
 
-
-
-
 def secret_values(env: dict[str, str], config: AlertConfigFile) -> list[str]:
     """What an output tail must not show: the job's secret env values and the config's own secrets."""
     found = [env.get(name, "") for name in config.get("secret_env") or []]
@@ -71,17 +69,25 @@ class RunAlerts:
         self.host = host
         self.deliveries: list[AlertDelivery] = []
         self.errors: list[str] = []
-
-    def _keep(self, delivery: alerts.Delivery | None) -> None:
-        if delivery is not None:
-            self.deliveries.append(delivery.record())  # type: ignore[arg-type]  # the same fields
+        self._start_ping: list[alerts.Delivery] = []  # for the state's last delivery per channel
 
     def started(self) -> None:
-        """healthchecks' ``/start``: the check then measures the run and knows it is going on."""
+        """Before the job starts: the metrics file says a run is going on (``running`` 1, the
+        rest as the last run left it), then healthchecks' ``/start`` (the check then measures
+        the run and knows it is going on)."""
         try:
-            self._keep(alerts.ping(self.config, "start", self.run_id))
+            if self.config.get("metrics_dir"):
+                state, _problem = alerts.read_state(self._state_path())  # a problem is said when the run ends
+                self._metrics(state, time.time(), running=True)
+            start = alerts.ping(self.config, "start", self.run_id)
+            if start is not None:
+                self._start_ping.append(start)
+                self.deliveries.append(start.record())  # type: ignore[arg-type]  # the same fields
         except Exception as exc:  # noqa: BLE001 - alerting never stops a run
-            self.errors.append(f"start ping: {type(exc).__name__}: {exc}")
+            self.errors.append(f"start: {type(exc).__name__}: {exc}")
+
+    def _state_path(self) -> str:
+        return os.path.join(self.spec["state_dir"], STATE_FILE)
 
     def ended(self, outcome: str, exit_code: int | None, start: float, end: float, output: bytes,
               secrets: Sequence[str]) -> None:
@@ -97,7 +103,7 @@ class RunAlerts:
         event: dict[str, Any] = {"outcome": outcome, "at": end, "host": self.host, "run_id": self.run_id,
                                  "exit_code": exit_code, "start": start, "duration": round(end - start, 3),
                                  "output_tail": tail}
-        state_path = os.path.join(self.spec["state_dir"], STATE_FILE)
+        state_path = self._state_path()
         # The watchdog writes the state too: one read-modify-write at a time. Not had within
         # its short wait, the run goes on without it (a run is never held up by alerting).
         with alerts.state_lock(self.spec["state_dir"], alerts.LOCK_WAIT) as problem:
@@ -110,22 +116,38 @@ class RunAlerts:
             problem = alerts.write_state(state_path, decision.state)
             if problem:
                 self.errors.append(problem)
+        done: list[alerts.Delivery] = []
         if decision.messages:  # sent once the lock is released: a slow channel holds up no one else
-            self.deliveries.extend(d.record() for d in alerts.send(self.config, decision.messages, self.host))  # type: ignore[misc]
-        if exit_code is not None:  # skipped-locked: the run that holds the lock pings its own end
+            done += alerts.send(self.config, decision.messages, self.host)
+        # exit code None: skipped-locked (the run that holds the lock pings its own end), or a
+        # crashed run found by a later one (its end is not known)
+        if exit_code is not None:
             body = "\n".join(tail).encode()
-            self._keep(alerts.ping(self.config, exit_code, self.run_id, body))
+            finish = alerts.ping(self.config, exit_code, self.run_id, body)
+            done += [finish] if finish is not None else []
+        self.deliveries.extend(d.record() for d in done)  # type: ignore[misc]  # the same fields
+        delivered = [*self._start_ping, *done]
+        if delivered:  # what became of them, for status and verify: a second short turn under the lock
+            with alerts.state_lock(self.spec["state_dir"], alerts.LOCK_WAIT) as problem:
+                if problem:
+                    self.errors.append(problem)
+                state, problem = alerts.read_state(state_path)
+                alerts.note_deliveries(state, delivered, end)
+                problem = problem or alerts.write_state(state_path, state)
+                if problem:
+                    self.errors.append(problem)
+            decision.state = state
         if self.config.get("metrics_dir"):
             self._metrics(decision.state, end)
 
-    def _metrics(self, state: dict[str, Any], now: float) -> None:
+    def _metrics(self, state: dict[str, Any], now: float, running: bool = False) -> None:
         spec = self.spec
         m = metrics.JobMetrics(
             project=spec["project"], env=spec["env"], job=spec["id"],
             last_run=state.get("last_run"), last_success=state.get("last_success"),
             last_duration=state.get("last_duration"), last_exit_code=state.get("last_exit_code"),
             consecutive_failures=int(state.get("consecutive_failures") or 0),
-            next_run=metrics.next_run(spec["schedule"], target_timezone(), now), running=False)
+            next_run=metrics.next_run(spec["schedule"], target_timezone(), now), running=running)
         problem = metrics.write(str(self.config["metrics_dir"]), m)
         if problem:
             self.errors.append(problem)

@@ -20,7 +20,17 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, cast
 
-from deployer.remote.messages import RUN_OUTCOMES, FileKind, PathInfo, RunFound, RunOutcome
+from deployer.remote.messages import (
+    RUN_OUTCOMES,
+    AlertIncident,
+    AlertSent,
+    AlertState,
+    ChannelDelivery,
+    FileKind,
+    PathInfo,
+    RunFound,
+    RunOutcome,
+)
 from deployer.remote.safefs import open_dir, open_file, split
 
 HOME_MARK = "\x00~\x00"
@@ -441,6 +451,96 @@ def parse_run_lines(lines: list[bytes]) -> tuple[list[RunFound], tuple[int, str,
         else:
             records.append(found[0])
     return records, ((bad, *first) if first else None)
+
+
+# A job's alert state (``state/<job>/alerts.json``, remote/alerts.py): root's (or the deploying
+# user's) file, read as hostile input all the same: each field of messages.AlertState checked.
+ALERT_STATE_LIMIT = 64 * 1024  # alerts.STATE_LIMIT: a state is a few hundred bytes
+
+
+def alert_state(data: object) -> tuple[AlertState, None] | tuple[None, str]:
+    """(the typed fields of an alert state, None) or (None, why it is not one)."""
+    if not isinstance(data, dict) or data.get("version") != 1:
+        return None, "not an alert state (version 1)"
+    try:
+        deliveries = _mapping(data.get("deliveries"), "deliveries")
+        if len(deliveries) > LIST_LIMIT:
+            raise ValueError(f"deliveries: more than {LIST_LIMIT} channels")
+        state: AlertState = {
+            "consecutive_failures": _count(data.get("consecutive_failures"), "consecutive_failures"),
+            "incident": _incident(data.get("incident")),
+            "last_told": None if data.get("last_told") is None else _time(data.get("last_told"), "last_told"),
+            "untold": _count(data.get("untold"), "untold"),
+            "last_alert": _sent(data.get("last_alert")),
+            "deliveries": {_text(name, "a channel name"): _delivery(item, f"deliveries.{name}")
+                           for name, item in deliveries.items()},
+        }
+    except ValueError as exc:
+        return None, str(exc)
+    return state, None
+
+
+def _mapping(value: object, where: str) -> dict[str, object]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} is {_shown_type(value)}")
+    return value
+
+
+def _count(value: object, where: str) -> int:
+    if value is None:
+        return 0
+    if type(value) is not int or not 0 <= value < 1 << 31:
+        raise ValueError(f"{where} is not a count")
+    return value
+
+
+def _time(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1 << 40:  # NaN fails too
+        raise ValueError(f"{where} is not a time")
+    return float(value)
+
+
+def _text(value: object, where: str) -> str:
+    if not isinstance(value, str) or len(value) > TEXT_LIMIT:
+        raise ValueError(f"{where} is {_shown_type(value)}")
+    return value
+
+
+def _incident(value: object) -> AlertIncident | None:
+    if value is None:
+        return None
+    item = _mapping(value, "incident")
+    run_id = item.get("run_id")
+    told = item.get("told", False)
+    if not isinstance(told, bool):
+        raise ValueError("incident.told is not true or false")
+    return {"event": _text(item.get("event"), "incident.event"), "opened": _time(item.get("opened"), "incident.opened"),
+            "told": told, "run_id": None if run_id is None else _text(run_id, "incident.run_id")}
+
+
+def _sent(value: object) -> AlertSent | None:
+    if value is None:
+        return None
+    item = _mapping(value, "last_alert")
+    lists = []
+    for key in ("channels", "failed"):
+        names = item.get(key) or []
+        if not isinstance(names, list) or len(names) > LIST_LIMIT:
+            raise ValueError(f"last_alert.{key} is not a list of channels")
+        lists.append([_text(n, f"last_alert.{key}") for n in names])
+    return {"at": _time(item.get("at"), "last_alert.at"), "event": _text(item.get("event"), "last_alert.event"),
+            "channels": lists[0], "failed": lists[1]}
+
+
+def _delivery(value: object, where: str) -> ChannelDelivery:
+    item = _mapping(value, where)
+    ok, error = item.get("ok"), item.get("error")
+    if not isinstance(ok, bool):
+        raise ValueError(f"{where}.ok is not true or false")
+    return {"at": _time(item.get("at"), f"{where}.at"), "event": _text(item.get("event"), f"{where}.event"),
+            "ok": ok, "error": None if error is None else _text(error, f"{where}.error")}
 
 
 def emit(result: Mapping[str, object]) -> None:

@@ -14,10 +14,13 @@ Standard library only. For one run it:
 - with ``retention.run_logs: N``, also keeps each run's output in a file of its own
   (``state/JOB_ID/runs/<start>-<run id>.log``, the last N kept), named in its ledger line;
 - appends one JSON line per run to the job's ledger (``state/JOB_ID/ledger.jsonl``);
+- records as ``crashed``, once, a run whose wrapper died without writing its line (killed
+  with -9, by the OOM killer, a reboot): its running marker is left, its wrapper and job gone;
 - when the release has ``alerts/JOB_ID.json``, pings the job's check at start and end, tells
-  its channels of failures and recoveries, keeps the alert state (``state/JOB_ID/alerts.json``)
-  and writes its metrics (runalerts.py); the deliveries go into the ledger line, and no
-  failure of theirs changes the run's outcome or exit code.
+  its channels of failures, crashes and recoveries, keeps the alert state
+  (``state/JOB_ID/alerts.json``) and writes its metrics, ``running`` 1 before the job starts
+  and 0 at its end (runalerts.py); the deliveries go into the ledger line, and no failure of
+  theirs changes the run's outcome or exit code.
 
 Started by root for a job that runs as another user (root deployed it: the entry is in
 root's crontab), it keeps the run records (state folder: ledger, running markers, run logs)
@@ -30,6 +33,7 @@ Exit code: the job's own (so ``deployer run`` and cron's mail see it), 124 on ti
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import errno
 import fcntl
@@ -42,7 +46,7 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Final, NamedTuple, cast
 
 from deployer.remote.safefs import Unsafe, open_dir, open_file, split, unlink_file
 
@@ -145,6 +149,84 @@ def make_dirs(path: str, mode: int = 0o755) -> None:
     os.close(open_dir(path, mode))
 
 
+class Orphan(NamedTuple):
+    """A run that started and never recorded its end: its wrapper was killed (kill -9, the
+    OOM killer, a reboot) and left its running marker behind."""
+
+    run_id: str
+    start: float
+    pid: int
+    revision: str
+    trigger: str
+
+
+MARKER_LIMIT = 64 * 1024  # a running marker is a few hundred bytes
+
+
+def claim_orphans(state_dir: str, host: str) -> list[Orphan]:
+    """The running markers of this host's runs whose wrapper and job are both gone, each
+    claimed by removing it: of two runs that find one, only the one whose unlink succeeds
+    records it, so a crashed run is recorded (and told) once. A marker that is not one of
+    ours (another owner, a link, a FIFO, not a marker) is left alone: the probe reports it."""
+    folder = os.path.join(state_dir, "running")
+    owners = {0, os.geteuid()}
+    try:
+        dfd = open_dir(folder)
+    except OSError:
+        return []
+    try:
+        names = sorted(n for n in os.listdir(dfd) if n.endswith(".json"))
+    finally:
+        os.close(dfd)
+    found = []
+    for name in names:
+        path = os.path.join(folder, name)
+        orphan = _read_marker(path, owners)
+        if orphan is None or orphan[1] != host or _alive(orphan[2]) or _alive(orphan[0].pid):
+            continue
+        with contextlib.suppress(OSError):
+            if unlink_file(path, owners):
+                found.append(orphan[0])
+    return found
+
+
+def _read_marker(path: str, owners: set[int]) -> tuple[Orphan, str, int] | None:
+    """(the run, its host, its wrapper's pid) of a running marker written by a wrapper; None
+    for anything else."""
+    try:
+        fd = open_file(path, os.O_RDONLY, owners=owners)
+        try:
+            data = json.loads(os.read(fd, MARKER_LIMIT + 1)[:MARKER_LIMIT].decode("utf-8"))
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    run_id, start, pid, wrapper_pid = data.get("run_id"), data.get("start"), data.get("pid"), data.get("wrapper_pid")
+    texts = (data.get("host"), data.get("revision"), data.get("trigger"))
+    if not (isinstance(run_id, str) and len(run_id) == 16 and all(c in "0123456789abcdef" for c in run_id)
+            and os.path.basename(path) == run_id + ".json" and isinstance(start, str)
+            and type(pid) is int and type(wrapper_pid) is int and pid > 0 and wrapper_pid > 0
+            and all(isinstance(t, str) and len(t) <= 256 for t in texts)):
+        return None
+    try:
+        started = calendar.timegm(time.strptime(start[:19], "%Y-%m-%dT%H:%M:%S")) + float("0" + start[19:23])
+    except ValueError:
+        return None
+    return Orphan(run_id, started, pid, str(texts[1]), str(texts[2])), str(texts[0]), wrapper_pid
+
+
+def _alive(pid: int) -> bool:
+    """A process with that pid lives (a zombie does not: it has ended). A pid reused by another
+    process reads as alive: the marker waits for a later run, never recorded wrongly."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read(4096).rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
 class Run:
     def __init__(self, release: str, job_id: str, trigger: str) -> None:
         self.release = release
@@ -222,6 +304,25 @@ class Run:
             "trigger": self.trigger,
             **(extra or {}),
         }
+        self.append(entry, end)
+        return entry
+
+    def record_crashed(self, orphan: Orphan, extra: RunExtra) -> RunRecord:
+        """The ledger line of a run whose wrapper died without writing one (``Orphan``): outcome
+        ``crashed``, exit code unknown, its end the moment this run found it."""
+        end = time.time()
+        entry: RunRecord = {
+            "run_id": orphan.run_id, "job": self.spec["id"], "project": self.spec["project"], "env": self.spec["env"],
+            "start": now_iso(orphan.start), "end": now_iso(end), "duration": round(max(end - orphan.start, 0.0), 3),
+            "exit_code": None, "outcome": OUTCOME_CRASHED, "host": self.host, "pid": orphan.pid, "user": self.user,
+            "revision": orphan.revision, "trigger": orphan.trigger,
+            **extra,
+        }
+        self.append(entry, end)
+        return entry
+
+    def append(self, entry: RunRecord, end: float) -> None:
+        """One line onto the job's ledger (then trimmed to its retention)."""
         state = self.spec["state_dir"]
         make_dirs(state)
         ledger = os.path.join(state, "ledger.jsonl")
@@ -238,7 +339,6 @@ class Run:
             trim_ledger(ledger, self.spec.get("retention") or {}, end)
         finally:
             os.close(guard)
-        return entry
 
     def user_side(self) -> AbstractContextManager[object]:
         """Where the job's user's files (log, lock) are opened: with that user's ids when root
@@ -424,6 +524,8 @@ def main(argv: list[str], script: str) -> int:
     keep_run_logs = int((spec.get("retention") or {}).get("run_logs", 0))
     extra: RunExtra = {}
     alerting = _alerting(run, release, job_id, extra)
+    for orphan in claim_orphans(spec["state_dir"], run.host):
+        _record_crash(run, orphan, alerting)
     if keep_run_logs:
         extra["log"] = run.open_run_log()
     run.log(f"run {run.run_id} start: job {spec['id']}, revision {run.revision}, trigger {trigger}")
@@ -546,6 +648,20 @@ def _alerting(run: Run, release: str, job_id: str, extra: RunExtra) -> runalerts
         run.log(f"run {run.run_id}: {problem}; no alerts for this run")
         extra["alert_errors"] = [problem]
     return runalerts.RunAlerts(config, run.spec, run.run_id, run.host) if config is not None else None
+
+
+def _record_crash(run: Run, orphan: Orphan, alerting: runalerts.RunAlerts | None) -> None:
+    """Record (and, with alerts, tell once) a run whose wrapper died before writing its line."""
+    run.log(f"run {run.run_id}: run {orphan.run_id}, started {now_iso(orphan.start)}, never recorded its end and its "
+            "wrapper is gone: recorded as crashed")
+    extra: RunExtra = {"error": f"its wrapper ended without recording the run (killed?); found by run {run.run_id}"}
+    if alerting is not None:
+        from deployer.remote import runalerts  # imported by _alerting already
+
+        told = runalerts.RunAlerts(alerting.config, run.spec, orphan.run_id, run.host)
+        told.ended(OUTCOME_CRASHED, None, orphan.start, time.time(), b"", ())
+        _alert_extra(extra, told)
+    run.record_crashed(orphan, extra)
 
 
 def _wait(run: Run, proc: subprocess.Popen[bytes]) -> tuple[int, bool]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
+from deployer.core.alertstate import AlertView, alert_view
 from deployer.core.check import CheckStatus
 from deployer.core.lifecycle import LifecyclePlan
 from deployer.engine.outcome import TargetStatus
@@ -52,6 +53,7 @@ class HostChecks(TypedDict):
     error: str | None
     checks: list[CheckData]
     counters: dict[str, float | int]
+    alerts: dict[str, AlertView]  # job -> its alert state, for the jobs with alerts (core/alertstate.py)
 
 
 class ChecksReport(TypedDict):
@@ -106,8 +108,18 @@ def check_data(state: TargetState) -> list[CheckData]:
     return [{"name": c.name, "status": c.status, "detail": c.detail, "job": c.job} for c in state.checks]
 
 
+def host_alerts(state: TargetState) -> dict[str, AlertView]:
+    """Each job's alert state on the host ({} when it was not probed, or no job has alerts)."""
+    if state.facts is None or state.release is None:
+        return {}
+    facts = state.facts
+    views = {job.id: alert_view(job, facts.runtime(job.id), facts.now) for job in state.release.jobs}
+    return {job: view for job, view in views.items() if view is not None}
+
+
 def host_checks(state: TargetState) -> HostChecks:
-    return {"status": state.status, "error": state.error, "checks": check_data(state), "counters": state.counters.as_dict()}
+    return {"status": state.status, "error": state.error, "checks": check_data(state), "counters": state.counters.as_dict(),
+            "alerts": host_alerts(state)}
 
 
 def checks_report(session: Session) -> ChecksReport:

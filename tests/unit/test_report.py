@@ -124,7 +124,9 @@ def test_the_cli_prints_the_check_lines_the_ansible_results_say(project: Path, c
     assert ["   " + line for line in said] == printed[1:]
     data = host_checks(state)
     assert [c["name"] for c in data["checks"]] == ["crontab", "success", "freshness"]
-    assert list(data) == ["status", "error", "checks", "counters"]  # the order --json has always had
+    # the order --json has always had, then the jobs' alert state (issue 15: after the old keys)
+    assert list(data) == ["status", "error", "checks", "counters", "alerts"]
+    assert data["alerts"] == {}  # no job of this release has alerts
 
 
 def test_summary_words_and_plan_data(project: Path) -> None:
