@@ -112,7 +112,7 @@ def plan(ctx: Context, env: str, limit: str | None, parallel: int, detailed_exit
     finally:
         session.close()
     # The checks' list is read, never written: plan creates nothing.
-    checks = healthchecks.sync_session(api, session, apply=False) if api else None
+    checks = healthchecks.sync_session(api, session, apply=False, every_host=limit is None) if api else None
     code = _exit_code(session.exit_code(changes_pending=detailed_exitcode), checks, detailed_exitcode)
     if ctx.output.json_mode:
         ctx.output.emit_json(_with_checks(dict(plan_report(session)), checks, code))
@@ -159,7 +159,7 @@ def apply(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, p
         session.close()
     # After the hosts: the jobs are what is deployed, their checks watch them; an API that is
     # down must not hold back a deploy, and the next apply creates what this one could not.
-    checks = healthchecks.sync_session(api, session, apply=True) if api else None
+    checks = healthchecks.sync_session(api, session, apply=True, every_host=limit is None) if api else None
     code = _exit_code(session.exit_code(), checks)
     if ctx.output.json_mode:
         ctx.output.emit_json(_with_checks(dict(plan_report(session, applied=True)), checks, code))
@@ -196,7 +196,7 @@ def _with_checks(data: dict[str, object], checks: healthchecks.SyncReport | None
     return data
 
 
-_ACTION_WORDS = {"create": "would create", "update": "would update"}
+_ACTION_WORDS = {"create": "would create", "update": "would update", "pause": "would pause"}
 
 
 def _show_checks(ctx: Context, checks: healthchecks.SyncReport | None) -> None:

@@ -80,6 +80,12 @@ def cron_schedule(schedule: str) -> str:
     return ALIASES.get(schedule, schedule)
 
 
+def check_tags(project: str, env: str) -> str:
+    """The tags of an environment's checks (space-separated, as the API takes them): what apply
+    tells its own checks by, to pause those of jobs and hosts no longer declared."""
+    return f"deployer {project} {env}"
+
+
 def check_spec(project: str, env: str, job: Job, host: str, tz: str, now: datetime) -> CheckSpec:
     """The check of ``job`` on ``host``, whose cron reads schedules in ``tz``."""
     # The API's bounds: a declared grace under a minute is taken as one.
@@ -88,7 +94,7 @@ def check_spec(project: str, env: str, job: Job, host: str, tz: str, now: dateti
     if job.description:
         desc = f"{job.description}\n\n{desc}"
     return CheckSpec(job=job.id, host=host, slug=check_slug(project, env, job.id, host),
-                     name=f"{project}/{env} {job.id} on {host}"[:SLUG_MAX], tags=f"deployer {project} {env}",
+                     name=f"{project}/{env} {job.id} on {host}"[:SLUG_MAX], tags=check_tags(project, env),
                      desc=desc, schedule=cron_schedule(job.schedule), tz=tz, grace=grace)
 
 

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from deployer.config.project import EnvironmentConfig, HealthchecksSite, Project
 from deployer.config.secrets import resolve_secret
-from deployer.core.healthchecks import CheckSpec, check_spec, differences, has_check
+from deployer.core.healthchecks import CheckSpec, check_spec, check_tags, differences, has_check
 from deployer.engine.outcome import CHANGED, OK
 from deployer.engine.session import Session
 from deployer.errors import InvalidInput
@@ -40,7 +40,7 @@ from deployer.errors import InvalidInput
 TIMEOUT = 10.0  # seconds per call, connection included
 _MAX_ANSWER = 10 * 1024 * 1024  # a list of thousands of checks is a few MB
 
-Action = Literal["created", "updated", "unchanged", "create", "update", "skipped"]
+Action = Literal["created", "updated", "unchanged", "paused", "create", "update", "pause", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class SyncReport:
 
     @property
     def pending(self) -> int:
-        return sum(r.action in ("create", "update") for r in self.results)
+        return sum(r.action in ("create", "update", "pause") for r in self.results)
 
     def data(self) -> dict[str, Any]:
         """``--json``'s ``healthchecks``: the API's address, each check, the error."""
@@ -97,8 +97,8 @@ class Api:
     key: str
     timeout: float = TIMEOUT
 
-    def _call(self, method: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-        url = f"{self.site}/api/v3/checks/"
+    def _call(self, method: str, body: dict[str, Any] | None = None, path: str = "") -> tuple[int, Any]:
+        url = f"{self.site}/api/v3/checks/{path}"
         data = json.dumps(body).encode() if body is not None else None
         # The site is https, or http on the loopback: config/model.py's KeyUrl refuses every other scheme.
         request = urllib.request.Request(url, data=data, method=method,  # noqa: S310
@@ -118,7 +118,7 @@ class Api:
         try:
             return status, json.loads(raw)
         except ValueError:
-            raise ApiError(f"{self.site} answered {method} /api/v3/checks/ with something that is not JSON",
+            raise ApiError(f"{self.site} answered {method} /api/v3/checks/{path} with something that is not JSON",
                            "alerts.healthchecks.api must be the healthchecks site (e.g. https://healthchecks.io)") from None
 
     def checks(self) -> dict[str, list[dict[str, Any]]]:
@@ -133,6 +133,10 @@ class Api:
             if isinstance(check, dict) and isinstance(check.get("slug"), str):
                 by_slug.setdefault(check["slug"], []).append(check)
         return by_slug
+
+    def pause(self, uuid: str) -> None:
+        """Stop monitoring a check (a ping resumes it: https://healthchecks.io/docs/api/#pause-check)."""
+        self._call("POST", path=f"{urllib.parse.quote(uuid, safe='')}/pause")
 
     def upsert(self, spec: CheckSpec, new: bool) -> int:
         """Create or update the check with this slug; the API's status (201 created, 200 updated)."""
@@ -210,8 +214,11 @@ def desired_checks(session: Session, now: datetime | None = None) -> tuple[list[
     return specs, skipped
 
 
-def sync(api: Api, specs: Iterable[CheckSpec], apply: bool) -> SyncReport:
-    """Compare each check with the API's list; with ``apply``, create or update those that differ."""
+def sync(api: Api, specs: Iterable[CheckSpec], apply: bool, stale_tags: str | None = None,
+         declared: frozenset[str] = frozenset()) -> SyncReport:
+    """Compare each check with the API's list; with ``apply``, create or update those that differ.
+    With ``stale_tags``, a check of those tags whose slug is not ``declared`` (its job or host
+    is gone) is paused: it would go down, and tell, for a job that no longer exists."""
     report = SyncReport(api.site)
     todo = list(specs)
     try:
@@ -251,12 +258,38 @@ def sync(api: Api, specs: Iterable[CheckSpec], apply: bool) -> SyncReport:
             report.results.extend(CheckResult(s, "skipped", detail="not synced: the API failed") for s in todo[i:])
             return report
         report.results.append(CheckResult(spec, "created" if status == 201 else "updated", changed))
+    if stale_tags is not None:
+        _pause_stale(api, existing, stale_tags, declared, apply, report)
     return report
 
 
-def sync_session(api: Api, session: Session, apply: bool) -> SyncReport:
-    """``sync`` over the checks of the session's hosts; those of hosts that failed are skipped."""
+def _pause_stale(api: Api, existing: dict[str, list[dict[str, Any]]], tags: str, declared: frozenset[str], apply: bool,
+                 report: SyncReport) -> None:
+    for slug, found in sorted(existing.items()):
+        for check in found:
+            if slug in declared or check.get("tags") != tags or check.get("status") == "paused":
+                continue
+            spec = CheckSpec(job="", host="", slug=slug, name=str(check.get("name", "")), tags=tags, desc="",
+                             schedule=str(check.get("schedule", "")), tz=str(check.get("tz", "")), grace=int(check.get("grace") or 0))
+            detail = "no longer declared"
+            if not apply:
+                report.results.append(CheckResult(spec, "pause", detail=detail))
+                continue
+            try:
+                api.pause(str(check.get("uuid", "")))
+            except ApiError as exc:
+                report.error, report.hint = f"check {slug}: {exc}", exc.hint
+                return
+            report.results.append(CheckResult(spec, "paused", detail=detail))
+
+
+def sync_session(api: Api, session: Session, apply: bool, every_host: bool = False) -> SyncReport:
+    """``sync`` over the checks of the session's hosts; those of hosts that failed are skipped.
+    ``every_host`` (no --limit): the session knows every check the environment should have, so
+    those of removed jobs and hosts are paused."""
     specs, skipped = desired_checks(session)
-    report = sync(api, specs, apply)
+    declared = frozenset(s.slug for s in specs) | frozenset(r.spec.slug for r in skipped)
+    tags = check_tags(session.project.name, session.env.name) if every_host else None
+    report = sync(api, specs, apply, tags, declared)
     report.results = skipped + report.results
     return report

@@ -17,6 +17,8 @@ follows, read in healthchecks' own source (github.com/healthchecks/healthchecks)
   ``[a-z0-9-_]*``, tz a known zone, schedule a cron expression (here: five fields), a field
   of the wrong type 400 ``json validation error: ...``; ``channels: "*"`` assigns every
   integration.
+- ``pause``: ``POST /api/v3/checks/<uuid>/pause`` (200 and the check, 404 for no such check);
+  a paused check resumes when pinged (``manual_resume`` false, the default).
 - hc/api/urls.py and ``ping_by_slug``: ``/ping/<ping_key>/<slug>`` plus ``/start``, ``/fail``,
   ``/log``, ``/<exit status>``; an uppercase slug 400, no such check 404 ``not found``, two
   checks with the slug 409 ``ambiguous slug``; ``rid`` must be a UUID (400 otherwise);
@@ -41,6 +43,7 @@ API_KEY = "hcw_" + "k" * 28  # 32 characters, as healthchecks' keys are
 PING_KEY = "pk-5e6f7a8b9c0d1e2f3a4b5c"
 UNIQUE_FIELDS = {"name", "slug", "tags", "timeout", "grace"}
 _STRINGS = ("name", "slug", "tags", "desc", "schedule", "tz", "channels", "methods")
+_PAUSE_PATH = re.compile(r"/api/v3/checks/(?P<uuid>[0-9a-f-]{36})/pause")
 _SLUG_PATH = re.compile(r"/ping/(?P<key>[-a-zA-Z0-9_]+)/(?P<slug>[-a-zA-Z0-9_]+)(?:/(?P<what>start|fail|log|[0-9]+))?/?")
 
 
@@ -76,7 +79,7 @@ class FakeHealthchecks:
     # ------------------------------------------------------------------ the API
     def to_dict(self, check: dict[str, Any]) -> dict[str, Any]:
         shown = {k: check[k] for k in ("name", "slug", "tags", "desc", "grace", "uuid", "channels")}
-        shown.update(status="new", n_pings=check["n_pings"], ping_url=f"{self.url}/ping/{check['uuid']}",
+        shown.update(status=check["status"], n_pings=check["n_pings"], ping_url=f"{self.url}/ping/{check['uuid']}",
                      update_url=f"{self.url}/api/v3/checks/{check['uuid']}")
         if check["kind"] == "cron":
             shown.update(schedule=check["schedule"], tz=check["tz"])
@@ -113,7 +116,7 @@ class FakeHealthchecks:
         if check is None:
             check = {"uuid": str(uuid.uuid4()), "name": "", "slug": "", "tags": "", "desc": "", "grace": 3600,
                      "timeout": 86400, "schedule": "* * * * *", "tz": "UTC", "kind": "simple", "channels": "",
-                     "n_pings": 0}
+                     "n_pings": 0, "status": "new"}
             self.checks.append(check)
         for key in ("name", "slug", "tags", "desc", "grace", "tz"):
             if key in spec:
@@ -125,6 +128,13 @@ class FakeHealthchecks:
         if "channels" in spec:
             check["channels"] = "every-integration" if spec["channels"] == "*" else spec["channels"]
         return (201 if created else 200), self.to_dict(check)
+
+    def pause(self, uuid_text: str) -> tuple[int, dict[str, Any]]:
+        check = next((c for c in self.checks if c["uuid"] == uuid_text), None)
+        if check is None:
+            return 404, {"error": "not found"}
+        check["status"] = "paused"
+        return 200, self.to_dict(check)
 
     # ------------------------------------------------------------------ pings
     def ping(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> tuple[int, bytes]:
@@ -150,6 +160,8 @@ class FakeHealthchecks:
             except ValueError:
                 return 400, b"invalid uuid format"
         found[0]["n_pings"] += 1
+        if kind in ("success", "fail"):  # Check.ping: a start changes no status; an end resumes a paused check
+            found[0]["status"] = "down" if kind == "fail" else "up"
         self.pings.append(Ping(slug, kind, exit_status, rid, method, body))
         return 200, b"OK"
 
@@ -206,13 +218,16 @@ def fake_healthchecks() -> Iterator[FakeHealthchecks]:
                     status, text = hc.ping(self.command, parts.path, query, body)
                     self._answer(status, text, "text/plain")
                     return
-                if parts.path != "/api/v3/checks/" or self.command not in ("GET", "POST"):
+                paused = _PAUSE_PATH.fullmatch(parts.path)
+                if (parts.path != "/api/v3/checks/" or self.command not in ("GET", "POST")) and not (paused and self.command == "POST"):
                     self._answer(404, b"not found", "text/plain")
                     return
                 hc.calls.append((self.command, self.path))
                 refused = hc.authorize(self.headers)
                 if refused is not None:
                     status, answer = refused
+                elif paused:
+                    status, answer = hc.pause(paused["uuid"])
                 elif self.command == "GET":
                     status, answer = hc.list_checks(query)
                 else:

@@ -41,6 +41,25 @@ def test_create_then_nothing_then_update() -> None:
         assert len(hc.checks) == 2 and [m for m, _ in hc.calls].count("POST") == 3
 
 
+def test_checks_no_longer_declared_are_paused_and_only_ours() -> None:
+    tags = "deployer shop prod"
+    with fake_healthchecks() as hc:
+        api = Api(hc.url, API_KEY)
+        sync(api, [spec(), spec(host="db2")], apply=True)
+        hc.checks.append({**hc.checks[0], "uuid": "00000000-0000-0000-0000-000000000001", "slug": "mine", "tags": "other"})
+        declared = frozenset({"shop-prod-backup-db1"})
+        planned = sync(api, [spec()], apply=False, stale_tags=tags, declared=declared)
+        assert [(r.spec.slug, r.action) for r in planned.results] == [("shop-prod-backup-db1", "unchanged"),
+                                                                      ("shop-prod-backup-db2", "pause")]
+        assert all(c["status"] == "new" for c in hc.checks)  # plan paused nothing
+        applied = sync(api, [spec()], apply=True, stale_tags=tags, declared=declared)
+        assert [(r.spec.slug, r.action, r.detail) for r in applied.results][1] == ("shop-prod-backup-db2", "paused",
+                                                                                   "no longer declared")
+        assert [c["status"] for c in hc.checks] == ["new", "paused", "new"]  # the project's other check is not ours
+        again = sync(api, [spec()], apply=True, stale_tags=tags, declared=declared)
+        assert [r.action for r in again.results] == ["unchanged"]  # paused once
+
+
 def test_two_checks_with_one_slug_stop_the_sync() -> None:
     with fake_healthchecks() as hc:
         api = Api(hc.url, API_KEY)

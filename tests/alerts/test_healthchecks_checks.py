@@ -165,6 +165,15 @@ def test_a_changed_schedule_updates_the_same_check(project: Project, user_cronta
         assert hc.check(SLUGS[0])["schedule"] == "30 4 * * 1-5"
         assert hc.check(SLUGS[0])["channels"] == "every-integration"  # an update leaves integrations alone
 
+        # A job no longer declared: its check would go down and tell; apply pauses it (a ping resumes it).
+        project.declare(declaration(hc.url, exit_file, "30 4 * * 1-5").replace("  report:\n", "  report:\n    enabled: false\n"))
+        limited = project.deployer("apply", "dev", "--yes", "--json", "--limit", "localhost", env=SECRETS)
+        assert "paused" not in limited.stdout and hc.check(SLUGS[1])["status"] == "new", limited  # --limit: not all known
+        result, data = apply(project)
+        assert result.exit_code == 0, result
+        assert actions(data) == {SLUGS[0]: "unchanged", SLUGS[1]: "paused"}
+        assert hc.check(SLUGS[1])["status"] == "paused" and len(hc.checks) == 2
+
 
 def test_a_wrong_api_key_is_a_persons_error_and_the_hosts_stay_applied(project: Project, user_crontab: str,
                                                                        exit_file: Path) -> None:
