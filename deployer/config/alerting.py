@@ -13,8 +13,19 @@ from __future__ import annotations
 import difflib
 
 from deployer.config import model
-from deployer.config.project import (ALERT_EVENTS, DEFAULT_QUIET, AlertChannel, AlertRules, AppriseChannel, HealthchecksSite, JobAlerts, MailChannel,
-                                      Secret, SmtpRelay, WebhookChannel)
+from deployer.config.project import (
+    ALERT_EVENTS,
+    DEFAULT_QUIET,
+    AlertChannel,
+    AlertRules,
+    AppriseChannel,
+    HealthchecksSite,
+    JobAlerts,
+    MailChannel,
+    Secret,
+    SmtpRelay,
+    WebhookChannel,
+)
 from deployer.config.yamlsource import KeyPath, SourceMap
 from deployer.errors import Problem
 
