@@ -94,7 +94,7 @@ class Api:
     """The Management API v3 of one healthchecks project."""
 
     site: str
-    key: str
+    key: str = field(repr=False)  # never in a repr, a log line or a traceback's locals shown
     timeout: float = TIMEOUT
 
     def _call(self, method: str, body: dict[str, Any] | None = None, path: str = "") -> tuple[int, Any]:
