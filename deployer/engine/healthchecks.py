@@ -269,8 +269,10 @@ def _pause_stale(api: Api, existing: dict[str, list[dict[str, Any]]], tags: str,
         for check in found:
             if slug in declared or check.get("tags") != tags or check.get("status") == "paused":
                 continue
+            grace = check.get("grace")  # the API's word: shown, never trusted to be a number
             spec = CheckSpec(job="", host="", slug=slug, name=str(check.get("name", "")), tags=tags, desc="",
-                             schedule=str(check.get("schedule", "")), tz=str(check.get("tz", "")), grace=int(check.get("grace") or 0))
+                             schedule=str(check.get("schedule", "")), tz=str(check.get("tz", "")),
+                             grace=grace if isinstance(grace, int) else 0)
             detail = "no longer declared"
             if not apply:
                 report.results.append(CheckResult(spec, "pause", detail=detail))
