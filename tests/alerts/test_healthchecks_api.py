@@ -127,3 +127,11 @@ def test_a_slow_api_costs_at_most_the_timeout() -> None:
         report = sync(Api(slow, API_KEY, timeout=1.0), [spec()], apply=True)
         assert time.monotonic() - started < 3
         assert report.error is not None and report.error.startswith(f"cannot reach the healthchecks API at {slow} (")
+
+
+def test_a_server_that_is_no_healthchecks_is_named() -> None:
+    with answering(200, {}) as other:
+        report = sync(Api(other, API_KEY), [spec()], apply=True)
+        assert report.error == f"{other} answered GET /api/v3/checks/ with something that is not JSON"
+        assert report.hint == "alerts.healthchecks.api must be the healthchecks site (e.g. https://healthchecks.io)"
+        assert [r.action for r in report.results] == ["skipped"]
