@@ -128,6 +128,11 @@ def test_apply_creates_one_check_per_job_and_host_then_changes_nothing(project: 
         config = json.loads((HOME / "current" / "alerts" / "backup.json").read_text())
         assert config["ping"] == f"{hc.url}/ping/{PING_KEY}/{SLUGS[0]}"
 
+        listed = project.deployer("alerts", "dev")
+        assert f"healthchecks: {hc.url} (apply keeps one check per job and host)" in listed.stdout, listed
+        assert [line.endswith("healthchecks ping") for line in listed.stdout.splitlines() if line.startswith("   ")] == [
+            True, True, False]  # backup, report; boot (@reboot) has none
+
         again, data = apply(project)
         assert again.exit_code == 0, again
         assert actions(data) == dict.fromkeys(SLUGS, "unchanged")
