@@ -11,6 +11,7 @@ import click
 from deployer.cli.common import Context, env_argument, guarded, json_option
 from deployer.config.cached import load_project_cached
 from deployer.core.alerting import grace_seconds
+from deployer.core.healthchecks import has_check
 from deployer.core.prometheus_rules import JOB_LABEL, rules, rules_yaml
 from deployer.errors import EXIT_OK
 
@@ -41,16 +42,19 @@ def alerts(ctx: Context, env: str, prometheus: bool, job_label: str) -> int:
     for job in environment.jobs:
         jobs.append({"job": job.id, "route": list(job.alerts.route), "when": list(job.alerts.rules.when),
                      "after": job.alerts.rules.after, "quiet": job.alerts.rules.quiet, "grace": grace_seconds(job, now),
-                     "ping": job.alerts.ping is not None})
+                     "ping": job.alerts.ping is not None or has_check(job, environment)})
     channels = [{"name": c.name, "kind": c.kind} for c in environment.channels]
     if ctx.output.json_mode:
         ctx.output.emit_json({"project": project.name, "env": env, "channels": channels,
-                              "metrics_dir": environment.metrics_dir, "jobs": jobs})
+                              "metrics_dir": environment.metrics_dir, "jobs": jobs,
+                              "healthchecks": environment.healthchecks.api if environment.healthchecks else None})
         return EXIT_OK
     named = ", ".join(f"{c['name']} ({c['kind']})" for c in channels) or "none"
     ctx.output.print(f"channels: {named}")
     if environment.metrics_dir:
         ctx.output.print(f"metrics: {environment.metrics_dir}")
+    if environment.healthchecks:
+        ctx.output.print(f"healthchecks: {environment.healthchecks.api} (apply keeps one check per job and host)")
     for j in jobs:
         route = ", ".join(j["route"]) or "no channel"
         ctx.output.print(f"   {j['job']}: to {route} on {', '.join(j['when'])}; after {j['after']} failed run(s), "

@@ -13,7 +13,19 @@ from __future__ import annotations
 import difflib
 
 from deployer.config import model
-from deployer.config.project import ALERT_EVENTS, DEFAULT_QUIET, AlertChannel, AlertRules, AppriseChannel, JobAlerts, MailChannel, Secret, SmtpRelay, WebhookChannel
+from deployer.config.project import (
+    ALERT_EVENTS,
+    DEFAULT_QUIET,
+    AlertChannel,
+    AlertRules,
+    AppriseChannel,
+    HealthchecksSite,
+    JobAlerts,
+    MailChannel,
+    Secret,
+    SmtpRelay,
+    WebhookChannel,
+)
 from deployer.config.yamlsource import KeyPath, SourceMap
 from deployer.errors import Problem
 
@@ -62,6 +74,18 @@ def environment_channels(decl: model.Declaration, env_name: str, env: model.Envi
         if alerts.metrics is not None:
             metrics_dir = alerts.metrics.dir
     return tuple(channels.values()), metrics_dir, problems
+
+
+def environment_healthchecks(decl: model.Declaration, env_name: str, env: model.Environment) -> HealthchecksSite | None:
+    """The healthchecks project the environment's checks live in: the environment's, else the top level's."""
+    layers: list[tuple[KeyPath, model.Alerts | None]] = [(("environments", env_name, "alerts"), env.alerts),
+                                                          (("alerts",), decl.alerts)]
+    for path, alerts in layers:
+        if alerts is not None and alerts.healthchecks is not None:
+            hc = alerts.healthchecks
+            return HealthchecksSite(hc.api.rstrip("/"), _secret(hc.api_key), hc.ping_url.rstrip("/"), _secret(hc.ping_key),
+                                    origin=(*path, "healthchecks"))
+    return None
 
 
 def job_alerts(decl: model.Declaration, env_name: str, env: model.Environment, job_id: str,

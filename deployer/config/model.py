@@ -365,6 +365,35 @@ class Metrics(Strict):
         return value
 
 
+_LOOPBACK_HOSTS = re.compile(r"(localhost|127(\.[0-9]{1,3}){3}|\[::1\])(:[0-9]+)?")
+
+
+def _key_url(value: str) -> str:
+    # The API key travels in a header and the ping key in the URL's path: https only, but for
+    # a server on this machine (a self-hosted instance behind a local proxy, the tests).
+    _http_url(value)
+    scheme, _, rest = value.partition("://")
+    host = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if scheme != "https" and not _LOOPBACK_HOSTS.fullmatch(host.rsplit("@", 1)[-1]):
+        raise ValueError(f"'{value}' must be an https:// URL (http:// only for a server on the loopback): "
+                         "a key goes with every request")
+    if re.search(r"[?#]", value):
+        raise ValueError(f"'{value}' cannot hold a query or a fragment: deployer adds the paths it calls")
+    return value
+
+
+KeyUrl = Annotated[str, AfterValidator(_one_line), AfterValidator(_key_url)]
+
+
+class Healthchecks(Strict):
+    """A healthchecks.io (or self-hosted) project whose checks apply creates, one per job and host."""
+
+    api: KeyUrl  # the site, e.g. https://healthchecks.io: its Management API is <api>/api/v3/
+    api_key: SecretOnly  # the project's read-write API key
+    ping_url: KeyUrl  # the ping endpoint, e.g. https://hc-ping.com (self-hosted: <site>/ping)
+    ping_key: SecretOnly  # the project's ping key: pings go to <ping_url>/<ping_key>/<slug>
+
+
 class AlertRules(Strict):
     """When a message goes out, and how often at most."""
 
@@ -388,6 +417,7 @@ class Alerts(JobAlerts):
 
     channels: dict[str, Channel] | None = None
     metrics: Metrics | None = None
+    healthchecks: Healthchecks | None = None
 
     @field_validator("ping")
     @classmethod

@@ -97,6 +97,17 @@ class AlertChannel:
 
 
 @dataclass(frozen=True)
+class HealthchecksSite:
+    """A healthchecks project that holds one check per job and host (``alerts.healthchecks``)."""
+
+    api: str  # the site: the Management API is <api>/api/v3/
+    api_key: Secret
+    ping_url: str  # the ping endpoint: <ping_url>/<ping_key>/<slug>
+    ping_key: Secret
+    origin: KeyPath = field(default=(), compare=False, hash=False)
+
+
+@dataclass(frozen=True)
 class AlertRules:
     when: tuple[str, ...] = ALERT_EVENTS
     after: int = 1  # consecutive failed runs before an incident opens
@@ -180,6 +191,7 @@ class EnvironmentConfig:
     vars: tuple[Variable, ...] = ()
     channels: tuple[AlertChannel, ...] = ()  # alerts.channels, the environment's over the top level's
     metrics_dir: str | None = None  # node_exporter's textfile folder on the targets
+    healthchecks: HealthchecksSite | None = None  # apply creates each job's check there
 
     def channel(self, name: str) -> AlertChannel:
         return next(c for c in self.channels if c.name == name)

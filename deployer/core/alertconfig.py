@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from deployer.config.project import AlertChannel, EnvironmentConfig, Job, Project, Secret
 from deployer.config.secrets import resolve_secret
+from deployer.core.healthchecks import PING_KEY, check_slug, has_check, ping_url
 from deployer.errors import Problem
 from deployer.remote.messages import AlertChannelSpec, AlertConfigFile, SmtpSpec
 
@@ -76,10 +77,29 @@ def _channel(channel: AlertChannel, r: _Resolver) -> AlertChannelSpec:
     return {"name": channel.name, "type": "webhook", "url": channel.webhook.url, "headers": headers}
 
 
-def _config(job: Job, env: EnvironmentConfig, project: Project, r: _Resolver,
+def _ping(job: Job, env: EnvironmentConfig, project: Project, host: str, r: _Resolver) -> str | None:
+    """The job's own ping URL, else its managed check's slug URL on this host (core/healthchecks.py)."""
+    alerts = job.alerts
+    if alerts.ping is not None:
+        return r.value(alerts.ping, alerts.ping_origin, "ping URL")
+    site = env.healthchecks
+    if site is None or not has_check(job, env):
+        return None
+    where = (*site.origin, "ping_key")
+    key = r.value(site.ping_key, where, "healthchecks ping key")
+    if key and key != MASK and not PING_KEY.fullmatch(key):
+        # It becomes a segment of the URL's path: a '/' or '?' in it would ping somewhere else.
+        r.problems.append(project.source.problem(where, f"the healthchecks ping key (from {site.ping_key.describe()}) "
+                                                        "is not a ping key: letters, digits, '-' and '_' only "
+                                                        "(Project Settings, API Access, in healthchecks)"))
+        return None
+    return ping_url(site.ping_url, key, check_slug(project.name, env.name, job.id, host)) if key else None
+
+
+def _config(job: Job, env: EnvironmentConfig, project: Project, host: str, r: _Resolver,
             secret_env: list[str]) -> AlertConfigFile:
     alerts = job.alerts
-    ping = r.value(alerts.ping, alerts.ping_origin, "ping URL") if alerts.ping is not None else None
+    ping = _ping(job, env, project, host, r)
     return {
         "project": project.name, "env": env.name, "job": job.id,
         "rules": {"when": list(alerts.rules.when), "after": alerts.rules.after, "quiet": alerts.rules.quiet},
@@ -95,17 +115,17 @@ def _config(job: Job, env: EnvironmentConfig, project: Project, r: _Resolver,
 def has_alerts(job: Job, env: EnvironmentConfig) -> bool:
     """Whether the job needs an alert config: a route with channels, a ping URL or a metrics folder."""
     routed = any(c.name in job.alerts.route for c in env.channels)
-    return routed or job.alerts.ping is not None or env.metrics_dir is not None
+    return routed or job.alerts.ping is not None or env.metrics_dir is not None or has_check(job, env)
 
 
 def render_alerts(job: Job, env: EnvironmentConfig, project: Project, environ: Mapping[str, str],
-                  secret_env: frozenset[str], resolve: bool = True) -> tuple[RenderedAlerts | None, list[Problem]]:
-    """The job's ``alerts/<id>.json`` (None: the job has no alerts) and the problems found resolving its secrets."""
+                  secret_env: frozenset[str], resolve: bool = True, host: str = "") -> tuple[RenderedAlerts | None, list[Problem]]:
+    """The job's ``alerts/<id>.json`` on ``host`` (None: the job has no alerts) and the problems found resolving its secrets."""
     if not has_alerts(job, env):
         return None, []
     real = _Resolver(job, project, environ, resolve, mask=False)
     masked = _Resolver(job, project, environ, resolve, mask=True)
     names = sorted(secret_env)
-    text = json.dumps(_config(job, env, project, real, names), indent=2, sort_keys=True) + "\n"
-    public = json.dumps(_config(job, env, project, masked, names), indent=2, sort_keys=True) + "\n"
+    text = json.dumps(_config(job, env, project, host, real, names), indent=2, sort_keys=True) + "\n"
+    public = json.dumps(_config(job, env, project, host, masked, names), indent=2, sort_keys=True) + "\n"
     return RenderedAlerts(text, public, frozenset(s for s in real.secrets if s)), real.problems

@@ -193,7 +193,7 @@ def render(project: Project, env: EnvironmentConfig, target: Target, all_targets
             for name, value in sorted(env_values.items())
         )
         alert_file, alert_problems = render_alerts(job, env, project, os.environ if environ is None else environ,
-                                                   secret_names, resolve_secrets)
+                                                   secret_names, resolve_secrets, target.name)
         r.problems.extend(alert_problems)
         script = None
         if job.script is not None:

@@ -1,0 +1,104 @@
+"""The healthchecks checks an environment should have: one per job and host. Pure.
+
+One check per job *and host*: a job on three hosts pinging one check would stay green while
+one host is dead, since the other two keep pinging. Each check has a slug derived from names
+alone (``<project>-<env>-<job>-<host>``), so the release's ping URL is
+``<ping_url>/<ping_key>/<slug>`` (healthchecks' slug-based ping URLs) without asking the API:
+render stays pure and a second apply renders the same bytes. Its schedule is the job's cron
+schedule, its tz the zone the host's cron reads schedules in (the probe's), its grace the
+job's derived grace (core/alerting.py), as the healthchecks Management API v3 takes them
+(https://healthchecks.io/docs/api/#create-check).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from deployer.config.project import EnvironmentConfig, Job
+from deployer.config.schedule import SPECIAL
+from deployer.core.alerting import grace_seconds
+from deployer.remote.cronengine import ALIASES
+
+SLUG_MAX = 100  # the API's limit on slug and name (hc/api/views.py: Spec)
+GRACE_MIN, GRACE_MAX = 60, 31536000  # the API's bounds on grace, in seconds
+_NOT_SLUG = re.compile(r"[^a-z0-9_-]+")
+# A ping key as healthchecks' URL patterns take it (Django's slug converter): it becomes a path segment.
+PING_KEY = re.compile(r"[-a-zA-Z0-9_]+")
+# What deployer compares and sets; anything else on the check (integrations, keywords) is the dashboard's.
+FIELDS = ("name", "tags", "desc", "schedule", "tz", "grace")
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One job's check on one host, as the Management API's create/update call takes it."""
+
+    job: str
+    host: str
+    slug: str
+    name: str
+    tags: str
+    desc: str
+    schedule: str
+    tz: str
+    grace: int
+
+    def fields(self) -> dict[str, str | int]:
+        return {"name": self.name, "tags": self.tags, "desc": self.desc, "schedule": self.schedule,
+                "tz": self.tz, "grace": self.grace}
+
+
+def has_check(job: Job, env: EnvironmentConfig) -> bool:
+    """Whether apply manages a check for this job: the environment names a healthchecks project,
+    the job has no ping URL of its own (that check is the operator's), and its schedule has a
+    time to miss (@reboot has none)."""
+    return env.healthchecks is not None and job.alerts.ping is None and job.schedule not in SPECIAL
+
+
+def check_slug(project: str, env: str, job: str, host: str) -> str:
+    """``<project>-<env>-<job>-<host>``, the host lowercased and anything but ``a-z0-9_-`` made
+    ``-``; past the API's 100 characters, cut and ended with a digest of the whole, so two long
+    names still differ."""
+    slug = f"{project}-{env}-{job}-{_NOT_SLUG.sub('-', host.lower()).strip('-') or 'host'}"
+    if len(slug) > SLUG_MAX:
+        digest = hashlib.sha256(f"{project}\0{env}\0{job}\0{host}".encode()).hexdigest()[:12]
+        slug = f"{slug[:SLUG_MAX - 13]}-{digest}"
+    return slug
+
+
+def ping_url(ping_endpoint: str, ping_key: str, slug: str) -> str:
+    """The check's slug-based ping URL (https://healthchecks.io/docs/http_api/#success-slug)."""
+    return f"{ping_endpoint.rstrip('/')}/{ping_key}/{slug}"
+
+
+def cron_schedule(schedule: str) -> str:
+    """The schedule as five fields: the API takes cron expressions, not every cron's aliases."""
+    return ALIASES.get(schedule, schedule)
+
+
+def check_tags(project: str, env: str) -> str:
+    """The tags of an environment's checks (space-separated, as the API takes them): what apply
+    tells its own checks by, to pause those of jobs and hosts no longer declared."""
+    return f"deployer {project} {env}"
+
+
+def check_spec(project: str, env: str, job: Job, host: str, tz: str, now: datetime) -> CheckSpec:
+    """The check of ``job`` on ``host``, whose cron reads schedules in ``tz``."""
+    # The API's bounds: a declared grace under a minute is taken as one.
+    grace = min(max(grace_seconds(job, now), GRACE_MIN), GRACE_MAX)
+    desc = "Managed by deployer apply: edit deployer.yml, not this check."
+    if job.description:
+        desc = f"{job.description}\n\n{desc}"
+    return CheckSpec(job=job.id, host=host, slug=check_slug(project, env, job.id, host),
+                     name=f"{project}/{env} {job.id} on {host}"[:SLUG_MAX], tags=check_tags(project, env),
+                     desc=desc, schedule=cron_schedule(job.schedule), tz=tz, grace=grace)
+
+
+def differences(spec: CheckSpec, existing: Mapping[str, Any]) -> tuple[str, ...]:
+    """The fields of an existing check (as the API lists it) that differ from the spec."""
+    wanted = spec.fields()
+    return tuple(name for name in FIELDS if existing.get(name) != wanted[name])

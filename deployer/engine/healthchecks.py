@@ -1,0 +1,297 @@
+"""Get-or-create each job's healthchecks check through the Management API v3, from the controller.
+
+So that silence itself alerts: a host or cron daemon that is down never pings, and the check,
+which knows the schedule, goes down. The protocol (https://healthchecks.io/docs/api/):
+
+- every call carries the project's read-write key in ``X-Api-Key`` (hc/api/decorators.py:
+  anything but a known 32-character key is 401);
+- ``GET <api>/api/v3/checks/`` lists the project's checks (one call: the API asks for at
+  most 100 calls a minute), each with its slug, schedule, tz and grace;
+- ``POST <api>/api/v3/checks/`` with ``"unique": ["slug"]`` creates the check (201) or
+  updates the one with that slug (200), for a check missing or different; one that matches
+  gets no call, so a second apply sends nothing but the list.
+
+A new check gets the project's integrations (``"channels": "*"``, as healthchecks' own
+auto-provisioning by ping does); later updates leave them as the dashboard has them.
+Calls are sequential, each bounded by TIMEOUT; the first failure of the API (unreachable,
+a refused key, an unexpected answer) stops the sync with a person's message. The keys never
+reach a message, an argv or a log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from deployer.config.project import EnvironmentConfig, HealthchecksSite, Project
+from deployer.config.secrets import resolve_secret
+from deployer.core.healthchecks import CheckSpec, check_spec, check_tags, differences, has_check
+from deployer.engine.outcome import CHANGED, OK
+from deployer.engine.session import Session
+from deployer.errors import InvalidInput
+
+TIMEOUT = 10.0  # seconds per call, connection included
+_MAX_ANSWER = 10 * 1024 * 1024  # a list of thousands of checks is a few MB
+
+Action = Literal["created", "updated", "unchanged", "paused", "create", "update", "pause", "skipped"]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What became of one check: created/updated/unchanged (apply), create/update (plan), skipped."""
+
+    spec: CheckSpec
+    action: Action
+    changed: tuple[str, ...] = ()
+    detail: str = ""
+
+
+@dataclass
+class SyncReport:
+    """Every check of the command's hosts, and the API's failure if the sync stopped on one."""
+
+    api: str
+    results: list[CheckResult] = field(default_factory=list)
+    error: str | None = None
+    hint: str | None = None
+
+    @property
+    def pending(self) -> int:
+        return sum(r.action in ("create", "update", "pause") for r in self.results)
+
+    def data(self) -> dict[str, Any]:
+        """``--json``'s ``healthchecks``: the API's address, each check, the error."""
+        return {"api": self.api, "ok": self.error is None, "error": self.error, "hint": self.hint,
+                "checks": [{"job": r.spec.job, "host": r.spec.host, "slug": r.spec.slug, "action": r.action,
+                            "changed": list(r.changed), "detail": r.detail, "schedule": r.spec.schedule,
+                            "tz": r.spec.tz, "grace": r.spec.grace} for r in self.results]}
+
+
+class ApiError(Exception):
+    """The API could not be used: what happened, and what to do."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # urllib would resend X-Api-Key to wherever a redirect points: an API that moved is an error.
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> None:
+        return None
+
+
+@dataclass
+class Api:
+    """The Management API v3 of one healthchecks project."""
+
+    site: str
+    key: str = field(repr=False)  # never in a repr, a log line or a traceback's locals shown
+    timeout: float = TIMEOUT
+
+    def _call(self, method: str, body: dict[str, Any] | None = None, path: str = "") -> tuple[int, Any]:
+        url = f"{self.site}/api/v3/checks/{path}"
+        data = json.dumps(body).encode() if body is not None else None
+        # The site is https, or http on the loopback: config/model.py's KeyUrl refuses every other scheme.
+        request = urllib.request.Request(url, data=data, method=method,  # noqa: S310
+                                         headers={"X-Api-Key": self.key, "Accept": "application/json",
+                                                  "User-Agent": "deployer",
+                                                  **({"Content-Type": "application/json"} if data else {})})
+        opener = urllib.request.build_opener(_NoRedirect)
+        try:
+            with opener.open(request, timeout=self.timeout) as answer:
+                status, raw = answer.status, answer.read(_MAX_ANSWER)
+        except urllib.error.HTTPError as exc:
+            raise _refusal(exc.code, _error_of(exc), self.site) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ApiError(f"cannot reach the healthchecks API at {self.site} ({reason})",
+                           "check alerts.healthchecks.api and that the server answers from here") from None
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            raise ApiError(f"{self.site} answered {method} /api/v3/checks/{path} with something that is not JSON",
+                           "alerts.healthchecks.api must be the healthchecks site (e.g. https://healthchecks.io)") from None
+
+    def checks(self) -> dict[str, list[dict[str, Any]]]:
+        """The project's checks by slug (a slug can be several checks': the API does not forbid it)."""
+        _, answer = self._call("GET")
+        listed = answer.get("checks") if isinstance(answer, dict) else None
+        if not isinstance(listed, list):
+            raise ApiError(f"{self.site} answered the list of checks without a 'checks' list",
+                           "alerts.healthchecks.api must be the healthchecks site (e.g. https://healthchecks.io)")
+        by_slug: dict[str, list[dict[str, Any]]] = {}
+        for check in listed:
+            if isinstance(check, dict) and isinstance(check.get("slug"), str):
+                by_slug.setdefault(check["slug"], []).append(check)
+        return by_slug
+
+    def pause(self, uuid: str) -> None:
+        """Stop monitoring a check (a ping resumes it: https://healthchecks.io/docs/api/#pause-check)."""
+        self._call("POST", path=f"{urllib.parse.quote(uuid, safe='')}/pause")
+
+    def upsert(self, spec: CheckSpec, new: bool) -> int:
+        """Create or update the check with this slug; the API's status (201 created, 200 updated)."""
+        body: dict[str, Any] = {**spec.fields(), "slug": spec.slug, "unique": ["slug"]}
+        if new:
+            body["channels"] = "*"
+        status, _ = self._call("POST", body)
+        return status
+
+
+def _error_of(exc: urllib.error.HTTPError) -> str:
+    try:
+        answer = json.loads(exc.read(64 * 1024))
+        return str(answer.get("error", "")) if isinstance(answer, dict) else ""
+    except (ValueError, OSError):
+        return ""
+
+
+def _refusal(status: int, error: str, site: str) -> ApiError:
+    said = f" ({error})" if error else ""
+    if status == 401:
+        return ApiError(f"the healthchecks API at {site} refused the API key (401{said})",
+                        "set alerts.healthchecks.api_key to the project's read-write API key "
+                        "(healthchecks: Project Settings, API Access)")
+    if status == 403:
+        return ApiError(f"the healthchecks API at {site} refused to create a check (403: the account's check limit?)",
+                        "free some checks or raise the account's limit, then apply again")
+    if status == 400:
+        return ApiError(f"the healthchecks API at {site} refused a check (400{said})",
+                        "see what it says of the field; the job's schedule or the host's timezone may be one it does not know")
+    return ApiError(f"the healthchecks API at {site} answered HTTP {status}{said}",
+                    "check alerts.healthchecks.api and the server, then apply again")
+
+
+def open_api(project: Project, env: EnvironmentConfig, environ: dict[str, str] | None = None) -> Api | None:
+    """The environment's API with its key read (before any host is touched: a missing key is
+    invalid input, exit 2); None when the environment declares no healthchecks."""
+    site = env.healthchecks
+    if site is None or not any(has_check(job, env) for job in env.jobs):
+        return None
+    return Api(site.api, _api_key(site, project, os.environ if environ is None else environ))
+
+
+def _api_key(site: HealthchecksSite, project: Project, environ: Any) -> str:
+    where = (*site.origin, "api_key")
+    try:
+        key = resolve_secret(site.api_key, project, environ)
+    except ValueError as exc:
+        raise InvalidInput([project.source.problem(where, f"the healthchecks API key: {exc}")]) from None
+    if not key or not key.isprintable() or not key.isascii():
+        raise InvalidInput([project.source.problem(where, f"the healthchecks API key (from {site.api_key.describe()}) "
+                                                          "is empty or not one line of text")])
+    return key
+
+
+def desired_checks(session: Session, now: datetime | None = None) -> tuple[list[CheckSpec], list[CheckResult]]:
+    """The checks of the hosts that were observed and not failed, and those skipped (with why)."""
+    now = now or datetime.now(UTC)
+    specs: list[CheckSpec] = []
+    skipped: list[CheckResult] = []
+    for state in session.states:
+        for job_spec in state.desired.jobs:
+            job = next(j for j in session.env.jobs if j.id == job_spec.id)
+            if not has_check(job, session.env):
+                continue
+            if state.facts is None:
+                skipped.append(CheckResult(check_spec(session.project.name, session.env.name, job, state.name, "UTC", now),
+                                           "skipped", detail=f"host {state.name} not observed: {state.error or 'no answer'}"))
+                continue
+            spec = check_spec(session.project.name, session.env.name, job, state.name, state.facts.timezone, now)
+            if state.status not in (OK, CHANGED):
+                skipped.append(CheckResult(spec, "skipped", detail=f"host {state.name} failed: {state.error or ''}".rstrip(": ")))
+                continue
+            specs.append(spec)
+    return specs, skipped
+
+
+def sync(api: Api, specs: Iterable[CheckSpec], apply: bool, stale_tags: str | None = None,
+         declared: frozenset[str] = frozenset()) -> SyncReport:
+    """Compare each check with the API's list; with ``apply``, create or update those that differ.
+    With ``stale_tags``, a check of those tags whose slug is not ``declared`` (its job or host
+    is gone) is paused: it would go down, and tell, for a job that no longer exists."""
+    report = SyncReport(api.site)
+    todo = list(specs)
+    try:
+        existing = api.checks()
+    except ApiError as exc:
+        report.error, report.hint = str(exc), exc.hint
+        report.results.extend(CheckResult(s, "skipped", detail="not synced: the API failed") for s in todo)
+        return report
+    hosts_of: dict[str, list[str]] = {}
+    for spec in todo:
+        hosts_of.setdefault(spec.slug, []).append(spec.host)
+    if same := next((hosts for hosts in hosts_of.values() if len(hosts) > 1), None):
+        # Names that differ only in what a slug cannot hold ('db.1', 'db-1'): one check for two hosts would hide one.
+        report.error = f"hosts {' and '.join(same)} give their checks the same slug"
+        report.hint = "rename one of them in the inventory (a slug keeps a-z, 0-9, '-' and '_')"
+        report.results.extend(CheckResult(s, "skipped", detail="not synced") for s in todo)
+        return report
+    for i, spec in enumerate(todo):
+        found = existing.get(spec.slug, [])
+        if len(found) > 1:
+            # Pings to the slug are refused (409 "ambiguous slug"), so the wrapper's pings would be lost.
+            report.error = f"{len(found)} checks of the healthchecks project have the slug {spec.slug}"
+            report.hint = "delete all but one of them in healthchecks, then apply again"
+            report.results.extend(CheckResult(s, "skipped", detail="not synced") for s in todo[i:])
+            return report
+        changed = differences(spec, found[0]) if found else ()
+        if found and not changed:
+            report.results.append(CheckResult(spec, "unchanged"))
+            continue
+        if not apply:
+            report.results.append(CheckResult(spec, "update" if found else "create", changed))
+            continue
+        try:
+            status = api.upsert(spec, new=not found)
+        except ApiError as exc:
+            report.error, report.hint = f"check {spec.slug}: {exc}", exc.hint
+            report.results.extend(CheckResult(s, "skipped", detail="not synced: the API failed") for s in todo[i:])
+            return report
+        report.results.append(CheckResult(spec, "created" if status == 201 else "updated", changed))
+    if stale_tags is not None:
+        _pause_stale(api, existing, stale_tags, declared, apply, report)
+    return report
+
+
+def _pause_stale(api: Api, existing: dict[str, list[dict[str, Any]]], tags: str, declared: frozenset[str], apply: bool,
+                 report: SyncReport) -> None:
+    for slug, found in sorted(existing.items()):
+        for check in found:
+            if slug in declared or check.get("tags") != tags or check.get("status") == "paused":
+                continue
+            grace = check.get("grace")  # the API's word: shown, never trusted to be a number
+            spec = CheckSpec(job="", host="", slug=slug, name=str(check.get("name", "")), tags=tags, desc="",
+                             schedule=str(check.get("schedule", "")), tz=str(check.get("tz", "")),
+                             grace=grace if isinstance(grace, int) else 0)
+            detail = "no longer declared"
+            if not apply:
+                report.results.append(CheckResult(spec, "pause", detail=detail))
+                continue
+            try:
+                api.pause(str(check.get("uuid", "")))
+            except ApiError as exc:
+                report.error, report.hint = f"check {slug}: {exc}", exc.hint
+                return
+            report.results.append(CheckResult(spec, "paused", detail=detail))
+
+
+def sync_session(api: Api, session: Session, apply: bool, every_host: bool = False) -> SyncReport:
+    """``sync`` over the checks of the session's hosts; those of hosts that failed are skipped.
+    ``every_host`` (no --limit): the session knows every check the environment should have, so
+    those of removed jobs and hosts are paused."""
+    specs, skipped = desired_checks(session)
+    declared = frozenset(s.slug for s in specs) | frozenset(r.spec.slug for r in skipped)
+    tags = check_tags(session.project.name, session.env.name) if every_host else None
+    report = sync(api, specs, apply, tags, declared)
+    report.results = skipped + report.results
+    return report
