@@ -130,7 +130,7 @@ def _lock(path: Path) -> int:
         except OSError as exc:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES) or time.monotonic() > deadline:
                 os.close(fd)
-                raise _refuse(path, f"another verify --notify has held it for {LOCK_WAIT:.0f}s; try again once it is done") from None
+                raise _refuse(path, f"another verify --notify is using it (waited {LOCK_WAIT:g}s); try again once it is done") from None
         time.sleep(0.2)
 
 
@@ -218,7 +218,8 @@ def show(output: Output, report: NotifyReport) -> None:
         output.print("notify: the environment's alert route has no channel: nothing to send", style="yellow")
     for item in report["sent"]:
         what = f"{item['incident']} {item['job']}" if item["job"] else item["incident"]
-        head = f"notify: {item['event']:<12} {item['host']} {what} -> {item['channel']}: "
+        over = " recovered" if item["event"] == notify.RECOVERED else ""
+        head = f"notify: {item['host']} {what}{over} -> {item['channel']}: "
         if item["ok"]:
             output.print(head + "sent", style="green")
         else:

@@ -352,14 +352,14 @@ def _what(kind: str, of: str, host: str, job: str | None, late: list[str], laste
         return {
             UNREACHABLE: f"{host} can be reached again (down {_span(lasted)})",
             CRON_STOPPED: f"cron runs again on {host} (stopped {_span(lasted)})",
-            DRIFT: f"deployer's crontab block on {host} is as deployed again (after {_span(lasted)})",
+            DRIFT: f"the crontab block on {host} is as deployed again (after {_span(lasted)})",
             LATE: f"{job} runs again on {host} (late {_span(lasted)})",
             FAILURE: f"{job} recovered on {host} (failing {_span(lasted)})",
         }.get(of, f"{of} on {host} is over")
     return {
         UNREACHABLE: f"{host} cannot be reached",
         CRON_STOPPED: f"no cron daemon runs on {host}{late_text or ': no job will run'}",
-        DRIFT: f"deployer's crontab block on {host} was removed or changed by hand{late_text}",
+        DRIFT: f"the crontab block on {host} was removed or edited by hand{late_text}",
         LATE: f"{job} is late on {host}",
         FAILURE: f"{job} keeps failing on {host}",
     }[kind]
