@@ -41,6 +41,7 @@ The state (one JSON object, kept by the caller in the file the user chose)::
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,13 +130,17 @@ def _record_ok(record: Mapping[str, Any]) -> bool:
             continue
         if not isinstance(value, dict) or not isinstance(value.get("kind"), str) or not isinstance(value.get("host"), str):
             return False
-        if not isinstance(value.get("opened"), (int, float)):
+        if not _time(value.get("opened")) or not isinstance(value.get("job"), (str, type(None))):
             return False
-        if any(not isinstance(value.get(name, []), list) or not all(isinstance(x, str) for x in value.get(name, []))
-               for name in lists):
+        if any(not isinstance(value.get(name), list) or not all(isinstance(x, str) for x in value[name]) for name in lists):
             return False
     last = record.get("last_told")
-    return (last is None or isinstance(last, (int, float))) and isinstance(record.get("untold", 0), int)
+    return (last is None or _time(last)) and isinstance(record.get("untold", 0), int)
+
+
+def _time(value: object) -> bool:
+    # JSON's parser takes NaN and Infinity: no time to subtract from now
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 # ----------------------------------------------------------------------------- findings

@@ -42,7 +42,7 @@ def run(state: dict[str, Any], reports: list[notify.HostReport], now: float, dea
     step = notify.step(state, "shop", "prod", reports, channels, rules, now)
     sent = [(o, [(c, c not in dead) for c in o.channels]) for o in step.outgoing]
     state = notify.record(step.state, "shop", "prod", sent, now)
-    json.dumps(state)  # it goes to a JSON file
+    assert notify.is_state(json.loads(json.dumps(state)))  # it goes to a JSON file, and is read back next run
     return step.outgoing, state
 
 
@@ -168,7 +168,12 @@ def test_a_state_not_ours_is_refused_by_shape() -> None:
                 {"version": 1, "environments": {"shop/prod": {"k": {"incident": {"kind": 1}}}}},
                 {"version": 1, "environments": {"shop/prod": {"k": {"incident": {"kind": "x", "host": "h", "opened": 1,
                                                                                   "told": [3]}}}}},
-                {"version": 1, "environments": {"shop/prod": {"k": {"last_told": "yesterday"}}}}]:
+                {"version": 1, "environments": {"shop/prod": {"k": {"last_told": "yesterday"}}}},
+                json.loads('{"version": 1, "environments": {"shop/prod": {"k": {"last_told": NaN}}}}'),
+                {"version": 1, "environments": {"shop/prod": {"k": {"recovery": {"kind": "x", "host": "h", "opened": 1,
+                                                                                  "late": []}}}}},
+                {"version": 1, "environments": {"shop/prod": {"k": {"incident": {"kind": "x", "host": "h", "opened": 1,
+                                                                                  "told": [], "late": [], "job": {}}}}}}]:
         assert not notify.is_state(bad), bad
     out, _ = run({"version": 1, "environments": []}, [down()], 0)  # step itself starts afresh
     assert len(out) == 1
