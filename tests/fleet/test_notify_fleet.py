@@ -191,3 +191,33 @@ def test_our_block_removed_by_hand_is_drift_told_once(servers: tuple[Any, Relay,
     assert relay.messages[1]["Subject"].startswith("[demo/dev] the crontab block on h1 is as deployed again (after ")
     time.sleep(0.5)
     assert len(hooks(web)) == 2
+
+
+def test_a_job_nobody_on_the_target_tells_of_is_told_by_verify(servers: tuple[Any, Relay, Web], tmp_path: Path) -> None:
+    th, relay, web = servers
+    p = project(th, tmp_path, relay, f"http://127.0.0.1:{web.port}/hook")
+    # route: [] -- the wrapper tells nobody of this job (say its host cannot reach the relay): verify does
+    text = declaration(relay, f"http://127.0.0.1:{web.port}/hook").replace(
+        "jobs:\n", "jobs:\n  quiet:\n    command: /bin/sh\n    args: ['-c', 'test -e /root/ok']\n"
+                   "    schedule: '0 3 * * *'\n    alerts: {route: []}\n")
+    p.write("deployer.yml", text)
+    assert p.deployer("apply", "dev", "--yes").exit_code == 0
+    state = tmp_path / "notify.json"
+    for _ in range(3):
+        assert p.deployer("run", "dev", "quiet").exit_code == 1
+    for _ in range(2):
+        failing = p.deployer("verify", "dev", "--notify", "--notify-state", str(state))
+        assert failing.exit_code == 1, failing
+    wait_for(lambda: len(relay.messages) == 1 and len(hooks(web)) == 1, "the failure")
+    assert relay.messages[0]["Subject"] == "[demo/dev] quiet keeps failing on h1"
+    body = hooks(web)[0]
+    assert (body["event"], body["job"], body["host"]) == ("failure", "quiet", "h1"), body
+    assert body["detail"].startswith("3 failed runs in a row"), body
+
+    th.exec_on("h1", ["touch", "/root/ok"], check=True)
+    assert p.deployer("run", "dev", "quiet").exit_code == 0
+    p.deployer("verify", "dev", "--notify", "--notify-state", str(state))
+    wait_for(lambda: len(relay.messages) == 2, "the recovery")
+    assert relay.messages[1]["Subject"].startswith("[demo/dev] quiet recovered on h1 (failing "), relay.messages[1]["Subject"]
+    time.sleep(0.5)
+    assert len(hooks(web)) == 2
