@@ -91,3 +91,10 @@ def test_a_second_run_waits_for_the_first(tmp_path: Path, monkeypatch: pytest.Mo
     assert errors == [f"--notify-state {state}: another verify --notify is using it (waited 0.5s); try again once it is done{AFTER}"]
     with notify.open_state(str(state)) as handle:  # once the first is done, it is free
         assert handle.state == {"version": 1, "environments": {}}
+
+
+def test_the_default_state_file_follows_xdg() -> None:
+    assert notify.default_state_path({"XDG_STATE_HOME": "/srv/state"}) == Path("/srv/state/deployer/notify.json")
+    # XDG: a relative value is to be ignored
+    assert notify.default_state_path({"XDG_STATE_HOME": "rel"}) == Path.home() / ".local/state/deployer/notify.json"
+    assert notify.default_state_path({}) == Path.home() / ".local/state/deployer/notify.json"
