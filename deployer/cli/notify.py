@@ -34,7 +34,7 @@ from deployer.core.alertconfig import environment_channels
 from deployer.engine.outcome import UNREACHABLE
 from deployer.engine.session import Session
 from deployer.errors import InvalidInput, Problem
-from deployer.remote import alerts
+from deployer.remote import alerts, runalerts
 from deployer.report.data import NotifyReport, NotifySent
 
 STATE_LIMIT = 4 * 1024 * 1024  # a state file is a few kilobytes: anything bigger is not ours
@@ -167,12 +167,10 @@ def prepare(session: Session, output: Output, environ: Mapping[str, str] = os.en
     channels, problems = environment_channels(session.env, session.project, environ)
     if problems:
         raise InvalidInput(problems)
-    for channel in channels:
-        smtp = channel.get("smtp")
-        if smtp and smtp.get("password"):
-            output.secrets.add(str(smtp["password"]))
-        output.secrets.update(v for v in (channel.get("headers") or {}).values() if len(v) >= 4)
-    return {"timeout": alerts.DEFAULT_TIMEOUT, "retries": alerts.DEFAULT_RETRIES, "channels": channels}
+    config: dict[str, Any] = {"timeout": alerts.DEFAULT_TIMEOUT, "retries": alerts.DEFAULT_RETRIES, "channels": channels}
+    # the channels' own secrets (password, headers, Apprise URLs), as the wrapper masks them, never in any output
+    output.secrets.update(runalerts.secret_values({}, config))  # type: ignore[arg-type]  # the channels part of a config
+    return config
 
 
 def run(session: Session, output: Output, handle: StateFile, config: dict[str, Any]) -> NotifyReport:
