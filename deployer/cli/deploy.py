@@ -6,12 +6,14 @@ apply sends each host that has changes one bundle.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
+from deployer.cli import notify
 from deployer.cli.common import (
     Context,
     accept_new_option,
@@ -231,25 +233,45 @@ def _show_checks(ctx: Context, checks: healthchecks.SyncReport | None) -> None:
 @parallel_option
 @click.option("--strict", is_flag=True, help="Warnings fail too (exit 1).")
 @click.option("--junit", "junit_file", type=click.Path(dir_okay=False), help="Also write the checks as JUnit XML, for CI.")
+@click.option("--notify", "notify_flag", is_flag=True,
+              help="The dead-man: tell the environment's alert channels what the hosts cannot say themselves (host "
+                   "unreachable, cron stopped, our crontab block gone or edited), once per incident, and its recovery.")
+@click.option("--notify-state", "notify_state", metavar="FILE",
+              help="Where --notify keeps its incidents (default: $XDG_STATE_HOME/deployer/notify.json, "
+                   "else ~/.local/state/deployer/notify.json).")
 @accept_new_option
 @json_option
 @click.pass_obj
 @guarded
-def verify(ctx: Context, env: str, limit: str | None, parallel: int, strict: bool, junit_file: str | None) -> int:
+def verify(ctx: Context, env: str, limit: str | None, parallel: int, strict: bool, junit_file: str | None,
+           notify_flag: bool, notify_state: str | None) -> int:
     """Audit every host and job: crontab, files, cron daemon, runs, freshness, locks, disk."""
+    if notify_state is not None and not notify_flag:
+        raise InvalidInput([Problem("--notify-state is the state of --notify: add --notify, or leave it out")])
     session = open_session(ctx, env, limit, parallel)
-    try:
-        session.observe()
-        session.verify(strict=strict)
-    finally:
-        session.close()
+    with contextlib.ExitStack() as held:
+        # The state file and the channels' secrets are checked before any host is contacted (exit 2).
+        state = held.enter_context(notify.open_state(notify_state)) if notify_flag else None
+        channels = notify.prepare(session, ctx.output) if notify_flag else None
+        try:
+            session.observe()
+            session.verify(strict=strict)
+        finally:
+            session.close()
+        # What was sent never changes verify's exit code: a dead channel is said, and tried again next run.
+        told = notify.run(session, ctx.output, state, channels) if state is not None and channels is not None else None
     if junit_file:
         Path(junit_file).write_text(junit_xml(session, lambda text: ctx.output.safe(text, newlines=True)), encoding="utf-8")
     if ctx.output.json_mode:
-        ctx.output.emit_json(checks_report(session))
+        report = checks_report(session)
+        if told is not None:
+            report["notify"] = told
+        ctx.output.emit_json(report)
     else:
         ctx.output.checks(session)
         ctx.output.summary(session, "verify")
+        if told is not None:
+            notify.show(ctx.output, told)
     return session.exit_code()
 
 

@@ -132,6 +132,28 @@ def job_alerts(decl: model.Declaration, env_name: str, env: model.Environment, j
                      grace=grace, ping=ping, ping_origin=ping_path), problems
 
 
+def environment_alerts(decl: model.Declaration, env_name: str, env: model.Environment,
+                       channels: tuple[AlertChannel, ...]) -> JobAlerts:
+    """The environment's own route and rules (top level <- environment): where what concerns a
+    host rather than one job goes (verify --notify). Its routes' names are checked by
+    ``job_alerts``, which looks at these layers too."""
+    route: tuple[str, ...] | None = None
+    on: tuple[str, ...] = ALERT_EVENTS
+    after, quiet = 1, DEFAULT_QUIET
+    for layer in (decl.alerts, env.alerts):
+        if layer is None:
+            continue
+        if layer.route is not None:
+            route = tuple(layer.route)
+        if layer.rules is not None:
+            on = tuple(layer.rules.when) if layer.rules.when is not None else on
+            after = layer.rules.after if layer.rules.after is not None else after
+            quiet = layer.rules.quiet if layer.rules.quiet is not None else quiet
+    known = [c.name for c in channels]
+    chosen = tuple(known) if route is None else tuple(name for name in route if name in known)
+    return JobAlerts(route=chosen, rules=AlertRules(when=tuple(dict.fromkeys(on)), after=after, quiet=quiet))
+
+
 def alert_secrets(channels: tuple[AlertChannel, ...], alerts: JobAlerts) -> list[tuple[Secret, KeyPath, str]]:
     """The secrets one job's alerts need (value, where declared, what for), for resolving at deploy time."""
     found: list[tuple[Secret, KeyPath, str]] = []

@@ -473,7 +473,8 @@ def _environment(decl: model.Declaration, env_name: str, env: model.Environment,
         variables[name] = Variable(name, value, (*env_path, "vars", name))
     return EnvironmentConfig(env_name, inventory_path or root, env.inventory, defaults.settings(), tuple(jobs),
                              tuple(variables.values()), channels, metrics_dir,
-                             alerting.environment_healthchecks(decl, env_name, env))
+                             alerting.environment_healthchecks(decl, env_name, env),
+                             alerting.environment_alerts(decl, env_name, env, channels))
 
 
 def _in_environment(decl: model.Declaration, env_name: str, values: dict[str, Any], origin: dict[str, KeyPath],

@@ -192,6 +192,9 @@ class EnvironmentConfig:
     channels: tuple[AlertChannel, ...] = ()  # alerts.channels, the environment's over the top level's
     metrics_dir: str | None = None  # node_exporter's textfile folder on the targets
     healthchecks: HealthchecksSite | None = None  # apply creates each job's check there
+    # The environment's own alerts (top level <- environment, no job's): route and rules of
+    # what concerns a host rather than a job (verify --notify's dead-man messages).
+    alerts: JobAlerts = JobAlerts()
 
     def channel(self, name: str) -> AlertChannel:
         return next(c for c in self.channels if c.name == name)

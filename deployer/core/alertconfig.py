@@ -31,7 +31,7 @@ class RenderedAlerts:
 
 
 class _Resolver:
-    def __init__(self, job: Job, project: Project, environ: Mapping[str, str], resolve: bool, mask: bool) -> None:
+    def __init__(self, job: Job | None, project: Project, environ: Mapping[str, str], resolve: bool, mask: bool) -> None:
         self.job, self.project, self.environ, self.resolve, self.mask = job, project, environ, resolve, mask
         self.secrets: set[str] = set()
         self.problems: list[Problem] = []
@@ -46,7 +46,8 @@ class _Resolver:
         try:
             found = resolve_secret(value, self.project, self.environ)
         except ValueError as exc:
-            self.problems.append(self.project.source.problem(where, f"{what} of job '{self.job.id}': {exc}"))
+            whose = f" of job '{self.job.id}'" if self.job is not None else ""
+            self.problems.append(self.project.source.problem(where, f"{what}{whose}: {exc}"))
             return ""
         self.secrets.add(found)
         return found
@@ -129,3 +130,12 @@ def render_alerts(job: Job, env: EnvironmentConfig, project: Project, environ: M
     text = json.dumps(_config(job, env, project, host, real, names), indent=2, sort_keys=True) + "\n"
     public = json.dumps(_config(job, env, project, host, masked, names), indent=2, sort_keys=True) + "\n"
     return RenderedAlerts(text, public, frozenset(s for s in real.secrets if s)), real.problems
+
+
+def environment_channels(env: EnvironmentConfig, project: Project, environ: Mapping[str, str]
+                         ) -> tuple[list[AlertChannelSpec], list[Problem]]:
+    """The channels of the environment's own route, secrets resolved here on the controller
+    (verify --notify sends from here, not from a target), and the problems resolving them."""
+    r = _Resolver(None, project, environ, resolve=True, mask=False)
+    channels = [_channel(c, r) for c in env.channels if c.name in env.alerts.route]
+    return channels, r.problems

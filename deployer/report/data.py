@@ -6,7 +6,7 @@ The keys and their order are part of the output: machines read them.
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from deployer.core.alertstate import AlertView, alert_view
 from deployer.core.check import CheckStatus
@@ -56,11 +56,34 @@ class HostChecks(TypedDict):
     alerts: dict[str, AlertView]  # job -> its alert state, for the jobs with alerts (core/alertstate.py)
 
 
+class NotifySent(TypedDict):
+    """One message of ``verify --notify`` to one channel (no address, URL or secret)."""
+
+    host: str
+    incident: str  # unreachable | cron-stopped | drift | late | failure
+    job: str | None
+    event: str  # the incident's kind, or recovered
+    channel: str
+    ok: bool
+    error: str | None
+
+
+class NotifyReport(TypedDict):
+    """``verify --notify``: what it sent; a channel that failed is tried again next run."""
+
+    state_file: str
+    channels: list[str]  # the environment's route
+    sent: list[NotifySent]
+    open: list[str]  # incidents still open after this run: "host kind[ job]"
+    warnings: list[str]
+
+
 class ChecksReport(TypedDict):
     project: str
     env: str
     exit_code: int
     hosts: dict[str, HostChecks]
+    notify: NotRequired[NotifyReport]  # with --notify only
 
 
 class HostLifecycle(TypedDict):

@@ -11,11 +11,12 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -63,14 +64,63 @@ class Relay:
         return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
 
 
+def sockets_in(netns_argv: Callable[[list[str]], list[str]], count: int) -> list[socket.socket]:
+    """``count`` TCP sockets created inside another network namespace (``netns_argv`` wraps an
+    argv to run there, e.g. the fleet harness's ``ctl_argv``), handed back over a socketpair.
+    A socket keeps the namespace it was made in: a server listening on one in the fleet's
+    ``ctl`` is on ctl's own loopback, where the deployer the fleet tests run can reach it,
+    while this process serves it."""
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    code = ("import socket, sys\n"
+            "made = [socket.socket() for _ in range(int(sys.argv[2]))]\n"
+            "socket.send_fds(socket.socket(fileno=int(sys.argv[1])), [b'x'], [s.fileno() for s in made])\n")
+    with mine, theirs:
+        # the test's own python, in the harness's namespace
+        subprocess.run(netns_argv([sys.executable, "-I", "-c", code, str(theirs.fileno()), str(count)]),
+                       pass_fds=(theirs.fileno(),), check=True, timeout=60)
+        _, fds, _, _ = socket.recv_fds(mine, 16, count)
+    return [socket.socket(fileno=fd) for fd in fds]
+
+
+class _SocketController(Controller):
+    """aiosmtpd's controller on a listening socket made elsewhere (sockets_in), and its
+    start-up check through a client socket made in the same namespace."""
+
+    def __init__(self, *args: Any, listener: socket.socket, client: socket.socket, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.listener, self.client = listener, client
+
+    def _create_server(self) -> Any:
+        return self.loop.create_server(self._factory_invoker, sock=self.listener, ssl=self.ssl_context)
+
+    def _trigger_server(self) -> None:
+        with self.client as s:
+            s.settimeout(1.0)
+            s.connect(("127.0.0.1", self.port))
+            s.recv(1024)
+
+
 @contextmanager
-def smtp_relay(folder: Path, user: str = "alerts", password: str = "relay-password-1") -> Iterator[Relay]:  # noqa: S107
+def smtp_relay(folder: Path, user: str = "alerts", password: str = "relay-password-1",  # noqa: S107
+               sockets: Sequence[socket.socket] = ()) -> Iterator[Relay]:
+    """The relay; with ``sockets`` (an unbound listener and a client, from sockets_in) in
+    that namespace, on its 127.0.0.1."""
     cert, key = self_signed(folder)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    relay = Relay(free_port(), cert, user, password)
-    controller = Controller(relay, hostname="127.0.0.1", port=relay.port, tls_context=context, require_starttls=True,
-                            authenticator=relay.authenticate, auth_require_tls=True)
+    kwargs: dict[str, Any] = dict(tls_context=context, require_starttls=True, authenticator=None, auth_require_tls=True)
+    if sockets:
+        listener, client = sockets
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        relay = Relay(int(listener.getsockname()[1]), cert, user, password)
+        kwargs["authenticator"] = relay.authenticate
+        controller: Controller = _SocketController(relay, hostname="127.0.0.1", port=relay.port, listener=listener,
+                                                   client=client, **kwargs)
+    else:
+        relay = Relay(free_port(), cert, user, password)
+        kwargs["authenticator"] = relay.authenticate
+        controller = Controller(relay, hostname="127.0.0.1", port=relay.port, **kwargs)
     controller.start()
     try:
         yield relay
@@ -101,7 +151,8 @@ class Web:
 
 
 @contextmanager
-def web_server() -> Iterator[Web]:
+def web_server(listener: socket.socket | None = None) -> Iterator[Web]:
+    """The server; on ``listener`` (an unbound socket from sockets_in) in that namespace's 127.0.0.1."""
     web = Web(0)
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -124,7 +175,12 @@ def web_server() -> Iterator[Web]:
         def log_message(self, format: str, *args: Any) -> None:  # the base class's signature
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=listener is None)
+    if listener is not None:
+        server.socket.close()
+        server.socket = listener
+        server.server_bind()
+        server.server_activate()
     server.daemon_threads = True
     web.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
