@@ -1,12 +1,18 @@
 """Real servers on the loopback for the alerts tier: an SMTP relay (aiosmtpd, with STARTTLS
 and a login, as a relay has), an HTTP server that records what it is sent (webhook,
-healthchecks pings) and can answer slowly or with an error, and node_exporter."""
+healthchecks pings) and can answer slowly or with an error, and node_exporter.
+
+The relay and the HTTP server listen on 127.0.0.1 unless given another ``address``; with
+``in_netns`` they are started inside another network namespace (the fleet's ``ctl``, on its
+bridge address), where the test hosts reach them."""
 
 from __future__ import annotations
 
+import ctypes
 import email
 import email.policy
 import http.server
+import os
 import shutil
 import socket
 import ssl
@@ -15,36 +21,69 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
 
-def free_port() -> int:
+
+def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         return int(s.getsockname()[1])
 
 
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 (its own CA) and its key, made by openssl."""
+def in_netns(netns_path: str, start: Callable[[], T]) -> T:
+    """``start()`` called in a thread of its own that first entered the network namespace at
+    ``netns_path``: the sockets it makes, and the threads it starts (a server's), live there.
+    The calling thread's namespace never changes, and that thread ends with ``start``."""
+    done: list[T] = []
+    failed: list[BaseException] = []
+
+    def enter_and_start() -> None:
+        try:
+            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                if libc.setns(fd, CLONE_NEWNET) != 0:  # os.setns is Python 3.12's
+                    errno = ctypes.get_errno()
+                    raise OSError(errno, f"setns {netns_path}: {os.strerror(errno)}")
+            finally:
+                os.close(fd)
+            done.append(start())
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=enter_and_start, daemon=True)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return done[0]
+
+
+def self_signed(folder: Path, address: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A certificate for ``address`` (its own CA) and its key, made by openssl."""
     cert, key = folder / "relay.pem", folder / "relay.key"
     # the test's own openssl
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={address}",
+                    "-addext", f"subjectAltName=IP:{address}", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
     return cert, key
 
 
 @dataclass
 class Relay:
-    """An SMTP relay on 127.0.0.1 that requires STARTTLS and a login, and keeps what it gets."""
+    """An SMTP relay that requires STARTTLS and a login, and keeps what it gets (and from
+    which address each message came)."""
 
     port: int
     ca_file: Path
@@ -52,9 +91,11 @@ class Relay:
     password: str
     messages: list[EmailMessage] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
+    peers: list[str] = field(default_factory=list)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's hook name
         self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        self.peers.append(str(session.peer[0]))
         return "250 OK"
 
     def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
@@ -64,12 +105,13 @@ class Relay:
 
 
 @contextmanager
-def smtp_relay(folder: Path, user: str = "alerts", password: str = "relay-password-1") -> Iterator[Relay]:  # noqa: S107
-    cert, key = self_signed(folder)
+def smtp_relay(folder: Path, user: str = "alerts", password: str = "relay-password-1",  # noqa: S107
+               address: str = "127.0.0.1") -> Iterator[Relay]:
+    cert, key = self_signed(folder, address)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    relay = Relay(free_port(), cert, user, password)
-    controller = Controller(relay, hostname="127.0.0.1", port=relay.port, tls_context=context, require_starttls=True,
+    relay = Relay(free_port(address), cert, user, password)
+    controller = Controller(relay, hostname=address, port=relay.port, tls_context=context, require_starttls=True,
                             authenticator=relay.authenticate, auth_require_tls=True)
     controller.start()
     try:
@@ -84,6 +126,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    client: str = ""  # the address the request came from
 
 
 @dataclass
@@ -91,24 +134,26 @@ class Web:
     """An HTTP server on 127.0.0.1 recording every request; ``status`` and ``delay`` say how it answers."""
 
     port: int
+    address: str = "127.0.0.1"
     requests: list[Request] = field(default_factory=list)
     status: int = 200
     delay: float = 0.0
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.address}:{self.port}"
 
 
 @contextmanager
-def web_server() -> Iterator[Web]:
-    web = Web(0)
+def web_server(address: str = "127.0.0.1") -> Iterator[Web]:
+    web = Web(0, address)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def _any(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            web.requests.append(Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            web.requests.append(Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body,
+                                        self.client_address[0]))
             if web.delay:
                 time.sleep(web.delay)
             try:
@@ -124,7 +169,7 @@ def web_server() -> Iterator[Web]:
         def log_message(self, format: str, *args: Any) -> None:  # the base class's signature
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = http.server.ThreadingHTTPServer((address, 0), Handler)
     server.daemon_threads = True
     web.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
