@@ -1,6 +1,7 @@
 """Real servers on the loopback for the alerts tier: an SMTP relay (aiosmtpd, with STARTTLS
 and a login, as a relay has), an HTTP server that records what it is sent (webhook,
-healthchecks pings) and can answer slowly or with an error, and node_exporter.
+healthchecks pings) and can answer slowly or with an error, node_exporter, Prometheus and
+Alertmanager (each run directly, without systemd, and stopped by the PID it was started with).
 
 The relay and the HTTP server listen on 127.0.0.1 unless given another ``address``; with
 ``in_netns`` they are started inside another network namespace (the fleet's ``ctl``, on its
@@ -28,6 +29,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -182,20 +184,16 @@ def web_server(address: str = "127.0.0.1") -> Iterator[Web]:
 
 
 @contextmanager
-def node_exporter(textfile_dir: Path) -> Iterator[str]:
-    """The real prometheus-node-exporter serving ``textfile_dir`` on a loopback port; yields its /metrics URL."""
-    program = shutil.which("prometheus-node-exporter") or "/usr/bin/prometheus-node-exporter"
-    port = free_port()
+def daemon(argv: list[str], ready_url: str, what: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A server program started here, until ``ready_url`` answers (its output kept for the
+    error if it never does); stopped, by its own PID, at the end."""
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below; a pipe nobody drains would stop it once full
-    proc = subprocess.Popen([program, f"--collector.textfile.directory={textfile_dir}", f"--web.listen-address=127.0.0.1:{port}",
-                             "--collector.disable-defaults", "--collector.textfile"],
-                            stdout=subprocess.DEVNULL, stderr=log)
-    url = f"http://127.0.0.1:{port}/metrics"
+    proc = subprocess.Popen(argv, stdout=log, stderr=log)
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 20
         while True:
             try:
-                with urllib.request.urlopen(url, timeout=1):  # the loopback server just started
+                with urllib.request.urlopen(ready_url, timeout=1):  # noqa: S310 - the loopback server just started
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -203,13 +201,76 @@ def node_exporter(textfile_dir: Path) -> Iterator[str]:
                     proc.wait(10)
                     log.seek(0)
                     said = log.read().decode(errors="replace")
-                    raise RuntimeError(f"node_exporter did not answer on {url}: {said[-2000:]}") from None
+                    raise RuntimeError(f"{what} did not answer on {ready_url}: {said[-2000:]}") from None
                 time.sleep(0.05)
-        yield url
+        yield proc
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
         log.close()
+
+
+def program(name: str, package: str) -> str:
+    found = shutil.which(name) or (f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None)
+    if found is None:
+        raise RuntimeError(f"{name} is missing: apt-get install {package} (./install.sh --test does)")
+    return found
+
+
+@contextmanager
+def node_exporter(textfile_dir: Path) -> Iterator[str]:
+    """The real prometheus-node-exporter serving ``textfile_dir`` on a loopback port; yields its /metrics URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    with daemon([program("prometheus-node-exporter", "prometheus-node-exporter"), f"--collector.textfile.directory={textfile_dir}",
+                 f"--web.listen-address=127.0.0.1:{port}", "--collector.disable-defaults", "--collector.textfile"],
+                url, "node_exporter"):
+        yield url
+
+
+@contextmanager
+def alertmanager(folder: Path, webhook_url: str) -> Iterator[str]:
+    """The real Alertmanager (Debian's prometheus-alertmanager) on a loopback port, data in
+    ``folder``, one receiver: ``webhook_url``, resolved notifications included; groups wait
+    and repeat 1 s, so a test sees a change within seconds. Yields its base URL."""
+    folder.mkdir()
+    port = free_port()
+    config = folder / "alertmanager.yml"
+    config.write_text(yaml.safe_dump({
+        "route": {"receiver": "hook", "group_by": ["alertname", "exported_job"],
+                  "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
+        "receivers": [{"name": "hook", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
+    }))
+    url = f"http://127.0.0.1:{port}"
+    # --cluster.listen-address= : one instance, no gossip port of its own
+    with daemon([program("prometheus-alertmanager", "prometheus-alertmanager"), f"--config.file={config}",
+                 f"--storage.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                url + "/-/ready", "alertmanager"):
+        yield url
+
+
+@contextmanager
+def prometheus(folder: Path, scrape_target: str, rules: Path, alertmanager_url: str) -> Iterator[str]:
+    """The real Prometheus on a loopback port, data in ``folder``: scrapes ``scrape_target``
+    (host:port, scrape job ``node``) and evaluates ``rules`` every second, alerting to
+    ``alertmanager_url``. Yields its base URL."""
+    folder.mkdir()
+    port = free_port()
+    config = folder / "prometheus.yml"
+    config.write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager_url.removeprefix("http://")]}]}]},
+        "scrape_configs": [{"job_name": "node", "static_configs": [{"targets": [scrape_target]}]}],
+    }))
+    url = f"http://127.0.0.1:{port}"
+    with daemon([program("prometheus", "prometheus"), f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{port}"], url + "/-/ready", "prometheus"):
+        yield url
 
 
 def scrape(url: str) -> dict[str, float]:

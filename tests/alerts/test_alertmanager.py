@@ -1,0 +1,124 @@
+"""A failing job, end to end through the monitoring people already run: the wrapper writes the
+job's metrics file, the real node_exporter serves it, the real Prometheus scrapes it every
+second and evaluates the rules `deployer alerts ENV --prometheus-rules` generated, and the
+real Alertmanager tells a webhook (the recording HTTP server): one firing ``DeployerJobFailing``
+for the job, then, after a successful run, its resolved notification.
+
+Each program is Debian's (`./install.sh --test` installs them), run directly on free loopback
+ports with its own data folder, and stopped by the PID it was started with. Prometheus keeps
+the scrape job in ``job`` and the file's ``job`` as ``exported_job``: the rules' default label.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.alerts.servers import Web, alertmanager, node_exporter, prometheus, web_server
+from tests.conftest import TEST_USER, Project
+from tests.faults.conftest import wait_for
+
+pytestmark = [pytest.mark.alerts, pytest.mark.cron]
+
+TASK = """\
+import sys
+code = int(open(sys.argv[1]).read())
+print("giving up with", code)
+sys.exit(code)
+"""
+
+
+def declaration(exit_file: Path, metrics_dir: Path) -> str:
+    return f"""\
+project: demo
+defaults:
+  run_as: {TEST_USER}
+  timeout: 1m
+alerts:
+  metrics: {{dir: {metrics_dir}}}
+jobs:
+  flaky:
+    script: tasks/flaky.py
+    args: ["{exit_file}"]
+    schedule: "0 3 * * *"
+environments:
+  dev:
+    inventory: inventories/dev
+"""
+
+
+@pytest.fixture
+def exit_file() -> Iterator[Path]:
+    """The job's exit code, in a file the test user can read."""
+    fd, name = tempfile.mkstemp(prefix="deployer-alertmanager-")
+    os.close(fd)
+    os.chmod(name, 0o644)
+    yield Path(name)
+    os.unlink(name)
+
+
+def notifications(web: Web) -> list[dict[str, Any]]:
+    """Alertmanager's webhook posts so far."""
+    return [json.loads(r.body) for r in web.requests if r.path == "/alertmanager"]
+
+
+def firing_alerts(prometheus_url: str) -> list[dict[str, Any]]:
+    """What Prometheus itself has firing (its HTTP API), for the failure message."""
+    with urllib.request.urlopen(prometheus_url + "/api/v1/alerts", timeout=5) as response:  # noqa: S310 - loopback
+        alerts: list[dict[str, Any]] = json.loads(response.read())["data"]["alerts"]
+    return alerts
+
+
+def test_a_failing_job_fires_through_prometheus_and_alertmanager_then_resolves(project: Project, user_crontab: str,
+                                                                                exit_file: Path, tmp_path: Path) -> None:
+    began = time.monotonic()
+    textfile = tmp_path / "textfile"
+    textfile.mkdir(mode=0o755)
+    project.write("tasks/flaky.py", TASK)
+    project.declare(declaration(exit_file, textfile))
+    generated = project.deployer("alerts", "dev", "--prometheus-rules")
+    assert generated.exit_code == 0, generated
+    rules = tmp_path / "rules.yml"
+    rules.write_text(generated.stdout)
+    applied = project.deployer("apply", "dev", "--yes")
+    assert applied.exit_code == 0, applied
+
+    with web_server() as web, node_exporter(textfile) as metrics_url, \
+            alertmanager(tmp_path / "alertmanager", web.url + "/alertmanager") as am_url, \
+            prometheus(tmp_path / "prometheus", urllib.parse.urlsplit(metrics_url).netloc, rules, am_url) as prom_url:
+        started = time.monotonic()
+        exit_file.write_text("3")
+        assert project.deployer("run", "dev", "flaky").exit_code == 3
+        wait_for(lambda: notifications(web), f"Alertmanager's firing notification (Prometheus has: {firing_alerts(prom_url)})",
+                 timeout=60, every=0.2)
+        fired = time.monotonic() - started
+        firing = notifications(web)
+        assert len(firing) == 1 and firing[0]["status"] == "firing", firing
+        assert len(firing[0]["alerts"]) == 1, firing
+        alert = firing[0]["alerts"][0]
+        instance = urllib.parse.urlsplit(metrics_url).netloc
+        assert alert["labels"] == {"alertname": "DeployerJobFailing", "project": "demo", "env": "dev", "deployer_job": "flaky",
+                                   "exported_job": "flaky", "job": "node", "instance": instance, "severity": "critical"}, alert
+        assert alert["annotations"]["summary"] == f"flaky (demo/dev) on {instance}: 1 failed runs in a row", alert
+
+        exit_file.write_text("0")
+        succeeded = time.monotonic()
+        assert project.deployer("run", "dev", "flaky").exit_code == 0
+        wait_for(lambda: len(notifications(web)) > 1, "Alertmanager's resolved notification", timeout=60, every=0.2)
+        resolved_after = time.monotonic() - succeeded
+        told = notifications(web)
+        assert [n["status"] for n in told] == ["firing", "resolved"], told
+        (done,) = told[1]["alerts"]
+        assert done["status"] == "resolved" and done["labels"] == alert["labels"], done
+        assert done["startsAt"] == alert["startsAt"] and done["endsAt"] > alert["startsAt"], done
+    print(f"\nPrometheus + Alertmanager end to end: firing {fired:.1f} s after the failed run started, "
+          f"resolved {resolved_after:.1f} s after the successful one; {time.monotonic() - began:.1f} s in all")
