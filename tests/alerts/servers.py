@@ -241,7 +241,7 @@ def alertmanager(folder: Path, webhook_url: str) -> Iterator[str]:
     port = free_port()
     config = folder / "alertmanager.yml"
     config.write_text(yaml.safe_dump({
-        "route": {"receiver": "hook", "group_by": ["alertname", "exported_job"],
+        "route": {"receiver": "hook", "group_by": ["alertname", "deployer_job"],
                   "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
         "receivers": [{"name": "hook", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
     }))
@@ -254,10 +254,10 @@ def alertmanager(folder: Path, webhook_url: str) -> Iterator[str]:
 
 
 @contextmanager
-def prometheus(folder: Path, scrape_target: str, rules: Path, alertmanager_url: str) -> Iterator[str]:
+def prometheus(folder: Path, scrape_target: str, rules: Path, alertmanager_url: str, honor_labels: bool = False) -> Iterator[str]:
     """The real Prometheus on a loopback port, data in ``folder``: scrapes ``scrape_target``
-    (host:port, scrape job ``node``) and evaluates ``rules`` every second, alerting to
-    ``alertmanager_url``. Yields its base URL."""
+    (host:port, scrape job ``node``, ``honor_labels`` as given) and evaluates ``rules`` every
+    second, alerting to ``alertmanager_url``. Yields its base URL."""
     folder.mkdir()
     port = free_port()
     config = folder / "prometheus.yml"
@@ -265,7 +265,7 @@ def prometheus(folder: Path, scrape_target: str, rules: Path, alertmanager_url: 
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(rules)],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager_url.removeprefix("http://")]}]}]},
-        "scrape_configs": [{"job_name": "node", "static_configs": [{"targets": [scrape_target]}]}],
+        "scrape_configs": [{"job_name": "node", "honor_labels": honor_labels, "static_configs": [{"targets": [scrape_target]}]}],
     }))
     url = f"http://127.0.0.1:{port}"
     with daemon([program("prometheus", "prometheus"), f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",

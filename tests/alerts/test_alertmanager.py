@@ -6,7 +6,8 @@ for the job, then, after a successful run, its resolved notification.
 
 Each program is Debian's (`./install.sh --test` installs them), run directly on free loopback
 ports with its own data folder, and stopped by the PID it was started with. Prometheus keeps
-the scrape job in ``job`` and the file's ``job`` as ``exported_job``: the rules' default label.
+the scrape job in ``job`` and the file's ``job`` as ``exported_job``, the rules' default label;
+with ``honor_labels: true`` the file's ``job`` stays, and ``--job-label job`` matches it.
 """
 
 from __future__ import annotations
@@ -78,14 +79,16 @@ def firing_alerts(prometheus_url: str) -> list[dict[str, Any]]:
     return alerts
 
 
+@pytest.mark.parametrize(("job_label", "honor_labels"), [("exported_job", False), ("job", True)])
 def test_a_failing_job_fires_through_prometheus_and_alertmanager_then_resolves(project: Project, user_crontab: str,
-                                                                                exit_file: Path, tmp_path: Path) -> None:
+                                                                                exit_file: Path, tmp_path: Path,
+                                                                                job_label: str, honor_labels: bool) -> None:
     began = time.monotonic()
     textfile = tmp_path / "textfile"
     textfile.mkdir(mode=0o755)
     project.write("tasks/flaky.py", TASK)
     project.declare(declaration(exit_file, textfile))
-    generated = project.deployer("alerts", "dev", "--prometheus-rules")
+    generated = project.deployer("alerts", "dev", "--prometheus-rules", "--job-label", job_label)
     assert generated.exit_code == 0, generated
     rules = tmp_path / "rules.yml"
     rules.write_text(generated.stdout)
@@ -94,7 +97,7 @@ def test_a_failing_job_fires_through_prometheus_and_alertmanager_then_resolves(p
 
     with web_server() as web, node_exporter(textfile) as metrics_url, \
             alertmanager(tmp_path / "alertmanager", web.url + "/alertmanager") as am_url, \
-            prometheus(tmp_path / "prometheus", urllib.parse.urlsplit(metrics_url).netloc, rules, am_url) as prom_url:
+            prometheus(tmp_path / "prometheus", urllib.parse.urlsplit(metrics_url).netloc, rules, am_url, honor_labels) as prom_url:
         started = time.monotonic()
         exit_file.write_text("3")
         assert project.deployer("run", "dev", "flaky").exit_code == 3
@@ -106,8 +109,10 @@ def test_a_failing_job_fires_through_prometheus_and_alertmanager_then_resolves(p
         assert len(firing[0]["alerts"]) == 1, firing
         alert = firing[0]["alerts"][0]
         instance = urllib.parse.urlsplit(metrics_url).netloc
+        # The scrape job "node" in job, unless the file's own job label is honoured.
+        jobs = {"job": "flaky"} if honor_labels else {"exported_job": "flaky", "job": "node"}
         assert alert["labels"] == {"alertname": "DeployerJobFailing", "project": "demo", "env": "dev", "deployer_job": "flaky",
-                                   "exported_job": "flaky", "job": "node", "instance": instance, "severity": "critical"}, alert
+                                   **jobs, "instance": instance, "severity": "critical"}, alert
         assert alert["annotations"]["summary"] == f"flaky (demo/dev) on {instance}: 1 failed runs in a row", alert
 
         exit_file.write_text("0")
@@ -120,5 +125,5 @@ def test_a_failing_job_fires_through_prometheus_and_alertmanager_then_resolves(p
         (done,) = told[1]["alerts"]
         assert done["status"] == "resolved" and done["labels"] == alert["labels"], done
         assert done["startsAt"] == alert["startsAt"] and done["endsAt"] > alert["startsAt"], done
-    print(f"\nPrometheus + Alertmanager end to end: firing {fired:.1f} s after the failed run started, "
+    print(f"\nPrometheus + Alertmanager end to end ({job_label}): firing {fired:.1f} s after the failed run started, "
           f"resolved {resolved_after:.1f} s after the successful one; {time.monotonic() - began:.1f} s in all")
