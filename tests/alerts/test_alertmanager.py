@@ -73,11 +73,17 @@ def notifications(web: Web) -> list[dict[str, Any]]:
     return [json.loads(r.body) for r in web.requests if r.path == "/alertmanager"]
 
 
-def firing_alerts(prometheus_url: str) -> list[dict[str, Any]]:
-    """What Prometheus itself has firing (its HTTP API), for the failure message."""
-    with urllib.request.urlopen(prometheus_url + "/api/v1/alerts", timeout=5) as response:  # noqa: S310 - loopback
-        alerts: list[dict[str, Any]] = json.loads(response.read())["data"]["alerts"]
-    return alerts
+def api(prometheus_url: str, path: str) -> Any:
+    """The ``data`` of one answer of Prometheus' HTTP API."""
+    with urllib.request.urlopen(prometheus_url + "/api/v1/" + path, timeout=5) as response:  # noqa: S310 - loopback
+        return json.loads(response.read())["data"]
+
+
+def ready(prometheus_url: str) -> bool:
+    """Prometheus scrapes node_exporter and knows Alertmanager (its discovery takes a few
+    seconds after the start): from then on, the time to a notification is the pipeline's own."""
+    targets = api(prometheus_url, "targets")["activeTargets"]
+    return bool(targets) and all(t["health"] == "up" for t in targets) and bool(api(prometheus_url, "alertmanagers")["activeAlertmanagers"])
 
 
 @pytest.mark.parametrize(("job_label", "honor_labels"), [("exported_job", False), ("job", True)])
@@ -99,11 +105,14 @@ def test_a_failing_job_fires_through_prometheus_and_alertmanager_then_resolves(p
     with web_server() as web, node_exporter(textfile) as metrics_url, \
             alertmanager(tmp_path / "alertmanager", web.url + "/alertmanager") as am_url, \
             prometheus(tmp_path / "prometheus", urllib.parse.urlsplit(metrics_url).netloc, rules, am_url, honor_labels) as prom_url:
+        wait_for(lambda: ready(prom_url), "Prometheus to scrape node_exporter and find Alertmanager", timeout=60, every=0.2)
         started = time.monotonic()
         exit_file.write_text("3")
         assert project.deployer("run", "dev", "flaky").exit_code == 3
-        wait_for(lambda: notifications(web), f"Alertmanager's firing notification (Prometheus has: {firing_alerts(prom_url)})",
-                 timeout=60, every=0.2)
+        try:
+            wait_for(lambda: notifications(web), "Alertmanager's firing notification", timeout=60, every=0.2)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; Prometheus' alerts: {api(prom_url, 'alerts')['alerts']}") from None
         fired = time.monotonic() - started
         firing = notifications(web)
         assert len(firing) == 1 and firing[0]["status"] == "firing", firing
