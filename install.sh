@@ -4,7 +4,8 @@
 #   ./install.sh              deployer (and ansible-core) in its own venv, `deployer` on the PATH;
 #                             apt: cron (the `crontab` command) and python3-venv when missing
 #   ./install.sh --test       what the test tiers need (cron, sshd, sudo, debootstrap, iproute2,
-#                             gcc, dpkg-dev, incus) and the development venv ./.venv: deployer editable, with
+#                             gcc, dpkg-dev, prometheus and its node exporter and alertmanager, apprise, incus)
+#                             and the development venv ./.venv: deployer editable, with
 #                             the test extras; tests/run calls this
 #   ./install.sh --uninstall  removes the venv and the `deployer` link (your data stays)
 #
@@ -26,7 +27,7 @@ case "${1:-}" in
   "") ;;
   --test) mode=test ;;
   --uninstall) mode=uninstall ;;
-  -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "install.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
 esac
 
@@ -126,10 +127,11 @@ if [ "$mode" = test ]; then
   [ "$(id -u)" = 0 ] || fail "./install.sh --test installs system packages and test users' tools" "run it (or tests/run) as root"
   # gcc, libc6-dev, dpkg-dev: the oracle tier builds Debian cron's own code (apt-get source)
   # busybox-static: a fleet test host runs busybox's crond instead of Debian's cron
-  # prometheus (promtool), prometheus-node-exporter: the alerts tier checks the generated rules and scrapes the metrics
+  # prometheus (promtool), prometheus-node-exporter: the alerts tier checks the generated rules and scrapes the metrics;
+  # prometheus-alertmanager: it sees one of those rules fire and resolve end to end, through a webhook
   # apprise: the alerts tier sends through Debian's apprise program (the apprise channel)
   apt_install "the test tiers" cron openssh-server openssh-client sudo debootstrap iproute2 util-linux procps git \
-    gcc libc6-dev dpkg-dev busybox-static prometheus prometheus-node-exporter apprise
+    gcc libc6-dev dpkg-dev busybox-static prometheus prometheus-node-exporter prometheus-alertmanager apprise
   # shellcheck disable=SC1091
   . /etc/os-release
   if [ -n "$(apt_missing incus-base)" ]; then

@@ -1,51 +1,91 @@
 """Real servers on the loopback for the alerts tier: an SMTP relay (aiosmtpd, with STARTTLS
 and a login, as a relay has), an HTTP server that records what it is sent (webhook,
-healthchecks pings) and can answer slowly or with an error, and node_exporter."""
+healthchecks pings) and can answer slowly or with an error, node_exporter, Prometheus and
+Alertmanager (each run directly, without systemd, and stopped by the PID it was started with).
+
+The relay and the HTTP server listen on 127.0.0.1 unless given another ``address``; with
+``in_netns`` they are started inside another network namespace (the fleet's ``ctl``, on its
+bridge address), where the test hosts reach them."""
 
 from __future__ import annotations
 
+import ctypes
 import email
 import email.policy
 import http.server
+import os
 import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
 
-def free_port() -> int:
+
+def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         return int(s.getsockname()[1])
 
 
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 (its own CA) and its key, made by openssl."""
+def in_netns(netns_path: str, start: Callable[[], T]) -> T:
+    """``start()`` called in a thread of its own that first entered the network namespace at
+    ``netns_path``: the sockets it makes, and the threads it starts (a server's), live there.
+    The calling thread's namespace never changes, and that thread ends with ``start``."""
+    done: list[T] = []
+    failed: list[BaseException] = []
+
+    def enter_and_start() -> None:
+        try:
+            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                if libc.setns(fd, CLONE_NEWNET) != 0:  # os.setns is Python 3.12's
+                    errno = ctypes.get_errno()
+                    raise OSError(errno, f"setns {netns_path}: {os.strerror(errno)}")
+            finally:
+                os.close(fd)
+            done.append(start())
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=enter_and_start, daemon=True)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return done[0]
+
+
+def self_signed(folder: Path, address: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A certificate for ``address`` (its own CA) and its key, made by openssl."""
     cert, key = folder / "relay.pem", folder / "relay.key"
     # the test's own openssl
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={address}",
+                    "-addext", f"subjectAltName=IP:{address}", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
     return cert, key
 
 
 @dataclass
 class Relay:
-    """An SMTP relay on 127.0.0.1 that requires STARTTLS and a login, and keeps what it gets."""
+    """An SMTP relay that requires STARTTLS and a login, and keeps what it gets (and from
+    which address each message came)."""
 
     port: int
     ca_file: Path
@@ -53,9 +93,11 @@ class Relay:
     password: str
     messages: list[EmailMessage] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
+    peers: list[str] = field(default_factory=list)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's hook name
         self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        self.peers.append(str(session.peer[0]))
         return "250 OK"
 
     def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
@@ -64,63 +106,15 @@ class Relay:
         return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
 
 
-def sockets_in(netns_argv: Callable[[list[str]], list[str]], count: int) -> list[socket.socket]:
-    """``count`` TCP sockets created inside another network namespace (``netns_argv`` wraps an
-    argv to run there, e.g. the fleet harness's ``ctl_argv``), handed back over a socketpair.
-    A socket keeps the namespace it was made in: a server listening on one in the fleet's
-    ``ctl`` is on ctl's own loopback, where the deployer the fleet tests run can reach it,
-    while this process serves it."""
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    code = ("import socket, sys\n"
-            "made = [socket.socket() for _ in range(int(sys.argv[2]))]\n"
-            "socket.send_fds(socket.socket(fileno=int(sys.argv[1])), [b'x'], [s.fileno() for s in made])\n")
-    with mine, theirs:
-        # the test's own python, in the harness's namespace
-        subprocess.run(netns_argv([sys.executable, "-I", "-c", code, str(theirs.fileno()), str(count)]),
-                       pass_fds=(theirs.fileno(),), check=True, timeout=60)
-        _, fds, _, _ = socket.recv_fds(mine, 16, count)
-    return [socket.socket(fileno=fd) for fd in fds]
-
-
-class _SocketController(Controller):
-    """aiosmtpd's controller on a listening socket made elsewhere (sockets_in), and its
-    start-up check through a client socket made in the same namespace."""
-
-    def __init__(self, *args: Any, listener: socket.socket, client: socket.socket, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.listener, self.client = listener, client
-
-    def _create_server(self) -> Any:
-        return self.loop.create_server(self._factory_invoker, sock=self.listener, ssl=self.ssl_context)
-
-    def _trigger_server(self) -> None:
-        with self.client as s:
-            s.settimeout(1.0)
-            s.connect(("127.0.0.1", self.port))
-            s.recv(1024)
-
-
 @contextmanager
 def smtp_relay(folder: Path, user: str = "alerts", password: str = "relay-password-1",  # noqa: S107
-               sockets: Sequence[socket.socket] = ()) -> Iterator[Relay]:
-    """The relay; with ``sockets`` (an unbound listener and a client, from sockets_in) in
-    that namespace, on its 127.0.0.1."""
-    cert, key = self_signed(folder)
+               address: str = "127.0.0.1") -> Iterator[Relay]:
+    cert, key = self_signed(folder, address)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    kwargs: dict[str, Any] = dict(tls_context=context, require_starttls=True, authenticator=None, auth_require_tls=True)
-    if sockets:
-        listener, client = sockets
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        relay = Relay(int(listener.getsockname()[1]), cert, user, password)
-        kwargs["authenticator"] = relay.authenticate
-        controller: Controller = _SocketController(relay, hostname="127.0.0.1", port=relay.port, listener=listener,
-                                                   client=client, **kwargs)
-    else:
-        relay = Relay(free_port(), cert, user, password)
-        kwargs["authenticator"] = relay.authenticate
-        controller = Controller(relay, hostname="127.0.0.1", port=relay.port, **kwargs)
+    relay = Relay(free_port(address), cert, user, password)
+    controller = Controller(relay, hostname=address, port=relay.port, tls_context=context, require_starttls=True,
+                            authenticator=relay.authenticate, auth_require_tls=True)
     controller.start()
     try:
         yield relay
@@ -134,6 +128,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    client: str = ""  # the address the request came from
 
 
 @dataclass
@@ -141,25 +136,26 @@ class Web:
     """An HTTP server on 127.0.0.1 recording every request; ``status`` and ``delay`` say how it answers."""
 
     port: int
+    address: str = "127.0.0.1"
     requests: list[Request] = field(default_factory=list)
     status: int = 200
     delay: float = 0.0
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.address}:{self.port}"
 
 
 @contextmanager
-def web_server(listener: socket.socket | None = None) -> Iterator[Web]:
-    """The server; on ``listener`` (an unbound socket from sockets_in) in that namespace's 127.0.0.1."""
-    web = Web(0)
+def web_server(address: str = "127.0.0.1") -> Iterator[Web]:
+    web = Web(0, address)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def _any(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            web.requests.append(Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            web.requests.append(Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body,
+                                        self.client_address[0]))
             if web.delay:
                 time.sleep(web.delay)
             try:
@@ -175,12 +171,7 @@ def web_server(listener: socket.socket | None = None) -> Iterator[Web]:
         def log_message(self, format: str, *args: Any) -> None:  # the base class's signature
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=listener is None)
-    if listener is not None:
-        server.socket.close()
-        server.socket = listener
-        server.server_bind()
-        server.server_activate()
+    server = http.server.ThreadingHTTPServer((address, 0), Handler)
     server.daemon_threads = True
     web.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -193,20 +184,16 @@ def web_server(listener: socket.socket | None = None) -> Iterator[Web]:
 
 
 @contextmanager
-def node_exporter(textfile_dir: Path) -> Iterator[str]:
-    """The real prometheus-node-exporter serving ``textfile_dir`` on a loopback port; yields its /metrics URL."""
-    program = shutil.which("prometheus-node-exporter") or "/usr/bin/prometheus-node-exporter"
-    port = free_port()
+def daemon(argv: list[str], ready_url: str, what: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A server program started here, until ``ready_url`` answers (its output kept for the
+    error if it never does); stopped, by its own PID, at the end."""
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below; a pipe nobody drains would stop it once full
-    proc = subprocess.Popen([program, f"--collector.textfile.directory={textfile_dir}", f"--web.listen-address=127.0.0.1:{port}",
-                             "--collector.disable-defaults", "--collector.textfile"],
-                            stdout=subprocess.DEVNULL, stderr=log)
-    url = f"http://127.0.0.1:{port}/metrics"
+    proc = subprocess.Popen(argv, stdout=log, stderr=log)
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 20
         while True:
             try:
-                with urllib.request.urlopen(url, timeout=1):  # the loopback server just started
+                with urllib.request.urlopen(ready_url, timeout=1):  # noqa: S310 - the loopback server just started
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -214,13 +201,76 @@ def node_exporter(textfile_dir: Path) -> Iterator[str]:
                     proc.wait(10)
                     log.seek(0)
                     said = log.read().decode(errors="replace")
-                    raise RuntimeError(f"node_exporter did not answer on {url}: {said[-2000:]}") from None
+                    raise RuntimeError(f"{what} did not answer on {ready_url}: {said[-2000:]}") from None
                 time.sleep(0.05)
-        yield url
+        yield proc
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
         log.close()
+
+
+def program(name: str, package: str) -> str:
+    found = shutil.which(name) or (f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None)
+    if found is None:
+        raise RuntimeError(f"{name} is missing: apt-get install {package} (./install.sh --test does)")
+    return found
+
+
+@contextmanager
+def node_exporter(textfile_dir: Path) -> Iterator[str]:
+    """The real prometheus-node-exporter serving ``textfile_dir`` on a loopback port; yields its /metrics URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    with daemon([program("prometheus-node-exporter", "prometheus-node-exporter"), f"--collector.textfile.directory={textfile_dir}",
+                 f"--web.listen-address=127.0.0.1:{port}", "--collector.disable-defaults", "--collector.textfile"],
+                url, "node_exporter"):
+        yield url
+
+
+@contextmanager
+def alertmanager(folder: Path, webhook_url: str) -> Iterator[str]:
+    """The real Alertmanager (Debian's prometheus-alertmanager) on a loopback port, data in
+    ``folder``, one receiver: ``webhook_url``, resolved notifications included; groups wait
+    and repeat 1 s, so a test sees a change within seconds. Yields its base URL."""
+    folder.mkdir()
+    port = free_port()
+    config = folder / "alertmanager.yml"
+    config.write_text(yaml.safe_dump({
+        "route": {"receiver": "hook", "group_by": ["alertname", "deployer_job"],
+                  "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
+        "receivers": [{"name": "hook", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
+    }))
+    url = f"http://127.0.0.1:{port}"
+    # --cluster.listen-address= : one instance, no gossip port of its own
+    with daemon([program("prometheus-alertmanager", "prometheus-alertmanager"), f"--config.file={config}",
+                 f"--storage.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                url + "/-/ready", "alertmanager"):
+        yield url
+
+
+@contextmanager
+def prometheus(folder: Path, scrape_target: str, rules: Path, alertmanager_url: str, honor_labels: bool = False) -> Iterator[str]:
+    """The real Prometheus on a loopback port, data in ``folder``: scrapes ``scrape_target``
+    (host:port, scrape job ``node``, ``honor_labels`` as given) and evaluates ``rules`` every
+    second, alerting to ``alertmanager_url``. Yields its base URL."""
+    folder.mkdir()
+    port = free_port()
+    config = folder / "prometheus.yml"
+    config.write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(rules)],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager_url.removeprefix("http://")]}]}]},
+        "scrape_configs": [{"job_name": "node", "honor_labels": honor_labels, "static_configs": [{"targets": [scrape_target]}]}],
+    }))
+    url = f"http://127.0.0.1:{port}"
+    with daemon([program("prometheus", "prometheus"), f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{port}"], url + "/-/ready", "prometheus"):
+        yield url
 
 
 def scrape(url: str) -> dict[str, float]:

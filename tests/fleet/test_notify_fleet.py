@@ -1,7 +1,7 @@
 """verify --notify, the dead-man, over real SSH on namespaced hosts: a real cron daemon
 killed, a real host stopped, messages to a real SMTP relay (STARTTLS, login) and a real
 HTTP server. deployer runs inside the fleet's ``ctl`` namespace: the servers listen there,
-on ctl's loopback, on sockets made in ctl (servers.sockets_in) and served from this process."""
+on ctl's loopback, started in ctl (servers.in_netns) and served from this process."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.alerts.servers import Relay, Web, smtp_relay, sockets_in, web_server
+from tests.alerts.servers import Relay, Web, in_netns, smtp_relay, web_server
 from tests.fleet.conftest import FleetProject, flat, make_project
 
 pytestmark = [pytest.mark.fleet, pytest.mark.alerts]
@@ -54,9 +54,8 @@ environments:
 def servers(fleet_factory: Any, tmp_path: Path) -> Iterator[tuple[Any, Relay, Web]]:
     th = fleet_factory(["h1"])
     with ExitStack() as stack:
-        listener, client, hook = sockets_in(th.ctl_argv, 3)
-        relay = stack.enter_context(smtp_relay(tmp_path, sockets=(listener, client)))
-        web = stack.enter_context(web_server(hook))
+        relay = in_netns(th.ctl_netns_path, lambda: stack.enter_context(smtp_relay(tmp_path)))
+        web = in_netns(th.ctl_netns_path, lambda: stack.enter_context(web_server()))
         yield th, relay, web
 
 
