@@ -273,7 +273,25 @@ class Watch:
             report["sent"] = {"at": _iso(self.now) or "", "event": "late", "due": _iso(verdict.due),
                               "deliveries": [d.record() for d in deliveries]}  # type: ignore[misc]  # the same fields
             report["errors"] += [f"{d.event} to {d.channel} failed: {d.error}" for d in deliveries if not d.ok]
+            self._note(state_dir, state_path, deliveries, report)
         return verdict
+
+
+    def _note(self, state_dir: str, state_path: str, deliveries: list[alerts.Delivery], report: WatchdogJob) -> None:
+        """What became of the late message, in the job's alert state as the wrapper keeps it
+        (status and verify show the last alert and a channel that failed from there)."""
+        with alerts.state_lock(state_dir, LOCK_WAIT) as problem:
+            if problem:
+                report["errors"].append(problem)
+                return
+            state, problem = alerts.read_state(state_path)
+            if problem:
+                report["errors"].append(problem)
+                return
+            alerts.note_deliveries(state, deliveries, self.now)
+            problem = alerts.write_state(state_path, state)
+            if problem:
+                report["errors"].append(problem)
 
 
 # ----------------------------------------------------------------------------- the round

@@ -125,6 +125,13 @@ def test_a_job_that_did_not_start_is_told_late_once_then_its_recovery(project: P
         assert seen["late"] is True and seen["grace"] == 60 and seen["errors"] == []
         assert sorted((d["channel"], d["event"], d["ok"]) for d in seen["sent"]["deliveries"]) == [
             ("oncall", "late", True), ("team", "late", True)]
+        kept = json.loads((STATE / "alerts.json").read_text())  # what status and verify show of it
+        assert (kept["incident"]["event"], kept["last_alert"]["event"], kept["last_alert"]["channels"]) == (
+            "late", "late", ["oncall", "team"])
+        shown = project.deployer("status", "dev", "--json", env=SECRETS)
+        assert shown.exit_code == 0, shown
+        row = next(r for r in json.loads(shown.stdout)["jobs"] if r["job"] == "nightly")
+        assert (row["alerts"]["incident"]["event"], row["alerts"]["last_alert"]["event"]) == ("late", "late")
 
         second = run_as_cron(command)  # the next round: the same incident, told already
         assert (second.returncode, second.stderr) == (0, "")
