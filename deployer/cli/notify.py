@@ -12,8 +12,6 @@ under an flock on ``<file>.lock`` for the whole run, so two ``verify --notify`` 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import socket
@@ -35,6 +33,7 @@ from deployer.engine.outcome import UNREACHABLE
 from deployer.engine.session import Session
 from deployer.errors import InvalidInput, Problem
 from deployer.remote import alerts, runalerts
+from deployer.remote.safefs import flock_within
 from deployer.report.data import NotifyReport, NotifySent
 
 STATE_LIMIT = 4 * 1024 * 1024  # a state file is a few kilobytes: anything bigger is not ours
@@ -124,16 +123,14 @@ def _lock(path: Path) -> int:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise _refuse(path, f"its lock file {lock_path} cannot be opened ({exc.strerror or exc})") from None
-    deadline = time.monotonic() + LOCK_WAIT
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES) or time.monotonic() > deadline:
-                os.close(fd)
-                raise _refuse(path, f"another verify --notify is using it (waited {LOCK_WAIT:g}s); try again once it is done") from None
-        time.sleep(0.2)
+    try:
+        held = flock_within(fd, LOCK_WAIT, pause=0.2)
+    except OSError:
+        held = False
+    if not held:
+        os.close(fd)
+        raise _refuse(path, f"another verify --notify is using it (waited {LOCK_WAIT:g}s); try again once it is done")
+    return fd
 
 
 def _read(path: Path) -> tuple[dict[str, Any], list[str]]:

@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import errno
-import fcntl
 import json
 import os
 import stat
@@ -79,6 +77,7 @@ _OUTCOME_EVENT = {"failure": "failure", "timeout": "timeout", "crashed": "crash"
 _read_bytes: Callable[..., bytes] = safefs.read_bytes
 _open_dir: Callable[..., int] = safefs.open_dir
 _open_file: Callable[..., int] = safefs.open_file
+_flock_within: Callable[..., bool] = safefs.flock_within
 _split: Callable[[str], tuple[str, str]] = safefs.split
 _writable_by_others: Callable[[os.stat_result], bool] = safefs.writable_by_others
 _Unsafe: Callable[[str, str], OSError] = safefs.Unsafe
@@ -322,16 +321,13 @@ def state_lock(state_dir: str, wait: float = LOCK_WAIT) -> Iterator[str | None]:
         yield f"alert state lock in {state_dir} cannot be opened: {exc.strerror or exc}"
         return
     try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
-                    yield f"alert state lock in {state_dir} not had within {wait:.0f}s"
-                    return
-                time.sleep(0.02)
+        try:
+            held = _flock_within(fd, wait, 0.02)
+        except OSError:
+            held = False
+        if not held:
+            yield f"alert state lock in {state_dir} not had within {wait:.0f}s"
+            return
         yield None
     finally:
         os.close(fd)  # drops the flock
@@ -368,9 +364,11 @@ def _bounded(fn: Callable[[float], None], seconds: float) -> str | None:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     thread.join(seconds)
-    if not outcome:
+    error = outcome[0] if outcome else TimeoutError()
+    if isinstance(error, (TimeoutError, subprocess.TimeoutExpired)):
+        # the deadline passed here, or a socket's or a program's own timeout (the same seconds)
+        # fired first: one cause, said one way
         raise TimeoutError(f"no answer within {seconds:.1f}s")
-    error = outcome[0]
     if error is not None:
         raise error
     return None

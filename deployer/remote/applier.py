@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
-import fcntl
 import grp
 import json
 import os
@@ -37,7 +36,7 @@ import time
 from collections.abc import Collection
 
 from deployer.remote.messages import ApplyAnswer, ApplyFailure, ApplyRequest, CrontabSpec, DestroySpec, DirSpec, FileSpec, MoveSpec, RecordsSpec, ReleaseSpec
-from deployer.remote.safefs import Unsafe, check_file, open_dir, read_fd, split, writable_by_others
+from deployer.remote.safefs import Unsafe, check_file, flock_within, open_dir, read_fd, split, writable_by_others
 from deployer.remote.targetlib import crontab_argv, emit, lock_holders_of, open_regular, read_crontab, read_lock_table, user_name
 
 
@@ -625,17 +624,14 @@ def _lock(params: ApplyRequest) -> int:
     _makedirs(home)
     path = os.path.join(home, ".deploy.lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    deadline = time.time() + params.get("lock_wait", 30)
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.time() >= deadline:
-                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
-                os.close(fd)
-                raise Refused("locked", f"another apply is running on this target ({holder}); try again when it ends") from None
-            time.sleep(0.2)
+    try:
+        held = flock_within(fd, params.get("lock_wait", 30), pause=0.2)
+    except OSError:
+        held = False
+    if not held:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+        os.close(fd)
+        raise Refused("locked", f"another apply is running on this target ({holder}); try again when it ends")
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} since {_utc_now()}".encode(), 0)
     return fd

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
+import time
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _MAX_LINKS = 16  # system links followed on one path (as the kernel's own limit, roughly)
@@ -233,3 +235,19 @@ def unlink_file(path: str, owners: set[int] | None = None) -> bool:
 def writable_by_others(st: os.stat_result) -> bool:
     """A folder someone other than root may add, rename or remove entries in."""
     return st.st_uid != 0 or bool(st.st_mode & 0o022)
+
+
+def flock_within(fd: int, seconds: float, pause: float = 0.05) -> bool:
+    """Take an exclusive flock on ``fd``, waiting at most ``seconds``: False when another
+    holder kept it that long. Any other failure is raised (OSError)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(pause)
