@@ -225,14 +225,10 @@ def cron_daemon_pids() -> list[int]:
     return pids
 
 
-@pytest.fixture(scope="session")
-def cron_daemon() -> Iterator[int]:
-    """A running Debian cron daemon: ours (started here, stopped by saved PID) or the machine's."""
-    require_root()
-    running = cron_daemon_pids()
-    if running:
-        yield running[0]
-        return
+_OURS: list[subprocess.Popen[bytes]] = []  # the cron daemon this session started, while it runs
+
+
+def _start_cron() -> int:
     if not shutil.which("cron"):
         pytest.fail("the cron package is not installed (apt-get install cron)")
     proc = subprocess.Popen(["cron", "-f", "-L", "15"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -240,13 +236,47 @@ def cron_daemon() -> Iterator[int]:
     while proc.pid not in cron_daemon_pids() and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, f"cron exited at once with code {proc.returncode}"
+    _OURS.append(proc)
     # cron remembers the spool's mtime in whole seconds: a crontab written in the second it
     # started in could go unnoticed. Let that second pass.
     time.sleep(1.1)
-    yield proc.pid
+    return proc.pid
+
+
+def stop_our_cron_daemon() -> bool:
+    """Stop the cron daemon this session started (by its saved PID), for a test that needs
+    none; the next test that needs one starts it again. False: none of ours runs."""
+    if not _OURS:
+        return False
+    proc = _OURS.pop()
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    return True
+
+
+@pytest.fixture
+def no_cron_daemon() -> None:
+    """No cron daemon of the tests' runs during the test: one an earlier test needed is
+    stopped (the next test that needs one starts it again). A fixture, not an import: pytest
+    loads this file as ``conftest``, and ``from tests.conftest import`` would get a second
+    copy of it, whose list of daemons is empty."""
+    stop_our_cron_daemon()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _our_cron_daemon_stops_with_the_session() -> Iterator[None]:
+    yield
+    stop_our_cron_daemon()
+
+
+@pytest.fixture
+def cron_daemon() -> int:
+    """A running Debian cron daemon: the machine's, or ours (started once, kept for the
+    session unless a test stops it, stopped at its end by saved PID)."""
+    require_root()
+    running = cron_daemon_pids()
+    return running[0] if running else _start_cron()

@@ -228,11 +228,11 @@ def test_ordinary_user_target_through_become(project: Project, user_crontab: str
             "set ansible_become: true (sudo) or run_as: deployer-test") in refused.stdout
 
 
-def test_verify_fails_without_a_cron_daemon(project: Project, user_crontab: str) -> None:
+def test_verify_fails_without_a_cron_daemon(project: Project, user_crontab: str, no_cron_daemon: None) -> None:
     from tests.conftest import cron_daemon_pids
 
     if cron_daemon_pids():
-        pytest.skip("a cron daemon this test did not start is running; it cannot be stopped here")
+        pytest.skip("the machine's own cron daemon is running (not one the tests started): it is not ours to stop")
     declare(project, TWO_JOBS)
     assert project.deployer("apply", "dev", "--yes").exit_code == 0
     result = project.deployer("verify", "dev")
