@@ -41,6 +41,11 @@ def _dependencies(project: Project) -> list[Path]:
     return sorted(set(paths))
 
 
+def _code_stamp() -> str:
+    folder = Path(project_module.__file__ or "").parent
+    return ";".join(f"{s[0]},{s[1]},{s[2]}" for p in sorted(folder.glob("*.py")) if (s := _stamp(p)) is not None)
+
+
 def load_project_cached(path: str | Path) -> Project:
     """``load_project``, reusing the result of an identical earlier load."""
     from_disk = None
@@ -50,8 +55,9 @@ def load_project_cached(path: str | Path) -> Project:
         except OSError:
             data = None
         if data is not None:
-            # The shape of the cached objects is project.py's: a changed file is a new key.
-            shape = Path(project_module.__file__ or "").stat().st_mtime_ns
+            # What a declaration loads into is the config package's code (project.py's shapes,
+            # load.py's and alerting.py's reading of it): any file of it changed is a new key.
+            shape = _code_stamp()
             key = hashlib.sha256(f"{CACHE_VERSION}\0{__version__}\0{shape}\0{sys.version}\0{path}\0{Path(path).resolve()}\0"
                                  .encode() + data).hexdigest()[:32]
             from_disk = _cache_dir() / f"project-{key}.pickle"
