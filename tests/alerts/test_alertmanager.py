@@ -13,12 +13,9 @@ with ``honor_labels: true`` the file's ``job`` stays, and ``--job-label job`` ma
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -56,16 +53,6 @@ environments:
   dev:
     inventory: inventories/dev
 """
-
-
-@pytest.fixture
-def exit_file() -> Iterator[Path]:
-    """The job's exit code, in a file the test user can read."""
-    fd, name = tempfile.mkstemp(prefix="deployer-alertmanager-")
-    os.close(fd)
-    os.chmod(name, 0o644)
-    yield Path(name)
-    os.unlink(name)
 
 
 def notifications(web: Web) -> list[dict[str, Any]]:

@@ -6,9 +6,6 @@ pings land on the check's slug URL."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,16 +59,6 @@ environments:
   dev:
     inventory: inventories/dev
 """
-
-
-@pytest.fixture
-def exit_file() -> Iterator[Path]:
-    fd, name = tempfile.mkstemp(prefix="deployer-hc-")
-    os.close(fd)
-    os.chmod(name, 0o644)
-    Path(name).write_text("0")
-    yield Path(name)
-    os.unlink(name)
 
 
 def declare(project: Project, exit_file: Path, api: str, backup_schedule: str = "0 3 * * *") -> None:

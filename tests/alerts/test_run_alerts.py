@@ -5,12 +5,9 @@ tells a real SMTP relay and HTTP server on the loopback and writes the metrics f
 from __future__ import annotations
 
 import json
-import os
 import socket
-import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,16 +60,6 @@ environments:
   dev:
     inventory: inventories/dev
 """
-
-
-@pytest.fixture
-def exit_file() -> Iterator[Path]:
-    """The job's exit code, in a file the test user can read."""
-    fd, name = tempfile.mkstemp(prefix="deployer-alerts-")
-    os.close(fd)
-    os.chmod(name, 0o644)
-    yield Path(name)
-    os.unlink(name)
 
 
 def deploy(project: Project, exit_file: Path, smtp_port: int, ca_file: Path, web_url: str, metrics_dir: Path) -> dict[str, str]:
