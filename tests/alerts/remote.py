@@ -12,7 +12,7 @@ import json
 import urllib.parse
 from collections.abc import Callable
 
-from tests.alerts.servers import Relay, Web
+from tests.alerts.servers import Relay, Web, channels_yaml
 
 HOME = "/var/lib/deployer/demo-dev"
 STATE = HOME + "/state/flaky"
@@ -39,15 +39,7 @@ defaults:
   run_as: {run_as}
   timeout: 1m
 alerts:
-  channels:
-    oncall:
-      mail:
-        to: [oncall@example.org]
-        smtp: {{host: {smtp_host}, port: {smtp_port}, user: alerts, password: {{secret: {{env: SMTP_PASSWORD}}}}, ca_file: {CA_FILE}}}
-    team:
-      webhook:
-        url: {hook_url}
-        headers: {{Authorization: {{secret: {{env: HOOK_TOKEN}}}}}}
+{channels_yaml(smtp_host, smtp_port, CA_FILE, hook_url)}
   metrics: {{dir: {METRICS_DIR}}}
 jobs:
   flaky:

@@ -283,3 +283,19 @@ def scrape(url: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
     return samples
+
+
+def channels_yaml(smtp_host: str, smtp_port: int, ca_file: Path | str, hook_url: str) -> str:
+    """The alerts tier's two channels, as a declaration's ``alerts:`` holds them (indented for
+    it, its last line without a newline): ``oncall``, mail through the relay with its login (SMTP_PASSWORD), and ``team``, a
+    webhook with a secret Authorization header (HOOK_TOKEN)."""
+    return (f"  channels:\n"
+            f"    oncall:\n"
+            f"      mail:\n"
+            f"        to: [oncall@example.org]\n"
+            f"        smtp: {{host: {smtp_host}, port: {smtp_port}, user: alerts, password: {{secret: {{env: SMTP_PASSWORD}}}}, "
+            f"ca_file: {ca_file}}}\n"
+            f"    team:\n"
+            f"      webhook:\n"
+            f"        url: {hook_url}\n"
+            f"        headers: {{Authorization: {{secret: {{env: HOOK_TOKEN}}}}}}")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.alerts.servers import free_port, smtp_relay, web_server
+from tests.alerts.servers import channels_yaml, free_port, smtp_relay, web_server
 from tests.conftest import TEST_USER, Project
 
 pytestmark = [pytest.mark.alerts, pytest.mark.cron]
@@ -38,15 +38,7 @@ defaults:
   run_as: {TEST_USER}
   timeout: 1m
 alerts:
-  channels:
-    oncall:
-      mail:
-        to: [oncall@example.org]
-        smtp: {{host: 127.0.0.1, port: {smtp_port}, user: alerts, password: {{secret: {{env: SMTP_PASSWORD}}}}, ca_file: {ca_file}}}
-    team:
-      webhook:
-        url: {hook_url}
-        headers: {{Authorization: {{secret: {{env: HOOK_TOKEN}}}}}}
+{channels_yaml("127.0.0.1", smtp_port, ca_file, hook_url)}
   metrics: {{dir: {metrics_dir}}}
 jobs:
   flaky:

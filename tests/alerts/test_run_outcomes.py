@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.alerts.servers import Relay, Web, node_exporter, scrape, smtp_relay, web_server
+from tests.alerts.servers import Relay, Web, channels_yaml, node_exporter, scrape, smtp_relay, web_server
 from tests.conftest import CRON_PYTHON, TEST_USER, Project
 
 pytestmark = [pytest.mark.alerts, pytest.mark.cron]
@@ -73,15 +73,7 @@ defaults:
 {f"  run_as: {TEST_USER}" if run_as else ""}
   timeout: {timeout}
 alerts:
-  channels:
-    oncall:
-      mail:
-        to: [oncall@example.org]
-        smtp: {{host: 127.0.0.1, port: {relay.port}, user: alerts, password: {{secret: {{env: SMTP_PASSWORD}}}}, ca_file: {relay.ca_file}}}
-    team:
-      webhook:
-        url: {web.url}/hook
-        headers: {{Authorization: {{secret: {{env: HOOK_TOKEN}}}}}}
+{channels_yaml("127.0.0.1", relay.port, relay.ca_file, web.url + "/hook")}
 {metrics}jobs:
 {declared}environments:
   dev:

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from deployer.remote.hostzone import target_timezone
-from tests.alerts.servers import Relay, Web, smtp_relay, web_server
+from tests.alerts.servers import Relay, Web, channels_yaml, smtp_relay, web_server
 from tests.conftest import BLOCK_USER, TEST_USER, Project, read_crontab, write_crontab
 
 pytestmark = [pytest.mark.alerts, pytest.mark.cron]
@@ -46,15 +46,7 @@ defaults:
   run_as: {TEST_USER}
   timeout: 1m
 alerts:
-  channels:
-    oncall:
-      mail:
-        to: [oncall@example.org]
-        smtp: {{host: 127.0.0.1, port: {relay.port}, user: alerts, password: {{secret: {{env: SMTP_PASSWORD}}}}, ca_file: {relay.ca_file}}}
-    team:
-      webhook:
-        url: {web.url}/hook
-        headers: {{Authorization: {{secret: {{env: HOOK_TOKEN}}}}}}
+{channels_yaml("127.0.0.1", relay.port, relay.ca_file, web.url + "/hook")}
   rules: {{when: {when}}}
 jobs:
   nightly:
