@@ -16,7 +16,6 @@ import json
 import os
 import socket
 import stat
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +31,7 @@ from deployer.core.alertconfig import environment_channels
 from deployer.engine.outcome import UNREACHABLE
 from deployer.engine.session import Session
 from deployer.errors import InvalidInput, Problem
-from deployer.remote import alerts, runalerts
+from deployer.remote import alerts, metrics, runalerts
 from deployer.remote.safefs import flock_within
 from deployer.report.data import NotifyReport, NotifySent
 
@@ -63,24 +62,9 @@ class StateFile:
     def save(self, state: dict[str, Any]) -> str | None:
         """Write the state atomically (0600); the problem as text, never an exception."""
         data = (json.dumps(state, sort_keys=True, indent=1) + "\n").encode()
-        folder = self.path.parent
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=folder)
-            try:
-                os.fchmod(fd, 0o600)
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-            dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            metrics.write_atomic(str(self.path), data, 0o600)  # the one atomic write (temp, fsync, rename, folder fsync)
         except OSError as exc:
-            with contextlib.suppress(OSError, UnboundLocalError):
-                os.unlink(tmp)
             return f"the notify state {self.path} could not be written ({exc.strerror or exc}): the next run may tell these incidents again"
         return None
 
