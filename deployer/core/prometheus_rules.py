@@ -88,7 +88,8 @@ def rules(project: Project, env: EnvironmentConfig, now: datetime, job_label: st
             "alert": "DeployerJobFailing",
             "expr": f"deployer_job_consecutive_failures{sel} >= {after} and deployer_job_last_exit_code{sel} != 0",
             "labels": {**labels, "severity": "critical"},
-            "annotations": {"summary": f"{where}: {{{{ $value }}}} failed runs in a row",
+            # $value is a float: "1 failed run", "2 failed runs"
+            "annotations": {"summary": f"{where}: {{{{ $value }}}} failed run{{{{ if ne $value 1.0 }}}}s{{{{ end }}}} in a row",
                             "description": f"alerts after {after} failed run{'s' if after > 1 else ''} in a row; "
                                            "resolved by the next success"},
         })

@@ -110,7 +110,7 @@ def test_a_failing_job_fires_through_prometheus_and_alertmanager_then_resolves(p
         jobs = {"job": "flaky"} if honor_labels else {"exported_job": "flaky", "job": "node"}
         assert alert["labels"] == {"alertname": "DeployerJobFailing", "project": "demo", "env": "dev", "deployer_job": "flaky",
                                    **jobs, "instance": instance, "severity": "critical"}, alert
-        assert alert["annotations"]["summary"] == f"flaky (demo/dev) on {instance}: 1 failed runs in a row", alert
+        assert alert["annotations"]["summary"] == f"flaky (demo/dev) on {instance}: 1 failed run in a row", alert
 
         exit_file.write_text("0")
         succeeded = time.monotonic()
