@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from deployer.config.project import EnvironmentConfig, Job
@@ -98,7 +100,40 @@ def check_spec(project: str, env: str, job: Job, host: str, tz: str, now: dateti
                      desc=desc, schedule=cron_schedule(job.schedule), tz=tz, grace=grace)
 
 
-def differences(spec: CheckSpec, existing: Mapping[str, Any]) -> tuple[str, ...]:
-    """The fields of an existing check (as the API lists it) that differ from the spec."""
+def differences(spec: CheckSpec, existing: Mapping[str, Any], now: datetime | None = None) -> tuple[str, ...]:
+    """The fields of an existing check (as the API lists it) that differ from the spec; a tz the
+    API renamed (a legacy name of the same zone) does not."""
     wanted = spec.fields()
-    return tuple(name for name in FIELDS if existing.get(name) != wanted[name])
+    return tuple(name for name in FIELDS if existing.get(name) != wanted[name]
+                 and not (name == "tz" and isinstance(existing.get(name), str) and same_time(spec.tz, existing[name], now)))
+
+
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
+SAME_TIME_DAYS = 400  # a year of DST rules and then some: what a check's next due times depend on
+
+
+def same_time(ours: str, theirs: str, now: datetime | None = None) -> bool:
+    """Whether two zone names keep the same time (the same UTC offset at every hour of the next
+    SAME_TIME_DAYS), by the controller's tz database.
+
+    healthchecks stores a legacy name as the zone it links to now (Spec.check_tz in hc/api/views.py
+    renames by hc/lib/tz.py's legacy_timezones: Europe/Kiev -> Europe/Kyiv, US/Eastern ->
+    America/New_York, CET -> Europe/Brussels), so a host reporting Europe/Kiev would otherwise get an
+    update on every apply. Same offsets, not the same name: the controller's tz database may be
+    older or newer than the server's (CET is a zone of its own before tzdata 2024b), and only the
+    time matters to when a check is due. Two names never seen by the tz database are never equal."""
+    if ours == theirs:
+        return True
+    hour = int((now or datetime.now(UTC)).timestamp()) // 3600 * 3600
+    return _offsets(ours, hour) is not None and _offsets(ours, hour) == _offsets(theirs, hour)
+
+
+@lru_cache(maxsize=64)
+def _offsets(name: str, start: int) -> tuple[timedelta | None, ...] | None:
+    if not _ZONE_NAME.fullmatch(name) or ".." in name:  # the API's answer: a name, never a path
+        return None
+    try:
+        zone = zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+    return tuple(datetime.fromtimestamp(start + 3600 * h, zone).utcoffset() for h in range(SAME_TIME_DAYS * 24))
