@@ -24,6 +24,8 @@ from typing import Any
 from deployer.config.project import EnvironmentConfig, Job
 from deployer.config.schedule import SPECIAL
 from deployer.core.alerting import grace_seconds
+from deployer.core.timing import entry_of
+from deployer.remote import lateness
 from deployer.remote.cronengine import ALIASES
 
 SLUG_MAX = 100  # the API's limit on slug and name (hc/api/views.py: Spec)
@@ -90,14 +92,40 @@ def check_tags(project: str, env: str) -> str:
 
 def check_spec(project: str, env: str, job: Job, host: str, tz: str, now: datetime) -> CheckSpec:
     """The check of ``job`` on ``host``, whose cron reads schedules in ``tz``."""
-    # The API's bounds: a declared grace under a minute is taken as one.
-    grace = min(max(grace_seconds(job, now), GRACE_MIN), GRACE_MAX)
+    return spec_of(project, env, job.id, job.description, job.schedule, grace_seconds(job, now), host, tz)
+
+
+def spec_of(project: str, env: str, job: str, description: str | None, schedule: str, grace: int, host: str,
+            tz: str) -> CheckSpec:
+    """The check of a job known by its parts (a declared job, or one of a release kept on a host)."""
+    grace = min(max(grace, GRACE_MIN), GRACE_MAX)  # the API's bounds: a declared grace under a minute is taken as one
     desc = "Managed by deployer apply: edit deployer.yml, not this check."
-    if job.description:
-        desc = f"{job.description}\n\n{desc}"
-    return CheckSpec(job=job.id, host=host, slug=check_slug(project, env, job.id, host),
-                     name=f"{project}/{env} {job.id} on {host}"[:SLUG_MAX], tags=check_tags(project, env),
-                     desc=desc, schedule=cron_schedule(job.schedule), tz=tz, grace=grace)
+    if description:
+        desc = f"{description}\n\n{desc}"
+    return CheckSpec(job=job, host=host, slug=check_slug(project, env, job, host),
+                     name=f"{project}/{env} {job} on {host}"[:SLUG_MAX], tags=check_tags(project, env),
+                     desc=desc, schedule=cron_schedule(schedule), tz=tz, grace=grace)
+
+
+def release_spec(project: str, env: str, job: str, kept: Mapping[str, Any], host: str, tz: str,
+                 now: datetime) -> CheckSpec | None:
+    """The check of a job as a release kept on ``host`` runs it (rollback), from what the probe
+    read of that release (messages.ReleaseJob: the target's word, checked here); None when that
+    release's job pings no check of deployer's for this host, or the record is unusable."""
+    slug = check_slug(project, env, job, host)
+    schedule, timeout, declared = kept.get("schedule"), kept.get("timeout"), kept.get("grace")
+    if kept.get("ping_slug") != slug or not isinstance(schedule, str) or schedule in SPECIAL:
+        return None
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
+        return None
+    if declared is not None and (not isinstance(declared, int) or isinstance(declared, bool)):
+        return None
+    try:
+        grace = lateness.grace_seconds(declared, entry_of(schedule), timeout, now)
+    except ValueError:  # CronSyntaxError: the target's word for a schedule
+        return None
+    description = kept.get("description")
+    return spec_of(project, env, job, description if isinstance(description, str) else None, schedule, grace, host, tz)
 
 
 def differences(spec: CheckSpec, existing: Mapping[str, Any], now: datetime | None = None) -> tuple[str, ...]:

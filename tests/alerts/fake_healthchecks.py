@@ -21,6 +21,8 @@ follows, read in healthchecks' own source (github.com/healthchecks/healthchecks)
   those renames the tests send, not the whole table.
 - ``pause``: ``POST /api/v3/checks/<uuid>/pause`` (200 and the check, 404 for no such check);
   a paused check resumes when pinged (``manual_resume`` false, the default).
+- ``single``: ``DELETE /api/v3/checks/<uuid>`` deletes the check (200 and the check as it
+  was, 404 for no such check).
 - hc/api/urls.py and ``ping_by_slug``: ``/ping/<ping_key>/<slug>`` plus ``/start``, ``/fail``,
   ``/log``, ``/<exit status>``; an uppercase slug 400, no such check 404 ``not found``, two
   checks with the slug 409 ``ambiguous slug``; ``rid`` must be a UUID (400 otherwise);
@@ -50,6 +52,7 @@ LEGACY_TZ = {"Europe/Kiev": "Europe/Kyiv", "UCT": "Etc/UTC", "CET": "Europe/Brus
              "Asia/Calcutta": "Asia/Kolkata"}
 _STRINGS = ("name", "slug", "tags", "desc", "schedule", "tz", "channels", "methods")
 _PAUSE_PATH = re.compile(r"/api/v3/checks/(?P<uuid>[0-9a-f-]{36})/pause")
+_CHECK_PATH = re.compile(r"/api/v3/checks/(?P<uuid>[0-9a-f-]{36})")
 _SLUG_PATH = re.compile(r"/ping/(?P<key>[-a-zA-Z0-9_]+)/(?P<slug>[-a-zA-Z0-9_]+)(?:/(?P<what>start|fail|log|[0-9]+))?/?")
 
 
@@ -144,6 +147,13 @@ class FakeHealthchecks:
         check["status"] = "paused"
         return 200, self.to_dict(check)
 
+    def delete(self, uuid_text: str) -> tuple[int, dict[str, Any]]:
+        check = next((c for c in self.checks if c["uuid"] == uuid_text), None)
+        if check is None:
+            return 404, {"error": "not found"}
+        self.checks.remove(check)
+        return 200, self.to_dict(check)
+
     # ------------------------------------------------------------------ pings
     def ping(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> tuple[int, bytes]:
         match = _SLUG_PATH.fullmatch(path)
@@ -227,7 +237,9 @@ def fake_healthchecks() -> Iterator[FakeHealthchecks]:
                     self._answer(status, text, "text/plain")
                     return
                 paused = _PAUSE_PATH.fullmatch(parts.path)
-                if (parts.path != "/api/v3/checks/" or self.command not in ("GET", "POST")) and not (paused and self.command == "POST"):
+                single = _CHECK_PATH.fullmatch(parts.path)
+                if (parts.path != "/api/v3/checks/" or self.command not in ("GET", "POST")) and not (
+                        paused and self.command == "POST") and not (single and self.command == "DELETE"):
                     self._answer(404, b"not found", "text/plain")
                     return
                 hc.calls.append((self.command, self.path))
@@ -236,13 +248,15 @@ def fake_healthchecks() -> Iterator[FakeHealthchecks]:
                     status, answer = refused
                 elif paused:
                     status, answer = hc.pause(paused["uuid"])
+                elif single:
+                    status, answer = hc.delete(single["uuid"])
                 elif self.command == "GET":
                     status, answer = hc.list_checks(query)
                 else:
                     status, answer = hc.create_check(body)
             self._answer(status, json.dumps(answer).encode(), "application/json")
 
-        do_GET = do_POST = do_HEAD = _any  # noqa: N815 - http.server's names
+        do_GET = do_POST = do_HEAD = do_DELETE = _any  # noqa: N815 - http.server's names
 
         def log_message(self, format: str, *args: Any) -> None:  # the base class's signature
             pass
