@@ -34,6 +34,7 @@ from __future__ import annotations
 import http.server
 import json
 import re
+import ssl
 import threading
 import urllib.parse
 import uuid
@@ -41,6 +42,7 @@ import zoneinfo
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 API_KEY = "hcw_" + "k" * 28  # 32 characters, as healthchecks' keys are
@@ -64,11 +66,14 @@ class Ping:
     rid: str | None
     method: str
     body: bytes
+    client: str = ""  # the address the ping came from: the host that ran the job
 
 
 @dataclass
 class FakeHealthchecks:
     port: int = 0
+    address: str = "127.0.0.1"
+    scheme: str = "http"
     api_key: str = API_KEY
     ping_key: str = PING_KEY
     checks: list[dict[str, Any]] = field(default_factory=list)
@@ -78,7 +83,7 @@ class FakeHealthchecks:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://{self.address}:{self.port}"
 
     def check(self, slug: str) -> dict[str, Any]:
         found = [c for c in self.checks if c["slug"] == slug]
@@ -155,7 +160,7 @@ class FakeHealthchecks:
         return 200, self.to_dict(check)
 
     # ------------------------------------------------------------------ pings
-    def ping(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> tuple[int, bytes]:
+    def ping(self, method: str, path: str, query: dict[str, list[str]], body: bytes, client: str = "") -> tuple[int, bytes]:
         match = _SLUG_PATH.fullmatch(path)
         if match is None:
             return 404, b"not found"
@@ -180,7 +185,7 @@ class FakeHealthchecks:
         found[0]["n_pings"] += 1
         if kind in ("success", "fail"):  # Check.ping: a start changes no status; an end resumes a paused check
             found[0]["status"] = "down" if kind == "fail" else "up"
-        self.pings.append(Ping(slug, kind, exit_status, rid, method, body))
+        self.pings.append(Ping(slug, kind, exit_status, rid, method, body, client))
         return 200, b"OK"
 
 
@@ -213,9 +218,10 @@ def _invalid(spec: dict[str, Any]) -> str | None:
 
 
 @contextmanager
-def fake_healthchecks() -> Iterator[FakeHealthchecks]:
-    """The fake, serving on 127.0.0.1 until the block ends."""
-    hc = FakeHealthchecks()
+def fake_healthchecks(address: str = "127.0.0.1", tls: tuple[Path, Path] | None = None) -> Iterator[FakeHealthchecks]:
+    """The fake, serving on ``address`` until the block ends; over HTTPS with ``tls`` (a
+    certificate and its key: deployer takes http for the loopback only)."""
+    hc = FakeHealthchecks(address=address, scheme="https" if tls else "http")
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def _answer(self, status: int, body: bytes, kind: str) -> None:
@@ -233,7 +239,7 @@ def fake_healthchecks() -> Iterator[FakeHealthchecks]:
             query = urllib.parse.parse_qs(parts.query)
             with hc.lock:
                 if parts.path.startswith("/ping/"):
-                    status, text = hc.ping(self.command, parts.path, query, body)
+                    status, text = hc.ping(self.command, parts.path, query, body, self.client_address[0])
                     self._answer(status, text, "text/plain")
                     return
                 paused = _PAUSE_PATH.fullmatch(parts.path)
@@ -261,8 +267,12 @@ def fake_healthchecks() -> Iterator[FakeHealthchecks]:
         def log_message(self, format: str, *args: Any) -> None:  # the base class's signature
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = http.server.ThreadingHTTPServer((address, 0), Handler)
     server.daemon_threads = True
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(tls[0]), str(tls[1]))
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     hc.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
