@@ -364,7 +364,7 @@ def retire_destroyed(api: Api, session: Session, delete: bool, every_host: bool 
     """After destroy: the checks of the hosts destroyed paused (or deleted); those of a host that
     failed or was not reached stay (its jobs still run). ``every_host`` (no --limit): every other
     check of the environment's tags too (a job or host removed before), but the failed hosts'."""
-    done = [s for s in session.states if s.facts is not None and s.status in (OK, CHANGED)]
+    done = [s for s in session.states if s.facts is not None and s.release is not None and s.status in (OK, CHANGED)]
     kept = [s for s in session.states if s not in done]
     slugs = {slug for s in done for slug in _slugs(session, s)}
     keep = frozenset(slug for s in kept for slug in _slugs(session, s))
