@@ -201,7 +201,10 @@ def _with_checks(data: dict[str, object], checks: healthchecks.SyncReport | None
 _ACTION_WORDS = {"create": "would create", "update": "would update", "pause": "would pause"}
 
 
-def _show_checks(ctx: Context, checks: healthchecks.SyncReport | None) -> None:
+_AFTER_APPLY = "the hosts are as the summary says, and the next apply creates or updates what was not"
+
+
+def _show_checks(ctx: Context, checks: healthchecks.SyncReport | None, after: str = _AFTER_APPLY) -> None:
     """One line per check and what became of it, then the API's error and what to do."""
     if checks is None:
         return
@@ -223,8 +226,7 @@ def _show_checks(ctx: Context, checks: healthchecks.SyncReport | None) -> None:
         ctx.output.print(ctx.output.safe(f"   {word:<13} {spec.slug} ({detail})"), style=style)
     if checks.error is not None:
         ctx.output.err.print(ctx.output.safe(f"error: healthchecks: {checks.error}"), style="red")
-        ctx.output.err.print(ctx.output.safe(f"   {checks.hint}; the hosts are as the summary says, and the next "
-                                             "apply creates or updates what was not"), style="red")
+        ctx.output.err.print(ctx.output.safe(f"   {checks.hint}; {after}"), style="red")
 
 
 @click.command()

@@ -9,7 +9,9 @@ from rich.table import Table
 from rich.text import Text
 
 from deployer.cli.common import Context, accept_new_option, confirm, env_argument, guarded, json_option, limit_option, open_session, parallel_option, yes_option
+from deployer.cli.deploy import _exit_code, _open_api, _show_checks, _with_checks
 from deployer.core.lifecycle import LifecyclePlan, history
+from deployer.engine import healthchecks
 from deployer.engine.lifecycle import DESTROY, ROLLBACK, execute, prepare
 from deployer.engine.outcome import CHANGED
 from deployer.engine.session import Reads, Session
@@ -30,8 +32,10 @@ def _show(ctx: Context, session: Session, plans: dict[str, LifecyclePlan]) -> No
             ctx.output.print(f"   {words.NOTHING_TO_DO}", style="dim")
 
 
-def _run(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, kind: str, **options: Any) -> int:
+def _run(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, kind: str, delete_checks: bool = False,
+         **options: Any) -> int:
     session = open_session(ctx, env, limit, parallel)
+    api = _open_api(ctx, session)  # the key read before any host is contacted (a missing one: exit 2), as apply does
     try:
         plans = prepare(session, kind, **options)
         if not ctx.output.json_mode:
@@ -42,11 +46,24 @@ def _run(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, ki
         execute(session, plans, kind)
     finally:
         session.close()
+    # After the hosts, as apply: an API that is down must not hold back a destroy or a rollback.
+    checks = None
+    if api is not None and kind == DESTROY:
+        checks = healthchecks.retire_destroyed(api, session, delete_checks, every_host=limit is None)
+    elif api is not None:
+        checks = healthchecks.resync_rolled_back(api, session, {host: lp.revision for host, lp in plans.items()})
+    code = _exit_code(session.exit_code(), checks)
     if ctx.output.json_mode:
-        ctx.output.emit_json(lifecycle_report(session, plans, done=True))
+        ctx.output.emit_json(_with_checks(dict(lifecycle_report(session, plans, done=True)), checks, code))
     else:
         ctx.output.summary(session, kind)
-    return session.exit_code()
+        _show_checks(ctx, checks, after=_AFTER[kind])
+    return code
+
+
+_AFTER = {DESTROY: "the hosts are as the summary says; pause or delete their checks in healthchecks (or destroy again)",
+          ROLLBACK: "the hosts are as the summary says; the checks may still watch the release rolled back from (rollback "
+                    "again, or pause them in healthchecks)"}
 
 
 @click.command()
@@ -99,12 +116,15 @@ def _list(ctx: Context, env: str, limit: str | None, parallel: int) -> int:
 @parallel_option
 @accept_new_option
 @click.option("--purge-logs", is_flag=True, help="Also remove the jobs' logs, run history and backups.")
+@click.option("--delete-checks", is_flag=True,
+              help="Delete the destroyed jobs' healthchecks checks (and their pings) instead of pausing them.")
 @yes_option
 @json_option
 @click.pass_obj
 @guarded
-def destroy(ctx: Context, env: str, limit: str | None, parallel: int, purge_logs: bool, yes: bool) -> int:
+def destroy(ctx: Context, env: str, limit: str | None, parallel: int, purge_logs: bool, delete_checks: bool, yes: bool) -> int:
     """Remove this environment's jobs from every host: our crontab block, scripts, wrapper, env
-    files. Logs and run history stay unless --purge-logs; lines we do not own stay byte for byte."""
-    return _run(ctx, env, limit, parallel, yes, DESTROY, purge_logs=purge_logs)
+    files. Logs and run history stay unless --purge-logs; lines we do not own stay byte for byte.
+    The healthchecks checks of the destroyed hosts' jobs are paused (--delete-checks: deleted)."""
+    return _run(ctx, env, limit, parallel, yes, DESTROY, delete_checks, purge_logs=purge_logs)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from deployer.core import crontab
 from deployer.core.release import Identity
 from deployer.remote.cronengine import FLAVOURS
-from deployer.remote.messages import BackupRecord, CronDaemon, Drift, JobRuntime, PathInfo, ProbeAnswer, RollbackMark, SpaceInfo, UserInfo
+from deployer.remote.messages import BackupRecord, CronDaemon, Drift, JobRuntime, PathInfo, ProbeAnswer, ReleaseJob, RollbackMark, SpaceInfo, UserInfo
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,8 @@ class Facts:
     problems: list[str] = field(default_factory=list)
     # release -> user -> the crontab block its manifest says it installs (byte for byte)
     release_blocks: dict[str, dict[str, str]] = field(default_factory=dict)
+    # release -> job id -> what it runs (probed for rollback only: Reads.release_jobs)
+    release_jobs: dict[str, dict[str, ReleaseJob]] = field(default_factory=dict)
     # processes named as a cron that are not this system's daemon, each with why (verify says them)
     cron_ignored: list[str] = field(default_factory=list)
     raw: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
@@ -130,6 +132,7 @@ def parse_facts(data: ProbeAnswer, project: str, env: str) -> Facts:
         space=data.get("space", {}),
         drift={rev: r.get("drift") or {} for rev, r in data.get("releases", {}).items()},
         release_blocks={rev: dict(r.get("crontab_blocks") or {}) for rev, r in data.get("releases", {}).items()},
+        release_jobs={rev: dict(r.get("jobs") or {}) for rev, r in data.get("releases", {}).items()},
         cron_ignored=[str(i) for i in cron.get("ignored") or []],
         rollback=data.get("rollback"),
         backups=list(data.get("backups") or []),

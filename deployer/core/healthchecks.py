@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from deployer.config.project import EnvironmentConfig, Job
 from deployer.config.schedule import SPECIAL
 from deployer.core.alerting import grace_seconds
+from deployer.core.timing import entry_of
+from deployer.remote import lateness
 from deployer.remote.cronengine import ALIASES
 
 SLUG_MAX = 100  # the API's limit on slug and name (hc/api/views.py: Spec)
@@ -88,17 +92,76 @@ def check_tags(project: str, env: str) -> str:
 
 def check_spec(project: str, env: str, job: Job, host: str, tz: str, now: datetime) -> CheckSpec:
     """The check of ``job`` on ``host``, whose cron reads schedules in ``tz``."""
-    # The API's bounds: a declared grace under a minute is taken as one.
-    grace = min(max(grace_seconds(job, now), GRACE_MIN), GRACE_MAX)
+    return spec_of(project, env, job.id, job.description, job.schedule, grace_seconds(job, now), host, tz)
+
+
+def spec_of(project: str, env: str, job: str, description: str | None, schedule: str, grace: int, host: str,
+            tz: str) -> CheckSpec:
+    """The check of a job known by its parts (a declared job, or one of a release kept on a host)."""
+    grace = min(max(grace, GRACE_MIN), GRACE_MAX)  # the API's bounds: a declared grace under a minute is taken as one
     desc = "Managed by deployer apply: edit deployer.yml, not this check."
-    if job.description:
-        desc = f"{job.description}\n\n{desc}"
-    return CheckSpec(job=job.id, host=host, slug=check_slug(project, env, job.id, host),
-                     name=f"{project}/{env} {job.id} on {host}"[:SLUG_MAX], tags=check_tags(project, env),
-                     desc=desc, schedule=cron_schedule(job.schedule), tz=tz, grace=grace)
+    if description:
+        desc = f"{description}\n\n{desc}"
+    return CheckSpec(job=job, host=host, slug=check_slug(project, env, job, host),
+                     name=f"{project}/{env} {job} on {host}"[:SLUG_MAX], tags=check_tags(project, env),
+                     desc=desc, schedule=cron_schedule(schedule), tz=tz, grace=grace)
 
 
-def differences(spec: CheckSpec, existing: Mapping[str, Any]) -> tuple[str, ...]:
-    """The fields of an existing check (as the API lists it) that differ from the spec."""
+def release_spec(project: str, env: str, job: str, kept: Mapping[str, Any], host: str, tz: str,
+                 now: datetime) -> CheckSpec | None:
+    """The check of a job as a release kept on ``host`` runs it (rollback), from what the probe
+    read of that release (messages.ReleaseJob: the target's word, checked here); None when that
+    release's job pings no check of deployer's for this host, or the record is unusable."""
+    slug = check_slug(project, env, job, host)
+    schedule, timeout, declared = kept.get("schedule"), kept.get("timeout"), kept.get("grace")
+    if kept.get("ping_slug") != slug or not isinstance(schedule, str) or schedule in SPECIAL:
+        return None
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
+        return None
+    if declared is not None and (not isinstance(declared, int) or isinstance(declared, bool)):
+        return None
+    try:
+        grace = lateness.grace_seconds(declared, entry_of(schedule), timeout, now)
+    except ValueError:  # CronSyntaxError: the target's word for a schedule
+        return None
+    description = kept.get("description")
+    return spec_of(project, env, job, description if isinstance(description, str) else None, schedule, grace, host, tz)
+
+
+def differences(spec: CheckSpec, existing: Mapping[str, Any], now: datetime | None = None) -> tuple[str, ...]:
+    """The fields of an existing check (as the API lists it) that differ from the spec; a tz the
+    API renamed (a legacy name of the same zone) does not."""
     wanted = spec.fields()
-    return tuple(name for name in FIELDS if existing.get(name) != wanted[name])
+    return tuple(name for name in FIELDS if existing.get(name) != wanted[name]
+                 and not (name == "tz" and isinstance(existing.get(name), str) and same_time(spec.tz, existing[name], now)))
+
+
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
+SAME_TIME_DAYS = 400  # a year of DST rules and then some: what a check's next due times depend on
+
+
+def same_time(ours: str, theirs: str, now: datetime | None = None) -> bool:
+    """Whether two zone names keep the same time (the same UTC offset at every hour of the next
+    SAME_TIME_DAYS), by the controller's tz database.
+
+    healthchecks stores a legacy name as the zone it links to now (Spec.check_tz in hc/api/views.py
+    renames by hc/lib/tz.py's legacy_timezones: Europe/Kiev -> Europe/Kyiv, US/Eastern ->
+    America/New_York, CET -> Europe/Brussels), so a host reporting Europe/Kiev would otherwise get an
+    update on every apply. Same offsets, not the same name: the controller's tz database may be
+    older or newer than the server's (CET is a zone of its own before tzdata 2024b), and only the
+    time matters to when a check is due. Two names never seen by the tz database are never equal."""
+    if ours == theirs:
+        return True
+    hour = int((now or datetime.now(UTC)).timestamp()) // 3600 * 3600
+    return _offsets(ours, hour) is not None and _offsets(ours, hour) == _offsets(theirs, hour)
+
+
+@lru_cache(maxsize=64)
+def _offsets(name: str, start: int) -> tuple[timedelta | None, ...] | None:
+    if not _ZONE_NAME.fullmatch(name) or ".." in name:  # the API's answer: a name, never a path
+        return None
+    try:
+        zone = zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+    return tuple(datetime.fromtimestamp(start + 3600 * h, zone).utcoffset() for h in range(SAME_TIME_DAYS * 24))

@@ -20,6 +20,7 @@ reach a message, an argv or a log.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.error
@@ -32,15 +33,16 @@ from typing import Any, Literal
 
 from deployer.config.project import EnvironmentConfig, HealthchecksSite, Project
 from deployer.config.secrets import resolve_secret
-from deployer.core.healthchecks import CheckSpec, check_spec, check_tags, differences, has_check
+from deployer.core import crontab
+from deployer.core.healthchecks import CheckSpec, check_slug, check_spec, check_tags, differences, has_check, release_spec
 from deployer.engine.outcome import CHANGED, OK
-from deployer.engine.session import Session
+from deployer.engine.session import Session, TargetState
 from deployer.errors import InvalidInput
 
 TIMEOUT = 10.0  # seconds per call, connection included
 _MAX_ANSWER = 10 * 1024 * 1024  # a list of thousands of checks is a few MB
 
-Action = Literal["created", "updated", "unchanged", "paused", "create", "update", "pause", "skipped"]
+Action = Literal["created", "updated", "unchanged", "paused", "create", "update", "pause", "skipped", "deleted"]
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,10 @@ class Api:
     def pause(self, uuid: str) -> None:
         """Stop monitoring a check (a ping resumes it: https://healthchecks.io/docs/api/#pause-check)."""
         self._call("POST", path=f"{urllib.parse.quote(uuid, safe='')}/pause")
+
+    def delete(self, uuid: str) -> None:
+        """Delete a check and its pings (https://healthchecks.io/docs/api/#delete-check)."""
+        self._call("DELETE", path=urllib.parse.quote(uuid, safe=""))
 
     def upsert(self, spec: CheckSpec, new: bool) -> int:
         """Create or update the check with this slug; the API's status (201 created, 200 updated)."""
@@ -294,4 +300,109 @@ def sync_session(api: Api, session: Session, apply: bool, every_host: bool = Fal
     tags = check_tags(session.project.name, session.env.name) if every_host else None
     report = sync(api, specs, apply, tags, declared)
     report.results = skipped + report.results
+    return report
+
+
+# ---------------------------------------------------------------------- destroy and rollback
+
+
+def host_jobs(state: TargetState) -> set[str]:
+    """Every job this host may have a check for: declared for it, in its crontab blocks now, or
+    in a release it keeps (a host may lag behind the declaration, or have been rolled back)."""
+    jobs = {j.id for j in state.desired.jobs}
+    if state.facts is None:
+        return jobs
+    project, env = state.desired.project, state.desired.env
+    blocks = [b for rel in state.facts.release_blocks.values() for b in rel.values()]
+    for seen in state.facts.crontabs.values():
+        with contextlib.suppress(crontab.CrontabConflict):  # a block with two begins: its jobs are unknown, not an error here
+            blocks.append(crontab.block_of(seen.text, project, env) or "")
+    for block in blocks:
+        jobs |= crontab.block_jobs(block)
+    return jobs
+
+
+def retire(api: Api, slugs: Iterable[str], delete: bool, why: str, tags: str | None = None,
+           keep: frozenset[str] = frozenset()) -> SyncReport:
+    """Pause (``delete``: delete) the checks with these slugs, so that jobs taken away on purpose
+    page nobody; with ``tags``, every other check of those tags too, but those of ``keep``."""
+    report = SyncReport(api.site)
+    wanted = set(slugs)
+    try:
+        existing = api.checks()
+    except ApiError as exc:
+        report.error, report.hint = str(exc), exc.hint
+        return report
+    for slug, found in sorted(existing.items()):
+        for check in found:
+            if slug in keep or not (slug in wanted or (tags is not None and check.get("tags") == tags)):
+                continue
+            grace = check.get("grace")  # the API's word: shown, never trusted to be a number
+            spec = CheckSpec(job="", host="", slug=slug, name=str(check.get("name", "")), tags=str(check.get("tags", "")),
+                             desc="", schedule=str(check.get("schedule", "")), tz=str(check.get("tz", "")),
+                             grace=grace if isinstance(grace, int) else 0)
+            if not delete and check.get("status") == "paused":
+                report.results.append(CheckResult(spec, "unchanged", detail=f"{why}; already paused"))
+                continue
+            try:
+                if delete:
+                    api.delete(str(check.get("uuid", "")))
+                else:
+                    api.pause(str(check.get("uuid", "")))
+            except ApiError as exc:
+                report.error, report.hint = f"check {slug}: {exc}", exc.hint
+                return report
+            report.results.append(CheckResult(spec, "deleted" if delete else "paused", detail=why))
+    return report
+
+
+def _slugs(session: Session, state: TargetState) -> set[str]:
+    return {check_slug(session.project.name, session.env.name, job, state.name) for job in host_jobs(state)}
+
+
+def retire_destroyed(api: Api, session: Session, delete: bool, every_host: bool = False) -> SyncReport:
+    """After destroy: the checks of the hosts destroyed paused (or deleted); those of a host that
+    failed or was not reached stay (its jobs still run). ``every_host`` (no --limit): every other
+    check of the environment's tags too (a job or host removed before), but the failed hosts'."""
+    done = [s for s in session.states if s.facts is not None and s.release is not None and s.status in (OK, CHANGED)]
+    kept = [s for s in session.states if s not in done]
+    slugs = {slug for s in done for slug in _slugs(session, s)}
+    keep = frozenset(slug for s in kept for slug in _slugs(session, s))
+    tags = check_tags(session.project.name, session.env.name) if every_host else None
+    report = retire(api, slugs - keep, delete, "destroyed", tags, keep)
+    now = datetime.now(UTC)
+    for state in kept:  # what the declaration gives them: their checks are left as they are
+        why = f"host {state.name} {'not reached' if state.facts is None else 'failed'}: {state.error or ''}".rstrip(": ")
+        tz = state.facts.timezone if state.facts is not None else "UTC"
+        report.results += [CheckResult(check_spec(session.project.name, session.env.name, job, state.name, tz, now), "skipped",
+                                       detail=why)
+                           for job in session.env.jobs if has_check(job, session.env) and job.id in {j.id for j in state.desired.jobs}]
+    return report
+
+
+def resync_rolled_back(api: Api, session: Session, revisions: dict[str, str | None],
+                       now: datetime | None = None) -> SyncReport:
+    """After rollback: each rolled-back host's checks as the release now live there runs its jobs
+    (schedule, grace and description from that release's own files, probed; tz the host's), so
+    that they watch the schedule that runs; the checks of the host's other jobs (those the
+    release rolled back from had, or the declaration has) are paused. ``revisions``: host ->
+    the revision it went back to. A host that failed or was not reached: its checks left alone."""
+    now = now or datetime.now(UTC)
+    project, env = session.project.name, session.env.name
+    specs: list[CheckSpec] = []
+    others: set[str] = set()
+    for state in session.states:
+        revision = revisions.get(state.name)
+        if state.facts is None or revision is None or state.status not in (OK, CHANGED):
+            continue
+        kept = state.facts.release_jobs.get(revision, {})
+        mine = [s for job, record in sorted(kept.items())
+                if (s := release_spec(project, env, job, record, state.name, state.facts.timezone, now)) is not None]
+        specs += mine
+        others |= _slugs(session, state) - {s.slug for s in mine}
+    report = sync(api, specs, apply=True)
+    if report.error is None and others:
+        paused = retire(api, others, delete=False, why="not in the release rolled back to")
+        report.results += paused.results
+        report.error, report.hint = paused.error, paused.hint
     return report

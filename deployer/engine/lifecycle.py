@@ -16,7 +16,7 @@ ROLLBACK, DESTROY = "rollback", "destroy"
 
 def prepare(session: Session, kind: str, to: str | None = None, purge_logs: bool = False) -> dict[str, LifecyclePlan]:
     """Observe every target and plan the rollback or destroy of each; nothing is written."""
-    session.observe(Reads(backups=kind == ROLLBACK))
+    session.observe(Reads(backups=kind == ROLLBACK, release_jobs=kind == ROLLBACK))
     plans: dict[str, LifecyclePlan] = {}
     for state in session.states:
         if state.facts is not None and state.release is not None:  # else unreachable: its outcome says why

@@ -49,6 +49,7 @@ class Reads:
     ledger_all: bool = False  # every ledger line (history --export)
     backups: bool = False  # backups/*/index.json (rollback)
     run_log: RunLogRequest | None = None  # one run's own log (logs --run)
+    release_jobs: bool = False  # each kept release's jobs (rollback: its healthchecks checks)
 
 
 NOTHING_MORE = Reads()
@@ -283,7 +284,7 @@ def probe(transport: Transport, desired: DesiredState, reads: Reads = NOTHING_MO
                              "legacy_locks": list(j.legacy_locks)} for j in desired.jobs]
     params: ProbeRequest = {"deploy_home": desired.deploy_home, "users": users, "crontab_users": users, "paths": paths, "jobs": jobs,
               "log_tail": reads.log_tail, "ledger_all": reads.ledger_all, "backups": reads.backups,
-              "run_log": reads.run_log,
+              "run_log": reads.run_log, "release_jobs": reads.release_jobs,
               # Lock folders hold empty files, often on a small tmpfs (/run/lock): not a disk to watch.
               "space": sorted(({desired.deploy_home} | {d.path for d in desired.dirs})
                               - {posixpath.dirname(j.lock_file) for j in desired.jobs})}

@@ -70,6 +70,7 @@ class ProbeRequest(TypedDict, total=False):
     backups: bool  # backups/*/index.json (rollback)
     run_log: RunLogRequest | None
     space: list[str]  # folders whose free space and inodes to measure
+    release_jobs: bool  # each kept release's jobs (rollback: the healthchecks checks of the release it goes back to)
 
 
 class UserInfo(TypedDict):
@@ -103,11 +104,26 @@ class Drift(TypedDict):
     content: NotRequired[str]  # base64 of a hand-edited file (not an env file, up to 64 KiB): for plan's diff
 
 
+class ReleaseJob(TypedDict):
+    """A job of a kept release as the probe read it back (``jobs/<id>.json``, and the grace and
+    ping of ``alerts/<id>.json``), so that rollback can give its healthchecks check the
+    schedule and grace of the release it goes back to. Each value of its type, else None."""
+
+    schedule: str | None
+    timeout: int | None
+    description: str | None
+    grace: int | None  # the declared alerts grace; None: derived, or no alerts
+    # The last segment of the job's ping URL when it is a slug of this project and environment
+    # (``<project>-<env>-...``): which deployer check the job pings. Never the URL, which holds the ping key.
+    ping_slug: str | None
+
+
 class ReleaseInfo(TypedDict):
     files: dict[str, PathInfo | None]  # relative path -> what is there (None: gone meanwhile)
     mtime: float
     drift: dict[str, Drift]
     crontab_blocks: dict[str, str]  # user -> the block its manifest says it installs ({}: older releases)
+    jobs: NotRequired[dict[str, ReleaseJob]]  # job id -> what the release runs (asked: release_jobs)
 
 
 class CronDaemon(TypedDict):

@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from deployer.remote.hostzone import target_timezone
 from deployer.remote.messages import (
@@ -31,6 +32,7 @@ from deployer.remote.messages import (
     ProbeJob,
     ProbeRequest,
     ReleaseInfo,
+    ReleaseJob,
     RollbackMark,
     RunFound,
     RunLog,
@@ -66,7 +68,7 @@ from deployer.remote.targetlib import (
 )
 
 
-def _releases(deploy_home: str) -> dict[str, ReleaseInfo]:
+def _releases(deploy_home: str, with_jobs: bool = False) -> dict[str, ReleaseInfo]:
     releases: dict[str, ReleaseInfo] = {}
     root = os.path.join(deploy_home, "releases")
     try:
@@ -94,7 +96,44 @@ def _releases(deploy_home: str) -> dict[str, ReleaseInfo]:
                 files[rel] = info
         releases[name] = {"files": files, "mtime": os.lstat(base).st_mtime, "drift": _drift(base, files),
                           "crontab_blocks": _manifest_blocks(base)}
+        if with_jobs:
+            releases[name]["jobs"] = _release_jobs(base, files)
     return releases
+
+
+_SLUG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _release_jobs(base: str, files: dict[str, PathInfo | None]) -> dict[str, ReleaseJob]:
+    """What a kept release runs, job by job (its job specs; the grace and ping of its alert
+    configs), each value kept only when of its type: these files are read back, not trusted."""
+    jobs: dict[str, ReleaseJob] = {}
+    for rel in sorted(files):
+        job_id = rel.removeprefix("jobs/").removesuffix(".json")
+        if not (rel.startswith("jobs/") and rel.endswith(".json")) or "/" in job_id:
+            continue
+        spec, _problem = read_json_file(os.path.join(base, rel))
+        spec = spec if isinstance(spec, dict) else {}
+        alerts: object = None
+        if f"alerts/{job_id}.json" in files:
+            alerts, _problem = read_json_file(os.path.join(base, "alerts", f"{job_id}.json"))
+        alerts = alerts if isinstance(alerts, dict) else {}
+        ping = alerts.get("ping")
+        slug = ping.rstrip("/").rsplit("/", 1)[-1] if isinstance(ping, str) else ""
+        prefix = f"{spec.get('project')}-{spec.get('env')}-"
+        jobs[job_id] = {
+            "schedule": _typed(spec.get("schedule"), str),
+            "timeout": _typed(spec.get("timeout"), int),
+            "description": _typed(spec.get("description"), str),
+            "grace": _typed(alerts.get("grace"), int),
+            # Only a slug of deployer's form goes back: a URL of the operator's own (whose last segment may be its secret) never does.
+            "ping_slug": slug if slug.startswith(prefix) and len(slug) <= 100 and set(slug) <= _SLUG_CHARS else None,
+        }
+    return jobs
+
+
+def _typed(value: object, kind: type) -> Any:
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
 
 
 # A release file bigger than this is not one deployer wrote (an env file its user made a
@@ -591,7 +630,7 @@ def main(params: ProbeRequest) -> None:
         "users": users,
         "crontabs": crontabs,
         "paths": paths,
-        "releases": _releases(deploy_home),
+        "releases": _releases(deploy_home, bool(params.get("release_jobs"))),
         "current": current,
         "cron": _cron_daemon(),
         "now": time.time(),

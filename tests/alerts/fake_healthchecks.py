@@ -16,9 +16,13 @@ follows, read in healthchecks' own source (github.com/healthchecks/healthchecks)
   only the fields given), else a check is created (201); grace and timeout 60..31536000, slug
   ``[a-z0-9-_]*``, tz a known zone, schedule a cron expression (here: five fields), a field
   of the wrong type 400 ``json validation error: ...``; ``channels: "*"`` assigns every
-  integration.
+  integration. ``Spec.check_tz`` stores a legacy zone name as the zone it links to now
+  (hc/lib/tz.py ``legacy_timezones``, IANA's backward links): LEGACY_TZ holds the few of
+  those renames the tests send, not the whole table.
 - ``pause``: ``POST /api/v3/checks/<uuid>/pause`` (200 and the check, 404 for no such check);
   a paused check resumes when pinged (``manual_resume`` false, the default).
+- ``single``: ``DELETE /api/v3/checks/<uuid>`` deletes the check (200 and the check as it
+  was, 404 for no such check).
 - hc/api/urls.py and ``ping_by_slug``: ``/ping/<ping_key>/<slug>`` plus ``/start``, ``/fail``,
   ``/log``, ``/<exit status>``; an uppercase slug 400, no such check 404 ``not found``, two
   checks with the slug 409 ``ambiguous slug``; ``rid`` must be a UUID (400 otherwise);
@@ -30,6 +34,7 @@ from __future__ import annotations
 import http.server
 import json
 import re
+import ssl
 import threading
 import urllib.parse
 import uuid
@@ -37,13 +42,19 @@ import zoneinfo
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 API_KEY = "hcw_" + "k" * 28  # 32 characters, as healthchecks' keys are
 PING_KEY = "pk-5e6f7a8b9c0d1e2f3a4b5c"
 UNIQUE_FIELDS = {"name", "slug", "tags", "timeout", "grace"}
+# A few of healthchecks' renames (hc/lib/tz.py legacy_timezones, applied by Spec.check_tz in
+# hc/api/views.py; its test test_create_check.py test_it_converts_legacy_timezone shows the first three).
+LEGACY_TZ = {"Europe/Kiev": "Europe/Kyiv", "UCT": "Etc/UTC", "CET": "Europe/Brussels", "US/Eastern": "America/New_York",
+             "Asia/Calcutta": "Asia/Kolkata"}
 _STRINGS = ("name", "slug", "tags", "desc", "schedule", "tz", "channels", "methods")
 _PAUSE_PATH = re.compile(r"/api/v3/checks/(?P<uuid>[0-9a-f-]{36})/pause")
+_CHECK_PATH = re.compile(r"/api/v3/checks/(?P<uuid>[0-9a-f-]{36})")
 _SLUG_PATH = re.compile(r"/ping/(?P<key>[-a-zA-Z0-9_]+)/(?P<slug>[-a-zA-Z0-9_]+)(?:/(?P<what>start|fail|log|[0-9]+))?/?")
 
 
@@ -55,11 +66,14 @@ class Ping:
     rid: str | None
     method: str
     body: bytes
+    client: str = ""  # the address the ping came from: the host that ran the job
 
 
 @dataclass
 class FakeHealthchecks:
     port: int = 0
+    address: str = "127.0.0.1"
+    scheme: str = "http"
     api_key: str = API_KEY
     ping_key: str = PING_KEY
     checks: list[dict[str, Any]] = field(default_factory=list)
@@ -69,7 +83,7 @@ class FakeHealthchecks:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://{self.address}:{self.port}"
 
     def check(self, slug: str) -> dict[str, Any]:
         found = [c for c in self.checks if c["slug"] == slug]
@@ -121,6 +135,8 @@ class FakeHealthchecks:
         for key in ("name", "slug", "tags", "desc", "grace", "tz"):
             if key in spec:
                 check[key] = spec[key]
+        if "tz" in spec:
+            check["tz"] = LEGACY_TZ.get(spec["tz"], spec["tz"])
         if spec.get("schedule"):
             check.update(kind="cron", schedule=spec["schedule"])
         elif spec.get("timeout"):
@@ -136,8 +152,15 @@ class FakeHealthchecks:
         check["status"] = "paused"
         return 200, self.to_dict(check)
 
+    def delete(self, uuid_text: str) -> tuple[int, dict[str, Any]]:
+        check = next((c for c in self.checks if c["uuid"] == uuid_text), None)
+        if check is None:
+            return 404, {"error": "not found"}
+        self.checks.remove(check)
+        return 200, self.to_dict(check)
+
     # ------------------------------------------------------------------ pings
-    def ping(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> tuple[int, bytes]:
+    def ping(self, method: str, path: str, query: dict[str, list[str]], body: bytes, client: str = "") -> tuple[int, bytes]:
         match = _SLUG_PATH.fullmatch(path)
         if match is None:
             return 404, b"not found"
@@ -162,7 +185,7 @@ class FakeHealthchecks:
         found[0]["n_pings"] += 1
         if kind in ("success", "fail"):  # Check.ping: a start changes no status; an end resumes a paused check
             found[0]["status"] = "down" if kind == "fail" else "up"
-        self.pings.append(Ping(slug, kind, exit_status, rid, method, body))
+        self.pings.append(Ping(slug, kind, exit_status, rid, method, body, client))
         return 200, b"OK"
 
 
@@ -195,9 +218,10 @@ def _invalid(spec: dict[str, Any]) -> str | None:
 
 
 @contextmanager
-def fake_healthchecks() -> Iterator[FakeHealthchecks]:
-    """The fake, serving on 127.0.0.1 until the block ends."""
-    hc = FakeHealthchecks()
+def fake_healthchecks(address: str = "127.0.0.1", tls: tuple[Path, Path] | None = None) -> Iterator[FakeHealthchecks]:
+    """The fake, serving on ``address`` until the block ends; over HTTPS with ``tls`` (a
+    certificate and its key: deployer takes http for the loopback only)."""
+    hc = FakeHealthchecks(address=address, scheme="https" if tls else "http")
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def _answer(self, status: int, body: bytes, kind: str) -> None:
@@ -215,11 +239,13 @@ def fake_healthchecks() -> Iterator[FakeHealthchecks]:
             query = urllib.parse.parse_qs(parts.query)
             with hc.lock:
                 if parts.path.startswith("/ping/"):
-                    status, text = hc.ping(self.command, parts.path, query, body)
+                    status, text = hc.ping(self.command, parts.path, query, body, self.client_address[0])
                     self._answer(status, text, "text/plain")
                     return
                 paused = _PAUSE_PATH.fullmatch(parts.path)
-                if (parts.path != "/api/v3/checks/" or self.command not in ("GET", "POST")) and not (paused and self.command == "POST"):
+                single = _CHECK_PATH.fullmatch(parts.path)
+                if (parts.path != "/api/v3/checks/" or self.command not in ("GET", "POST")) and not (
+                        paused and self.command == "POST") and not (single and self.command == "DELETE"):
                     self._answer(404, b"not found", "text/plain")
                     return
                 hc.calls.append((self.command, self.path))
@@ -228,19 +254,25 @@ def fake_healthchecks() -> Iterator[FakeHealthchecks]:
                     status, answer = refused
                 elif paused:
                     status, answer = hc.pause(paused["uuid"])
+                elif single:
+                    status, answer = hc.delete(single["uuid"])
                 elif self.command == "GET":
                     status, answer = hc.list_checks(query)
                 else:
                     status, answer = hc.create_check(body)
             self._answer(status, json.dumps(answer).encode(), "application/json")
 
-        do_GET = do_POST = do_HEAD = _any  # noqa: N815 - http.server's names
+        do_GET = do_POST = do_HEAD = do_DELETE = _any  # noqa: N815 - http.server's names
 
         def log_message(self, format: str, *args: Any) -> None:  # the base class's signature
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = http.server.ThreadingHTTPServer((address, 0), Handler)
     server.daemon_threads = True
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(tls[0]), str(tls[1]))
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     hc.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

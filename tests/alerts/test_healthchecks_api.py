@@ -41,6 +41,17 @@ def test_create_then_nothing_then_update() -> None:
         assert len(hc.checks) == 2 and [m for m, _ in hc.calls].count("POST") == 3
 
 
+def test_a_legacy_zone_the_api_renamed_is_not_updated_again() -> None:
+    with fake_healthchecks() as hc:
+        api = Api(hc.url, API_KEY)
+        assert [r.action for r in sync(api, [spec(tz="Europe/Kiev")], apply=True).results] == ["created"]
+        assert hc.check("shop-prod-backup-db1")["tz"] == "Europe/Kyiv"  # as healthchecks stores it
+        again = sync(api, [spec(tz="Europe/Kiev")], apply=True)
+        assert [r.action for r in again.results] == ["unchanged"] and [m for m, _ in hc.calls].count("POST") == 1
+        moved = sync(api, [spec(tz="Europe/Paris")], apply=True)
+        assert [(r.action, r.changed) for r in moved.results] == [("updated", ("tz",))]
+
+
 def test_checks_no_longer_declared_are_paused_and_only_ours() -> None:
     tags = "deployer shop prod"
     with fake_healthchecks() as hc:

@@ -18,7 +18,7 @@ from deployer.remote.alerts import run_uuid
 from deployer.remote.hostzone import target_timezone
 from tests.alerts.fake_healthchecks import API_KEY, PING_KEY, fake_healthchecks
 from tests.alerts.servers import free_port
-from tests.conftest import TEST_USER, CliResult, Project
+from tests.conftest import BLOCK_USER, TEST_USER, CliResult, Project, read_crontab
 
 pytestmark = [pytest.mark.alerts, pytest.mark.cron]
 
@@ -72,6 +72,10 @@ def apply(project: Project, env: dict[str, str] | None = None) -> tuple[CliResul
         return result, json.loads(result.stdout)
     except ValueError:
         raise AssertionError(f"not JSON:\n{result}") from None
+
+
+def root_crontab() -> str:
+    return read_crontab(BLOCK_USER) or ""
 
 
 def actions(data: dict[str, Any]) -> dict[str, str]:
@@ -217,3 +221,108 @@ def test_a_missing_api_key_touches_nothing(project: Project, user_crontab: str, 
                 "on this machine; export it before running deployer") in result.stderr, result
         assert not (HOME / "current").exists() and hc.calls == []
 
+
+
+def destroy(project: Project, *args: str, env: dict[str, str] | None = None) -> tuple[CliResult, dict[str, Any]]:
+    result = project.deployer("destroy", "dev", "--json", *args, env=env or SECRETS)
+    try:
+        return result, json.loads(result.stdout)
+    except ValueError:
+        raise AssertionError(f"not JSON:\n{result}") from None
+
+
+def test_destroy_pauses_the_checks_and_a_refused_destroy_touches_none(project: Project, user_crontab: str,
+                                                                      exit_file: Path) -> None:
+    with fake_healthchecks() as hc:
+        declare(project, exit_file, hc.url)
+        assert apply(project)[0].exit_code == 0
+        calls = len(hc.calls)
+        refused = project.deployer("destroy", "dev", env=SECRETS)  # no terminal, no --yes: nothing is destroyed
+        assert refused.exit_code == 2, refused
+        assert len(hc.calls) == calls and all(c["status"] == "new" for c in hc.checks)
+
+        result, data = destroy(project, "--yes")
+        assert result.exit_code == 0, result
+        assert actions(data) == dict.fromkeys(SLUGS, "paused") and data["exit_code"] == 0
+        assert [c["status"] for c in hc.checks] == ["paused", "paused"] and len(hc.checks) == 2
+        assert [m for m, _ in hc.calls[calls:]] == ["GET", "POST", "POST"]
+        assert all(path.endswith("/pause") for _, path in hc.calls[calls + 1:])
+        assert "demo-dev" not in root_crontab(), root_crontab()
+        no_key_shown(refused, result)
+
+        # Destroyed already: the checks are paused once; a second destroy only lists them.
+        again, data = destroy(project, "--yes")
+        assert again.exit_code == 0, again
+        assert actions(data) == dict.fromkeys(SLUGS, "unchanged") and [m for m, _ in hc.calls[calls + 3:]] == ["GET"]
+
+
+def test_destroy_delete_checks_deletes_them(project: Project, user_crontab: str, exit_file: Path) -> None:
+    with fake_healthchecks() as hc:
+        declare(project, exit_file, hc.url)
+        assert apply(project)[0].exit_code == 0
+        hc.checks.append({**hc.checks[0], "uuid": "00000000-0000-0000-0000-000000000001", "slug": "theirs", "tags": "ops"})
+        text = project.deployer("destroy", "dev", "--yes", "--delete-checks", env=SECRETS)
+        assert text.exit_code == 0, text
+        assert "healthchecks checks at" in text.stdout and "2 deleted" in text.stdout, text
+        assert "deleted       demo-dev-backup-localhost (destroyed)" in text.stdout, text
+        assert [c["slug"] for c in hc.checks] == ["theirs"]  # a check of the project that is not ours stays
+        assert [m for m, _ in hc.calls].count("DELETE") == 2
+
+
+def test_destroy_with_a_dead_api_destroys_the_hosts_and_exits_1(project: Project, user_crontab: str,
+                                                                 exit_file: Path) -> None:
+    with fake_healthchecks() as hc:
+        declare(project, exit_file, hc.url)
+        assert apply(project)[0].exit_code == 0
+    # The API is gone (its port closed): the jobs are taken away all the same.
+    result = project.deployer("destroy", "dev", "--yes", env=SECRETS)
+    assert result.exit_code == 1, result
+    assert "Traceback" not in result.stderr
+    assert f"error: healthchecks: cannot reach the healthchecks API at {hc.url} (" in result.stderr, result
+    assert "pause or delete their checks in healthchecks" in result.stderr, result
+    assert "demo-dev" not in root_crontab() and not (HOME / "current").exists()
+    no_key_shown(result)
+
+
+EXTRA_JOB = """\
+  extra:
+    script: tasks/backup.py
+    args: ["{exit_file}"]
+    schedule: "*/10 * * * *"
+"""
+
+
+def test_rollback_gives_the_checks_the_schedule_and_grace_of_the_release_it_goes_back_to(
+        project: Project, user_crontab: str, exit_file: Path) -> None:
+    with fake_healthchecks() as hc:
+        # Release A: backup at 3:00 with a declared grace of 15 minutes.
+        project.write("tasks/backup.py", TASK)
+        text_a = declaration(hc.url, exit_file, "0 3 * * *").replace(
+            '    schedule: "0 3 * * *"\n', '    schedule: "0 3 * * *"\n    alerts: {grace: 15m}\n')
+        project.declare(text_a)
+        assert apply(project)[0].exit_code == 0
+        assert (hc.check(SLUGS[0])["schedule"], hc.check(SLUGS[0])["grace"]) == ("0 3 * * *", 900)
+        # Release B: another schedule, the derived grace, one more job.
+        text_b = declaration(hc.url, exit_file, "30 4 * * 1-5").replace("  boot:\n", EXTRA_JOB.format(exit_file=exit_file) + "  boot:\n")
+        project.declare(text_b)
+        result, data = apply(project)
+        assert result.exit_code == 0, result
+        assert actions(data)["demo-dev-extra-localhost"] == "created"
+        assert (hc.check(SLUGS[0])["schedule"], hc.check(SLUGS[0])["grace"]) == ("30 4 * * 1-5", 180)
+        uuid_before = hc.check(SLUGS[0])["uuid"]
+
+        # The declaration stays B's: rollback takes the checks from release A's own files on the host.
+        rolled = project.deployer("rollback", "dev", "--yes", "--json", env=SECRETS)
+        assert rolled.exit_code == 0, rolled
+        data = json.loads(rolled.stdout)
+        assert actions(data) == {SLUGS[0]: "updated", SLUGS[1]: "unchanged", "demo-dev-extra-localhost": "paused"}, data
+        backup = hc.check(SLUGS[0])
+        assert (backup["schedule"], backup["grace"], backup["tz"], backup["uuid"]) == ("0 3 * * *", 900, target_timezone(),
+                                                                                        uuid_before)
+        assert hc.check("demo-dev-extra-localhost")["status"] == "paused"
+        no_key_shown(rolled)
+
+        # apply moves the checks forward again with the hosts.
+        result, data = apply(project)
+        assert result.exit_code == 0, result
+        assert actions(data)[SLUGS[0]] == "updated" and hc.check(SLUGS[0])["schedule"] == "30 4 * * 1-5"

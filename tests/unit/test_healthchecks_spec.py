@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from deployer.config.project import EnvironmentConfig, HealthchecksSite, Job, JobAlerts, Secret, Settings
-from deployer.core.healthchecks import SLUG_MAX, check_slug, check_spec, cron_schedule, differences, has_check, ping_url
+from deployer.core.healthchecks import SLUG_MAX, check_slug, check_spec, cron_schedule, differences, has_check, ping_url, release_spec, same_time
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 SITE = HealthchecksSite("https://healthchecks.io", Secret(env="K"), "https://hc-ping.com", Secret(env="P"))
@@ -54,3 +54,34 @@ def test_differences_name_the_fields_that_moved() -> None:
     assert differences(spec, {**listed, "schedule": "0 4 * * *", "tz": "Europe/Riga"}) == ("schedule", "tz")
     simple = {k: v for k, v in listed.items() if k not in ("schedule", "tz")} | {"timeout": 86400}
     assert differences(spec, simple) == ("schedule", "tz")  # a simple check becomes a cron one
+
+
+def test_a_zone_the_api_renamed_is_the_same_zone() -> None:
+    # healthchecks stores Europe/Kiev as Europe/Kyiv (hc/lib/tz.py legacy_timezones): not a difference.
+    spec = check_spec("shop", "prod", Job(id="backup", schedule="0 3 * * *"), "db1", "Europe/Kiev", NOW)
+    listed = {**spec.fields(), "tz": "Europe/Kyiv"}
+    assert differences(spec, listed, NOW) == ()
+    for legacy, renamed in [("US/Eastern", "America/New_York"), ("CET", "Europe/Brussels"), ("UCT", "Etc/UTC"),
+                            ("Asia/Calcutta", "Asia/Kolkata"), ("Iceland", "Africa/Abidjan")]:
+        assert same_time(legacy, renamed, NOW), (legacy, renamed)
+    # Another zone is a difference, DST or not; so is a name the tz database does not know, or a path.
+    assert differences(spec, {**listed, "tz": "Europe/Paris"}, NOW) == ("tz",)
+    # Two zones that keep the same time count as one (the check is due at the same instants).
+    assert same_time("Europe/London", "Europe/Lisbon", NOW)
+    assert not same_time("America/Phoenix", "America/Denver", NOW)  # Denver keeps DST, Phoenix does not
+    assert not same_time("Europe/Kiev", "Mars/Olympus", NOW) and not same_time("Europe/Kiev", "../../etc/passwd", NOW)
+    assert differences(spec, {**listed, "tz": 3}, NOW) == ("tz",)
+
+
+def test_a_kept_releases_job_gives_its_check_when_it_pings_it() -> None:
+    # What the probe read of a release kept on the host: the target's word, each value checked.
+    kept = {"schedule": "@daily", "timeout": 600, "description": "Daily report", "grace": None,
+            "ping_slug": "shop-prod-report-web1"}
+    spec = release_spec("shop", "prod", "report", kept, "web1", "Europe/Paris", NOW)
+    assert spec == check_spec("shop", "prod", Job(id="report", schedule="@daily", description="Daily report", timeout=600),
+                              "web1", "Europe/Paris", NOW)
+    assert release_spec("shop", "prod", "report", {**kept, "grace": 900}, "web1", "UTC", NOW).grace == 900  # type: ignore[union-attr]
+    for bad in ({"ping_slug": "shop-prod-report-web2"}, {"ping_slug": None}, {"schedule": "@reboot"},
+                {"schedule": "61 * * * *"}, {"schedule": 5}, {"timeout": "600"}, {"timeout": True}, {"timeout": 0},
+                {"grace": "15m"}):
+        assert release_spec("shop", "prod", "report", {**kept, **bad}, "web1", "UTC", NOW) is None, bad
