@@ -5,7 +5,8 @@ period) and the alert state the probe read back (messages.AlertState, kept by th
 in ``state/<job>/alerts.json``). Out: a view for ``--json`` and the table (open incident, last
 alert sent, silenced until, consecutive failures, channel errors), and verify's ``alerts``
 checks: a channel whose last delivery failed is a warning (the job itself may be fine), an
-open incident is said, told or not.
+open incident is said, told or not, with the channels still owed its message (tried again
+by the job's next event of its kind, remote/alerts.py ``retry_due``) or given up on.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TypedDict
 from deployer.core.check import PASS, WARN, Check
 from deployer.core.desired import JobSpec
 from deployer.core.health import ago
+from deployer.remote import alerts
 from deployer.remote.messages import AlertState, JobRuntime
 
 DEFAULT_QUIET = 3600  # remote/alerts.py decide()'s, for a config without one
@@ -25,7 +27,12 @@ DEFAULT_QUIET = 3600  # remote/alerts.py decide()'s, for a config without one
 class IncidentView(TypedDict):
     event: str  # failure | timeout | crash | late
     since: str  # UTC, ISO 8601
-    told: bool
+    told: bool  # a channel took its message
+    told_to: list[str]  # the channels that took it (empty for a state kept before they were)
+    owed: list[str]  # the channels its last try did not reach
+    tries: int  # times its message was sent
+    next_try: str | None  # owed: from when the job's next event of its kind tries them again (None: given up, or now)
+    gave_up: bool  # owed, and no try is left (alerts.RETRY_TRIES)
 
 
 class LastAlertView(TypedDict):
@@ -77,9 +84,17 @@ def alert_view(job: JobSpec, info: JobRuntime, now: float) -> AlertView | None:
     incident = state["incident"]
     last = state["last_alert"]
     told = state["last_told"]
-    until = told + _quiet(job) if told is not None else None
+    quiet = _quiet(job)
+    until = told + quiet if told is not None else None
+    view: IncidentView | None = None
+    if incident:
+        gave_up = bool(incident["owed"]) and incident["tries"] >= alerts.RETRY_TRIES
+        retry = alerts.next_try(dict(incident), quiet) if incident["owed"] else None
+        view = {"event": incident["event"], "since": iso(incident["opened"]), "told": incident["told"],
+                "told_to": incident["told_to"], "owed": incident["owed"], "tries": incident["tries"],
+                "next_try": iso(retry) if retry is not None and retry > now else None, "gave_up": gave_up}
     return {
-        "incident": {"event": incident["event"], "since": iso(incident["opened"]), "told": incident["told"]} if incident else None,
+        "incident": view,
         "last_alert": {"at": iso(last["at"]), "event": last["event"], "channels": last["channels"], "failed": last["failed"]}
         if last else None,
         "silenced_until": iso(until) if until is not None and until > now else None,
@@ -118,6 +133,10 @@ def alert_checks(job: JobSpec, info: JobRuntime, now: float) -> list[Check]:
         if incident["told"]:
             last = view["last_alert"]
             how = f"told: {_last_alert(last, at)}" if last and last["event"] == incident["event"] else "told"
+            how += f"; {_owed(incident, at)}" if incident["owed"] else ""
+        elif incident["tries"]:
+            how = (f"not told: its message reached no channel ({incident['tries']} "
+                   f"tr{'y' if incident['tries'] == 1 else 'ies'}); {_owed(incident, at)}")
         else:
             quiet = view["silenced_until"]
             how = f"not told: the quiet period holds it until {_until(quiet, at)}" if quiet else "not told yet"
@@ -135,6 +154,16 @@ def alert_checks(job: JobSpec, info: JobRuntime, now: float) -> list[Check]:
     return out
 
 
+def _owed(incident: IncidentView, now: datetime) -> str:
+    """Which channels are still owed the incident's message, and when they are tried again."""
+    owed = ", ".join(incident["owed"])
+    if incident["gave_up"]:
+        return f"{owed} never got it: given up after {incident['tries']} tries"
+    by = "the watchdog's next round" if incident["event"] == "late" else "the job's next failing run"
+    after = f" after {_until(incident['next_try'], now)}" if incident["next_try"] else ""
+    return f"owed to {owed}: tried again by {by}{after}"
+
+
 def alert_summary(view: AlertView | None, now: datetime) -> str:
     """``status``'s alerts cell: the incident or ``ok``, the last alert, the quiet period, failed channels."""
     if view is None:
@@ -142,6 +171,8 @@ def alert_summary(view: AlertView | None, now: datetime) -> str:
     incident = view["incident"]
     parts = [f"{incident['event']} since {_when(incident['since'], now)}, {'told' if incident['told'] else 'not told'}"
              if incident else "ok"]
+    if incident and incident["owed"]:
+        parts.append(_owed(incident, now))
     if view["last_alert"]:
         parts.append(f"last {_last_alert(view['last_alert'], now)}")
     if view["silenced_until"]:

@@ -6,9 +6,12 @@ that calls it. Two halves:
 - ``decide(config, state, event)``: the incident state machine, a pure function. Given the
   job's alert config, its alert state before (None: never ran) and what just happened (a
   run's outcome, or ``late`` from the watchdog), it returns the messages to send and the
-  state after. One message per incident, opened after ``after`` failed runs in a row; at
-  most one new incident told per ``quiet`` period (the next message counts those untold);
-  one ``recovered`` message when a told incident ends.
+  state after. One message per incident and channel, opened after ``after`` failed runs in
+  a row; at most one new incident told per ``quiet`` period (the next message counts those
+  untold); one ``recovered`` message, to the channels that were told, when it ends. Which
+  channels took a message is known only once it is sent: ``note_deliveries`` records it (a
+  second short turn under the state lock), and a channel still owed the message is tried
+  again by a later event of the same kind (``retry_wait``, at most ``RETRY_TRIES`` tries).
 - ``send``, ``ping``: the channels. SMTP (STARTTLS, login, a CA file), the target's
   sendmail, a webhook (JSON POST), Apprise's program (any service it knows, its URLs on a
   pipe), healthchecks-compatible pings (``/start`` and
@@ -69,6 +72,15 @@ DEFAULT_RETRIES = 2  # attempts after the first, inside that time
 STATE_LIMIT = 64 * 1024  # an alert state file is a few hundred bytes
 STATE_LOCK = ".alerts.lock"  # beside the state, in the job's state folder (root's when root deploys)
 LOCK_WAIT = 5.0  # seconds one waits for the other's read-modify-write, which takes milliseconds
+# A channel that did not take an incident's message is tried again by the job's next event of
+# the same kind (a failing run for a run's incident, the watchdog's round for late), no sooner
+# than RETRY_FIRST after the first try, the wait doubling after each try but never longer than
+# the job's quiet period (an owed message waits no longer than a new incident would), at most
+# RETRY_TRIES tries in all (then given up: the incident's ``tries`` says so). A dead relay
+# costs a run its channel budget once per wait, not at every minute's run.
+RETRY_FIRST = 300.0
+RETRY_TRIES = 10
+RUN_KINDS = ("failure", "timeout", "crash")
 TAIL_LINES = 20
 TAIL_CHARS = 4000
 _OUTCOME_EVENT = {"failure": "failure", "timeout": "timeout", "crashed": "crash"}
@@ -85,12 +97,14 @@ _Unsafe: Callable[[str, str], OSError] = safefs.Unsafe
 
 @dataclass(frozen=True)
 class Message:
-    """One thing to tell every channel of the job's route."""
+    """One thing to tell the channels of the job's route."""
 
     event: str  # failure | timeout | crash | late | recovered
     subject: str
     text: str
     body: dict[str, Any]  # the webhook's JSON
+    channels: tuple[str, ...] | None = None  # to these channels only (None: every channel of the config)
+    opened: float | None = None  # the incident it tells of (its ``opened``), for note_deliveries
 
 
 @dataclass(frozen=True)
@@ -130,17 +144,23 @@ def initial_state() -> dict[str, Any]:
 DELIVERIES_KEPT = 32  # channels whose last delivery the state keeps (a job routes to a few)
 
 
-def note_deliveries(state: dict[str, Any], deliveries: Sequence[Delivery], at: float) -> None:
-    """Keep in ``state`` what ``status`` and ``verify`` show of the job's alerting: the last
-    message sent (``last_alert``: when, which event, to which channels, which of them failed)
-    and each channel's last delivery (``deliveries``: the ping's too), so a channel that
-    failed stays said until a delivery to it works again."""
-    messages = [d for d in deliveries if not d.event.startswith("ping-")]
-    if messages:
-        event = messages[-1].event
-        sent = [d for d in messages if d.event == event]
-        state["last_alert"] = {"at": at, "event": event, "channels": sorted({d.channel for d in sent}),
-                               "failed": sorted({d.channel for d in sent if not d.ok})}
+def note_deliveries(state: dict[str, Any], deliveries: Sequence[Delivery], at: float,
+                    messages: Sequence[Message] = ()) -> None:
+    """Keep in ``state`` what became of the messages sent: the channels that took an
+    incident's message (``messages``: the decision's) are told it, if that incident is still
+    the open one (a run may have closed it meanwhile); its first delivery starts the quiet
+    period. And what ``status`` and ``verify`` show of the job's alerting: the last message
+    sent (``last_alert``: when, which event, to which channels, which of them failed) and
+    each channel's last delivery (``deliveries``: the ping's too), so a channel that failed
+    stays said until a delivery to it works again."""
+    for message in messages:
+        _note_told(state, message, [d for d in deliveries if d.event == message.event], at)
+    sent = [d for d in deliveries if not d.event.startswith("ping-")]
+    if sent:
+        event = sent[-1].event
+        last = [d for d in sent if d.event == event]
+        state["last_alert"] = {"at": at, "event": event, "channels": sorted({d.channel for d in last}),
+                               "failed": sorted({d.channel for d in last if not d.ok})}
     kept = dict(state.get("deliveries") or {})
     for d in deliveries:
         kept.pop(d.channel, None)  # re-inserted: the newest last
@@ -148,14 +168,69 @@ def note_deliveries(state: dict[str, Any], deliveries: Sequence[Delivery], at: f
     state["deliveries"] = dict(list(kept.items())[-DELIVERIES_KEPT:])
 
 
+def _note_told(state: dict[str, Any], message: Message, deliveries: Sequence[Delivery], at: float) -> None:
+    incident = state.get("incident")
+    if message.event == "recovered" or message.opened is None or not isinstance(incident, dict) \
+            or incident.get("opened") != message.opened or incident.get("event") != message.event:
+        return  # a recovery, or an incident closed (and maybe another opened) since it was decided
+    took = {d.channel for d in deliveries if d.ok}
+    told_to = _told_to(incident, None)
+    if took and not told_to:  # its first delivery: the quiet period starts, the untold were said
+        state["last_told"] = at
+        state["untold"] = 0
+    incident["told_to"] = sorted({*told_to, *took})
+    incident["owed"] = sorted({*(incident.get("owed") or []), *(d.channel for d in deliveries if not d.ok)} - took
+                              - set(incident["told_to"]))
+    incident["told"] = bool(incident["told_to"])
+
+
+def _told_to(incident: Mapping[str, Any], names: Sequence[str] | None) -> list[str]:
+    """The channels that took the incident's message. A state written before channels were
+    kept says only ``told``: then it went to every channel (``names``), as that version sent it."""
+    told_to = incident.get("told_to")
+    if isinstance(told_to, list):
+        return [str(c) for c in told_to]
+    return list(names or []) if incident.get("told") else []
+
+
+def retry_wait(tries: int, quiet: float) -> float:
+    """Seconds from an incident's last try to the next one, after ``tries`` tries."""
+    return min(quiet, RETRY_FIRST * float(2 ** max(0, tries - 1)))
+
+
+def next_try(incident: Mapping[str, Any], quiet: float) -> float | None:
+    """From when a channel owed the incident's message may be tried again (None: given up, or
+    never tried). A tenth of the wait early is on time: cron's events come seconds before or
+    after the minute, and a run's end with its length."""
+    tries = int(incident.get("tries") or 0)
+    last = incident.get("last_try")
+    if tries >= RETRY_TRIES or last is None:
+        return None
+    return float(last) + 0.9 * retry_wait(tries, quiet)
+
+
+def retry_due(incident: Mapping[str, Any], quiet: float, now: float) -> bool:
+    """Whether a channel owed the incident's message may be tried again at ``now``."""
+    if int(incident.get("tries") or 0) >= RETRY_TRIES:
+        return False
+    due = next_try(incident, quiet)
+    return due is None or now >= due
+
+
+def _names(config: Mapping[str, Any]) -> list[str]:
+    return [str(c.get("name", "?")) for c in config.get("channels") or []]
+
+
 def decide(config: Mapping[str, Any], state: Mapping[str, Any] | None, event: Mapping[str, Any]) -> Decision:
-    """The messages ``event`` calls for and the job's alert state after it. Pure."""
+    """The messages ``event`` calls for and the job's alert state after it. Pure: the state
+    says an incident was told to a channel only once ``note_deliveries`` saw it delivered."""
     st: dict[str, Any] = initial_state()
     st.update(copy.deepcopy(dict(state or {})))
     rules = config.get("rules") or {}
     when = set(rules.get("when", EVENTS))
     after = max(1, int(rules.get("after", 1)))
     quiet = float(rules.get("quiet", 3600))
+    names = _names(config)
     outcome = event.get("outcome")
     now = _at(event)
     decision = Decision(state=st)
@@ -170,8 +245,9 @@ def decide(config: Mapping[str, Any], state: Mapping[str, Any] | None, event: Ma
         st["last_success"] = now
         incident = st["incident"]
         st["incident"] = None
-        if incident and incident.get("told") and "recovered" in when:
-            decision.messages.append(_message(config, "recovered", event, st, incident))
+        told_to = [c for c in _told_to(incident, names) if c in names] if incident else []
+        if incident and told_to and "recovered" in when:  # only to the channels that heard of it
+            decision.messages.append(_message(config, "recovered", event, st, incident, to=tuple(told_to)))
         return decision
     if outcome == "late":
         kind = "late"
@@ -185,21 +261,34 @@ def decide(config: Mapping[str, Any], state: Mapping[str, Any] | None, event: Ma
         opens = kind in when and (kind == "late" or st["consecutive_failures"] >= after)
         if not opens:
             return decision
-        incident = {"opened": now, "event": kind, "told": False, "counted": False, "run_id": event.get("run_id")}
+        incident = {"opened": now, "event": kind, "told": False, "counted": False, "run_id": event.get("run_id"),
+                    "told_to": [], "owed": [], "tries": 0, "last_try": None,
+                    "failures_at_open": st["consecutive_failures"], "due": event.get("due")}
         st["incident"] = incident
-    if incident.get("told"):
-        return decision  # one message per incident
+    told_to = _told_to(incident, names)
+    tries = int(incident.get("tries") if incident.get("tries") is not None else (1 if told_to else 0))
+    owed = [c for c in names if c not in told_to]
+    if tries:  # tried before: a channel still owed it is tried again, bounded, by an event like the one that opened it
+        same_kind = (kind == "late") == (incident.get("event") == "late")
+        if not owed or not same_kind or not retry_due({**incident, "tries": tries}, quiet, now):
+            return decision
+        # a first delivery says the incidents the quiet period held, as the first try would have
+        others = int(st["untold"]) - (1 if incident.get("counted") else 0) if not told_to else 0
+        decision.messages.append(_message(config, str(incident["event"]), event, st, incident, untold=max(0, others),
+                                          to=tuple(owed), attempt=tries + 1))
+        incident.update({"told_to": told_to, "owed": owed, "tries": tries + 1, "last_try": now})
+        return decision
     last_told = st.get("last_told")
     if last_told is not None and now - float(last_told) < quiet:
         if not incident.get("counted"):
             incident["counted"] = True
             st["untold"] = int(st["untold"]) + 1
         return decision
+    if not owed:
+        return decision  # no channel on the route: nobody to tell
     others = int(st["untold"]) - (1 if incident.get("counted") else 0)
-    incident["told"] = True
-    st["last_told"] = now
-    st["untold"] = 0
-    decision.messages.append(_message(config, kind, event, st, incident, untold=max(0, others)))
+    decision.messages.append(_message(config, kind, event, st, incident, untold=max(0, others), to=tuple(owed)))
+    incident.update({"told_to": told_to, "owed": owed, "tries": 1, "last_try": now})
     return decision
 
 
@@ -226,18 +315,28 @@ def _span(seconds: float) -> str:
 
 
 def _message(config: Mapping[str, Any], kind: str, event: Mapping[str, Any], st: Mapping[str, Any],
-             incident: Mapping[str, Any], untold: int = 0) -> Message:
+             incident: Mapping[str, Any], untold: int = 0, to: tuple[str, ...] | None = None,
+             attempt: int = 1) -> Message:
+    """The message of ``kind`` about ``incident``, for the channels ``to``; ``attempt`` > 1: the
+    same incident told again to channels its earlier tries did not reach."""
     project, env, job = config.get("project", "?"), config.get("env", "?"), config.get("job", "?")
     host = str(event.get("host") or "?")
     code = event.get("exit_code")
     now = _at(event)
+    due = event.get("due", incident.get("due"))
     what = {
         "failure": f"failed on {host} (exit {code})",
         "timeout": f"timed out on {host} (killed after {event.get('duration')}s)",
         "crash": f"crashed on {host} (its run ended without a record)",
-        "late": f"is late on {host} (due {_iso(event.get('due'))}, no start since)",
+        "late": f"is late on {host} (due {_iso(due)}, no start since)",
         "recovered": f"recovered on {host} (down {_span(now - float(incident.get('opened', now)))})",
     }[kind]
+    at_open = incident.get("failures_at_open")
+    failures = int(st.get("consecutive_failures") or 0)
+    since = f"{max(0, failures - int(at_open))} failed run{'' if failures - int(at_open) == 1 else 's'} since" \
+        if at_open is not None else f"{failures} failed runs in a row"
+    if attempt > 1:
+        what += f" (repeated: incident since {_iso(incident.get('opened'))}" + (f", {since})" if kind != "late" else ")")
     subject = _one_line(f"[{project}/{env}] {job} {what}")
     tail = [_printable(line) for line in (event.get("output_tail") or [])][-TAIL_LINES:]
     body: dict[str, Any] = {
@@ -246,7 +345,7 @@ def _message(config: Mapping[str, Any], kind: str, event: Mapping[str, Any], st:
         "started_at": _iso(event.get("start")), "ended_at": _iso(now) if kind != "late" else None,
         "duration_seconds": event.get("duration"), "consecutive_failures": st.get("consecutive_failures"),
         "incident_started_at": _iso(incident.get("opened")), "untold_incidents": untold,
-        "output_tail": tail, "text": subject,
+        "output_tail": tail, "text": subject, "attempt": attempt,
     }
     lines = [subject, "", f"Job:     {job} (project {project}, environment {env})", f"Host:    {host}",
              f"Event:   {kind}"]
@@ -254,14 +353,18 @@ def _message(config: Mapping[str, Any], kind: str, event: Mapping[str, Any], st:
         lines += [f"Outcome: {event.get('outcome')}, exit code {code}",
                   f"Run:     {event.get('run_id')}, started {_iso(event.get('start'))}, {event.get('duration')}s"]
     else:
-        lines += [f"Due:     {_iso(event.get('due'))}, grace {config.get('grace')}s"]
+        lines += [f"Due:     {_iso(due)}, grace {config.get('grace')}s"]
     lines += [f"Consecutive failed runs: {st.get('consecutive_failures')}",
               f"Incident since: {_iso(incident.get('opened'))}"]
+    if attempt > 1:
+        lines += [f"Repeated: this incident opened {_iso(incident.get('opened'))} and its message did not reach "
+                  f"this channel then (try {attempt} of at most {RETRY_TRIES}); {since}."]
     if untold:
         lines.append(f"Incidents not told during the quiet period before this one: {untold}")
     if tail:
         lines += ["", "Last lines of output:", *("  " + line for line in tail)]
-    return Message(kind, subject, "\n".join(lines) + "\n", body)
+    opened = float(incident["opened"]) if incident.get("opened") is not None else None
+    return Message(kind, subject, "\n".join(lines) + "\n", body, to, opened)
 
 
 def _one_line(text: str) -> str:
@@ -575,12 +678,14 @@ def trusted_program(path: str) -> None:
 
 
 def send(config: Mapping[str, Any], messages: Sequence[Message], host: str) -> list[Delivery]:
-    """Every message to every channel of the config, channels at once, each within its time
-    budget. Never raises: a failure is a Delivery with an error."""
+    """Every message to every channel of the config it is for, channels at once, each within
+    its time budget. Never raises: a failure is a Delivery with an error."""
     jobs: list[tuple[int, str, str, Callable[[float], None] | str]] = []
     for message in messages:
         for channel in config.get("channels") or []:
             name = str(channel.get("name", "?"))
+            if message.channels is not None and name not in message.channels:
+                continue
             try:
                 if channel.get("type") == "mail":
                     jobs.append((len(jobs), name, message.event, _mail(channel, message, host)))

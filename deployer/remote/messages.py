@@ -169,8 +169,12 @@ class AlertIncident(TypedDict):
 
     event: str  # failure | timeout | crash | late
     opened: float  # epoch seconds
-    told: bool  # its message went out (False: below ``after`` runs, or held by the quiet period)
+    told: bool  # a channel took its message (False: held by the quiet period, or no channel took it yet)
     run_id: str | None  # the run that opened it (None: late)
+    told_to: list[str]  # the channels that took its message (a state from before: [], ``told`` alone says it)
+    owed: list[str]  # the channels its last try did not reach: tried again by a later event, or given up
+    tries: int  # times its message was sent (the first and the repeats), at most alerts.RETRY_TRIES
+    last_try: float | None  # when it was last sent
 
 
 class AlertSent(TypedDict):
@@ -193,8 +197,9 @@ class ChannelDelivery(TypedDict):
 
 class AlertState(TypedDict):
     """``state/<job>/alerts.json`` as the probe read it back (targetlib.alert_state): written by
-    the run wrapper (remote/alerts.py ``initial_state``, ``decide``, ``note_deliveries``), each
-    field checked; a state written before a field existed reads with it empty."""
+    the run wrapper and the watchdog (remote/alerts.py ``initial_state``, ``decide``,
+    ``note_deliveries``), each field checked; a state written before a field existed reads
+    with it empty."""
 
     consecutive_failures: int
     incident: AlertIncident | None

@@ -127,12 +127,15 @@ class RunAlerts:
             done += [finish] if finish is not None else []
         self.deliveries.extend(d.record() for d in done)  # type: ignore[misc]  # the same fields
         delivered = [*self._start_ping, *done]
-        if delivered:  # what became of them, for status and verify: a second short turn under the lock
+        if delivered:
+            # What became of them, in a second short turn under the lock: the channels that took
+            # the incident's message are told it (the others are tried again by a later run),
+            # and status and verify show each channel's last delivery.
             with alerts.state_lock(self.spec["state_dir"], alerts.LOCK_WAIT) as problem:
                 if problem:
                     self.errors.append(problem)
                 state, problem = alerts.read_state(state_path)
-                alerts.note_deliveries(state, delivered, end)
+                alerts.note_deliveries(state, delivered, end, decision.messages)
                 problem = problem or alerts.write_state(state_path, state)
                 if problem:
                     self.errors.append(problem)

@@ -516,20 +516,28 @@ def _incident(value: object) -> AlertIncident | None:
     told = item.get("told", False)
     if not isinstance(told, bool):
         raise ValueError("incident.told is not true or false")
+    last_try = item.get("last_try")
     return {"event": _text(item.get("event"), "incident.event"), "opened": _time(item.get("opened"), "incident.opened"),
-            "told": told, "run_id": None if run_id is None else _text(run_id, "incident.run_id")}
+            "told": told, "run_id": None if run_id is None else _text(run_id, "incident.run_id"),
+            "told_to": _names(item.get("told_to"), "incident.told_to"), "owed": _names(item.get("owed"), "incident.owed"),
+            # a state from before tries were counted: a told incident was sent once
+            "tries": _count(item.get("tries"), "incident.tries") if "tries" in item else int(told),
+            "last_try": None if last_try is None else _time(last_try, "incident.last_try")}
+
+
+def _names(value: object, where: str) -> list[str]:
+    """A list of channel names (None: empty)."""
+    names = value or []
+    if not isinstance(names, list) or len(names) > LIST_LIMIT:
+        raise ValueError(f"{where} is not a list of channels")
+    return [_text(n, where) for n in names]
 
 
 def _sent(value: object) -> AlertSent | None:
     if value is None:
         return None
     item = _mapping(value, "last_alert")
-    lists = []
-    for key in ("channels", "failed"):
-        names = item.get(key) or []
-        if not isinstance(names, list) or len(names) > LIST_LIMIT:
-            raise ValueError(f"last_alert.{key} is not a list of channels")
-        lists.append([_text(n, f"last_alert.{key}") for n in names])
+    lists = [_names(item.get(key), f"last_alert.{key}") for key in ("channels", "failed")]
     return {"at": _time(item.get("at"), "last_alert.at"), "event": _text(item.get("event"), "last_alert.event"),
             "channels": lists[0], "failed": lists[1]}
 

@@ -8,8 +8,9 @@ minutes, as the user the block belongs to (root when root deploys). For each suc
 release it finds, with the project's cron engine in the target's timezone, the latest fire
 ``due`` whose grace has passed, and judges it (lateness.judge) from the job's records: the
 ledger, the alert state and the running markers. A late job goes through the same incident
-state machine as the wrapper's events (alerts.decide: one message per incident, a
-``recovered`` from the next successful run), under the state lock the wrapper also takes.
+state machine as the wrapper's events (alerts.decide: one message per incident and channel,
+a channel it did not reach tried again by a later round, a ``recovered`` from the next
+successful run), under the state lock the wrapper also takes.
 
 What it found and sent is in ``<home>/state/watchdog.json``; a problem is also one line on
 stderr (cron mails it to the crontab's owner) and exit code 1. Never a traceback.
@@ -273,13 +274,15 @@ class Watch:
             report["sent"] = {"at": _iso(self.now) or "", "event": "late", "due": _iso(verdict.due),
                               "deliveries": [d.record() for d in deliveries]}  # type: ignore[misc]  # the same fields
             report["errors"] += [f"{d.event} to {d.channel} failed: {d.error}" for d in deliveries if not d.ok]
-            self._note(state_dir, state_path, deliveries, report)
+            self._note(state_dir, state_path, deliveries, decision.messages, report)
         return verdict
 
 
-    def _note(self, state_dir: str, state_path: str, deliveries: list[alerts.Delivery], report: WatchdogJob) -> None:
-        """What became of the late message, in the job's alert state as the wrapper keeps it
-        (status and verify show the last alert and a channel that failed from there)."""
+    def _note(self, state_dir: str, state_path: str, deliveries: list[alerts.Delivery], messages: list[alerts.Message],
+              report: WatchdogJob) -> None:
+        """What became of the late message, in the job's alert state as the wrapper keeps it:
+        the channels that took it are told the incident (the others are tried again by a
+        later round), and status and verify show the last alert and a channel that failed."""
         with alerts.state_lock(state_dir, LOCK_WAIT) as problem:
             if problem:
                 report["errors"].append(problem)
@@ -288,7 +291,7 @@ class Watch:
             if problem:
                 report["errors"].append(problem)
                 return
-            alerts.note_deliveries(state, deliveries, self.now)
+            alerts.note_deliveries(state, deliveries, self.now, messages)
             problem = alerts.write_state(state_path, state)
             if problem:
                 report["errors"].append(problem)

@@ -94,6 +94,20 @@ class Relay:
     messages: list[EmailMessage] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
     peers: list[str] = field(default_factory=list)
+    listen: Callable[[], Any] | None = field(default=None, repr=False)  # starts a controller (smtp_relay's)
+    controller: Any = field(default=None, repr=False)  # the one listening; None: down
+
+    def down(self) -> None:
+        """Stop listening, for real: a client's connection is refused until ``up``."""
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    def up(self) -> None:
+        """Listen again on the same port, with the same certificate and login (aiosmtpd's
+        controller closes its event loop when stopped: a new one is made)."""
+        if self.controller is None and self.listen is not None:
+            self.controller = self.listen()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's hook name
         self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
@@ -113,13 +127,19 @@ def smtp_relay(folder: Path, user: str = "alerts", password: str = "relay-passwo
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     relay = Relay(free_port(address), cert, user, password)
-    controller = Controller(relay, hostname=address, port=relay.port, tls_context=context, require_starttls=True,
-                            authenticator=relay.authenticate, auth_require_tls=True)
-    controller.start()
+
+    def listen() -> Controller:
+        controller = Controller(relay, hostname=address, port=relay.port, tls_context=context, require_starttls=True,
+                                authenticator=relay.authenticate, auth_require_tls=True)
+        controller.start()
+        return controller
+
+    relay.listen = listen
+    relay.up()
     try:
         yield relay
     finally:
-        controller.stop()
+        relay.down()
 
 
 @dataclass
@@ -129,6 +149,7 @@ class Request:
     headers: dict[str, str]
     body: bytes
     client: str = ""  # the address the request came from
+    status: int = 200  # what the server answered it
 
 
 @dataclass
@@ -155,7 +176,7 @@ def web_server(address: str = "127.0.0.1") -> Iterator[Web]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             web.requests.append(Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body,
-                                        self.client_address[0]))
+                                        self.client_address[0], web.status))
             if web.delay:
                 time.sleep(web.delay)
             try:

@@ -39,12 +39,14 @@ def _event(outcome: str, at: float, code: int) -> dict[str, Any]:
 
 
 def _play(config: dict[str, Any], events: list[dict[str, Any]]) -> list[alerts.Delivery]:
-    """What the wrapper does after each run: decide, then send what was decided."""
+    """What the wrapper does after each run: decide, send what was decided, note what was delivered."""
     state: dict[str, Any] | None = None
     deliveries: list[alerts.Delivery] = []
     for event in events:
         decision = alerts.decide(config, state, event)
-        deliveries += alerts.send(config, decision.messages, host="db1")
+        sent = alerts.send(config, decision.messages, host="db1")
+        alerts.note_deliveries(decision.state, sent, event["at"], decision.messages)
+        deliveries += sent
         state = decision.state
     return deliveries
 
@@ -110,7 +112,7 @@ def test_webhook_posts_the_documented_json_with_its_secret_header() -> None:
         "run_id": "r100", "outcome": "timeout", "exit_code": 124, "started_at": "1970-01-01T00:01:37.000Z",
         "ended_at": "1970-01-01T00:01:40.000Z", "duration_seconds": 3.0, "consecutive_failures": 1,
         "incident_started_at": "1970-01-01T00:01:40.000Z", "untold_incidents": 0, "output_tail": TAIL,
-        "text": "[shop/prod] backup timed out on db1 (killed after 3.0s)"}
+        "text": "[shop/prod] backup timed out on db1 (killed after 3.0s)", "attempt": 1}
     assert json.loads(web.requests[1].body)["event"] == "recovered"
 
 
@@ -158,12 +160,12 @@ def test_a_slow_endpoint_costs_at_most_the_timeout_and_returns_an_error() -> Non
 
 def test_a_server_error_is_retried_a_client_error_is_not() -> None:
     with web_server() as web:
+        config = _config([{"name": "t", "type": "webhook", "url": web.url}], timeout=5, retries=2)
+        message = alerts.decide(config, None, _event("failure", 1, 1)).messages[0]
         web.status = 503
-        d503 = alerts.send(_config([{"name": "t", "type": "webhook", "url": web.url}], timeout=5, retries=2),
-                           [alerts.decide(_config([]), None, _event("failure", 1, 1)).messages[0]], host="db1")
+        d503 = alerts.send(config, [message], host="db1")
         web.status = 404
-        d404 = alerts.send(_config([{"name": "t", "type": "webhook", "url": web.url}], timeout=5, retries=2),
-                           [alerts.decide(_config([]), None, _event("failure", 1, 1)).messages[0]], host="db1")
+        d404 = alerts.send(config, [message], host="db1")
     assert [(d.ok, d.error, d.attempts) for d in d503] == [(False, "HTTP 503 Service Unavailable", 3)]
     assert [(d.ok, d.error, d.attempts) for d in d404] == [(False, "HTTP 404 Not Found", 1)]
 

@@ -106,10 +106,13 @@ class Outcomes:
         """(event, subject) of each mail the relay received."""
         return [(str(m["X-Deployer-Event"]), str(m["Subject"])) for m in self.relay.messages]
 
-    def hooks(self) -> list[tuple[str, str]]:
-        """(event, job) of each webhook post."""
-        bodies = [json.loads(r.body) for r in self.web.requests if r.path == "/hook"]
+    def hooks(self, answered: int | None = None) -> list[tuple[str, str]]:
+        """(event, job) of each webhook post (``answered``: of those the server answered with it)."""
+        bodies = [json.loads(r.body) for r in self.web.requests if r.path == "/hook" and answered in (None, r.status)]
         return [(b["event"], b["job"]) for b in bodies]
+
+    def hook_bodies(self, answered: int = 200) -> list[dict[str, Any]]:
+        return [json.loads(r.body) for r in self.web.requests if r.path == "/hook" and r.status == answered]
 
     def json(self, *args: str) -> dict[str, Any]:
         result = self.project.deployer(*args, "--json", env=SECRETS)
@@ -270,8 +273,79 @@ def test_a_dead_channel_is_a_warning_of_verify_not_a_failure_of_the_job(outcomes
     assert [(e["channel"], e["event"], e["error"]) for e in errors] == [("team", "failure", "HTTP 500 Internal Server Error")]
     assert report["hosts"]["localhost"]["alerts"]["flaky"]["last_alert"]["failed"] == ["team"]
     outcomes.web.status = 200
-    assert outcomes.run("flaky", "0") == 0  # the recovery reaches the webhook: its error is over
-    assert alert_checks(outcomes.json("verify", "dev"), "flaky")[0][1].startswith("no open incident; last alert: recovered ")
+    assert outcomes.run("flaky", "0") == 0  # the recovery goes to the channel that was told only
+    assert [event for event, _ in outcomes.mails()] == ["failure", "recovered"]
+    assert outcomes.hooks(answered=200) == []
+    checks = alert_checks(outcomes.json("verify", "dev"), "flaky")  # team's last delivery, the failure, failed: still said
+    assert [s for s, d in checks if d.startswith("the last delivery to team failed ")] == ["warn"], checks
+
+
+def test_a_webhook_that_failed_gets_the_failure_from_the_next_failing_run_once(outcomes: Outcomes, shared: Path) -> None:
+    host = socket.gethostname()
+    # quiet 1s: a channel owed a message is tried again by the next failing run at least 5 minutes
+    # after its last try, or after the quiet period if that is shorter
+    outcomes.deploy(declaration(shared, outcomes.relay, outcomes.web, jobs={"flaky": "{quiet: 1s}"}))
+    outcomes.web.status = 500
+    assert outcomes.run("flaky", "2") == 2
+    assert outcomes.mails() == [("failure", f"[demo/dev] flaky failed on {host} (exit 2)")]
+    assert outcomes.hooks(answered=200) == [] and set(outcomes.hooks(answered=500)) == {("failure", "flaky")}
+    incident = outcomes.json("status", "dev")["jobs"][0]["alerts"]["incident"]
+    assert (incident["told"], incident["told_to"], incident["owed"], incident["tries"]) == (True, ["oncall"], ["team"], 1)
+    checks = alert_checks(outcomes.json("verify", "dev"), "flaky")
+    assert checks[0][1].startswith("open incident: failure since ") and "told: failure " in checks[0][1]
+    assert "; owed to team: tried again by the job's next failing run" in checks[0][1], checks
+
+    outcomes.web.status = 200
+    assert outcomes.run("flaky", "3") == 3  # the next failing run: to the webhook alone, once
+    assert [event for event, _ in outcomes.mails()] == ["failure"]
+    [repeat] = outcomes.hook_bodies()
+    assert (repeat["event"], repeat["attempt"], repeat["exit_code"], repeat["consecutive_failures"]) == ("failure", 2, 3, 2)
+    assert repeat["text"].startswith(f"[demo/dev] flaky failed on {host} (exit 3) (repeated: incident since ")
+    assert repeat["text"].endswith(", 1 failed run since)")
+    assert sorted((a["channel"], a["event"], a["ok"]) for a in ledger("flaky")[-1]["alerts"]) == [("team", "failure", True)]
+    assert outcomes.run("flaky", "3") == 3  # told to every channel: nothing more
+    assert [event for event, _ in outcomes.mails()] == ["failure"] and outcomes.hooks(answered=200) == [("failure", "flaky")]
+    incident = outcomes.json("status", "dev")["jobs"][0]["alerts"]["incident"]
+    assert (incident["told_to"], incident["owed"], incident["tries"]) == (["oncall", "team"], [], 2)
+
+    assert outcomes.run("flaky", "0") == 0
+    assert [event for event, _ in outcomes.mails()] == ["failure", "recovered"]
+    assert outcomes.hooks(answered=200) == [("failure", "flaky"), ("recovered", "flaky")]
+    [(status, detail)] = alert_checks(outcomes.json("verify", "dev"), "flaky")
+    assert status == "pass" and detail.startswith("no open incident; last alert: recovered ") and detail.endswith(" to oncall, team")
+
+
+def test_a_channel_down_for_an_incident_never_gets_its_recovery(outcomes: Outcomes, shared: Path) -> None:
+    # The default quiet period (1h): a channel owed a message would be tried again 5 minutes
+    # later; the jobs recover sooner.
+    outcomes.deploy(declaration(shared, outcomes.relay, outcomes.web, jobs={"flaky": "{}", "lonely": "{}"}))
+    outcomes.relay.down()  # not listening: the connection is refused
+    outcomes.web.status = 500
+    assert outcomes.run("lonely", "1") == 1  # every channel dead: told to nobody
+    outcomes.web.status = 200
+    assert outcomes.run("flaky", "2") == 2  # the relay alone dead
+    assert outcomes.mails() == [] and outcomes.hooks(answered=200) == [("failure", "flaky")]
+    report = outcomes.json("verify", "dev")
+    flaky, lonely = (alert_checks(report, job) for job in ("flaky", "lonely"))
+    assert flaky[0][1].startswith("open incident: failure since ") and "told: failure " in flaky[0][1]
+    assert "; owed to oncall: tried again by the job's next failing run after " in flaky[0][1], flaky
+    assert len(flaky) == 2 and flaky[1][1].startswith("the last delivery to oncall failed "), flaky
+    assert flaky[1][1].endswith(" ago (failure): Connection refused")
+    assert "not told: its message reached no channel (1 try); owed to oncall, team: tried again by the job's next failing " \
+           "run after " in lonely[0][1], lonely
+    state = report["hosts"]["localhost"]["alerts"]["lonely"]
+    assert state["incident"]["told"] is False and state["silenced_until"] is None  # no quiet period: nothing was told
+
+    outcomes.relay.up()
+    assert outcomes.run("flaky", "0") == 0
+    assert outcomes.run("lonely", "0") == 0
+    assert outcomes.mails() == []  # the relay never got the failure: it gets no recovery of it
+    assert outcomes.hooks(answered=200) == [("failure", "flaky"), ("recovered", "flaky")]  # lonely's: nothing
+    assert [a["channel"] for a in ledger("flaky")[-1]["alerts"]] == ["team"]
+    assert not ledger("lonely")[-1].get("alerts")  # nothing sent
+    for job in ("flaky", "lonely"):
+        state = outcomes.json("status", "dev", job)["jobs"][0]["alerts"]
+        assert state["incident"] is None and "oncall" in [e["channel"] for e in state["channel_errors"]]
 
 
 def test_a_deploy_by_an_ordinary_user_tells_and_keeps_its_state_in_its_own_folder(

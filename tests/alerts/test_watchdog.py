@@ -39,7 +39,7 @@ def a_minute_half_an_hour_away() -> int:
     return (datetime.now(ZoneInfo(target_timezone())).minute + 30) % 60
 
 
-def declaration(relay: Relay, web: Web, schedule: str, when: str = "[failure, late, recovered]") -> str:
+def declaration(relay: Relay, web: Web, schedule: str, when: str = "[failure, late, recovered]", quiet: str | None = None) -> str:
     return f"""\
 project: demo
 defaults:
@@ -47,7 +47,7 @@ defaults:
   timeout: 1m
 alerts:
 {channels_yaml("127.0.0.1", relay.port, relay.ca_file, web.url + "/hook")}
-  rules: {{when: {when}}}
+  rules: {{when: {when}{f", quiet: {quiet}" if quiet else ""}}}
 jobs:
   nightly:
     script: tasks/hello.py
@@ -59,8 +59,8 @@ environments:
 """
 
 
-def deploy(project: Project, relay: Relay, web: Web, *, current_since: float | None = None) -> None:
-    project.declare(declaration(relay, web, f"{a_minute_half_an_hour_away()} * * * *"))
+def deploy(project: Project, relay: Relay, web: Web, *, current_since: float | None = None, quiet: str | None = None) -> None:
+    project.declare(declaration(relay, web, f"{a_minute_half_an_hour_away()} * * * *", quiet=quiet))
     result = project.deployer("apply", "dev", "--yes", env=SECRETS)
     assert result.exit_code == 0, result
     if current_since is not None:
@@ -146,6 +146,41 @@ def test_a_job_that_did_not_start_is_told_late_once_then_its_recovery(project: P
     written = (HOME / "state" / "watchdog.json").read_text()
     for secret in [*SECRETS.values(), "hook-7d8e9f", "127.0.0.1"]:
         assert secret not in written
+
+
+def test_a_late_message_a_dead_channel_missed_is_sent_by_the_next_round_once(project: Project, user_crontab: str,
+                                                                              tmp_path: Path) -> None:
+    with smtp_relay(tmp_path) as relay, web_server() as web:
+        # quiet 1s: a channel owed the message is tried again by the next round (5 minutes
+        # after its last try, or the quiet period if shorter; the rounds here come seconds apart)
+        deploy(project, relay, web, current_since=time.time() - 3600, quiet="1s")
+        _, command = watchdog_line()
+        web.status = 500
+        first = run_as_cron(command)
+        assert first.returncode == 1 and first.stderr.splitlines() == [
+            "deployer watchdog: nightly: late to team failed: HTTP 500 Internal Server Error"], first
+        mails, _ = events(relay, web)
+        assert mails == ["late"] and [r.status for r in web.requests if r.path == "/hook"][-1] == 500
+        incident = json.loads((STATE / "alerts.json").read_text())["incident"]
+        assert (incident["told_to"], incident["owed"], incident["tries"]) == (["oncall"], ["team"], 1)
+
+        web.status = 200
+        second = run_as_cron(command)  # the next round: the late message to the webhook alone
+        assert (second.returncode, second.stderr) == (0, "")
+        delivered = [json.loads(r.body) for r in web.requests if r.path == "/hook" and r.status == 200]
+        assert [(h["event"], h["attempt"]) for h in delivered] == [("late", 2)]
+        assert "(repeated: incident since " in delivered[0]["text"]
+        assert events(relay, web)[0] == ["late"]  # the relay took it the first time: not told twice
+        assert [(d["channel"], d["ok"]) for d in record()["jobs"]["nightly"]["sent"]["deliveries"]] == [("team", True)]
+        third = run_as_cron(command)  # told to every channel: nothing more
+        assert (third.returncode, third.stderr) == (0, "")
+        hooks = [json.loads(r.body)["event"] for r in web.requests if r.path == "/hook" and r.status == 200]
+        assert (events(relay, web)[0], hooks) == (["late"], ["late"])
+
+        ran = project.deployer("run", "dev", "nightly", env=SECRETS)
+        assert ran.exit_code == 0, ran
+        hooks = [json.loads(r.body)["event"] for r in web.requests if r.path == "/hook" and r.status == 200]
+        assert (events(relay, web)[0], hooks) == (["late", "recovered"], ["late", "recovered"])
 
 
 def test_the_watchdog_line_verifies_clean_applies_once_and_goes_with_destroy(project: Project, user_crontab: str, cron_daemon: int,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,16 @@ import pytest
 
 from deployer.remote import alerts, metrics
 
+# decide() reads only the channels' names; send() is tested against real servers in tests/alerts/
 CONFIG: dict[str, Any] = {"project": "shop", "env": "prod", "job": "backup", "grace": 300,
-                          "rules": {"when": list(alerts.EVENTS), "after": 1, "quiet": 3600}}
+                          "rules": {"when": list(alerts.EVENTS), "after": 1, "quiet": 3600},
+                          "channels": [{"name": "oncall", "type": "mail"}, {"name": "team", "type": "webhook"}]}
+Works = Callable[[str, float], bool]  # (channel, when) -> whether a delivery to it works then
+Sent = list[tuple[float, str, tuple[str, ...]]]  # (when, event, channels) of each message sent
+
+
+def everything_works(channel: str, at: float) -> bool:
+    return True
 
 
 def _run(outcome: str, at: float, code: int | None = None, **extra: Any) -> dict[str, Any]:
@@ -23,14 +32,28 @@ def _run(outcome: str, at: float, code: int | None = None, **extra: Any) -> dict
             "run_id": f"run{int(at)}", "output_tail": ["connecting", "pg_dump: error: connection refused"], **extra}
 
 
-def _replay(events: list[dict[str, Any]], config: dict[str, Any] = CONFIG) -> tuple[list[alerts.Message], dict[str, Any]]:
+def _deliver(config: dict[str, Any], messages: list[alerts.Message], works: Works, at: float) -> list[alerts.Delivery]:
+    """What send() would give back, each channel working or not as ``works`` says."""
+    names = [str(c["name"]) for c in config.get("channels") or []]
+    return [alerts.Delivery(name, m.event, works(name, at), None if works(name, at) else "Connection refused")
+            for m in messages for name in names if m.channels is None or name in m.channels]
+
+
+def _replay(events: list[dict[str, Any]], config: dict[str, Any] = CONFIG, works: Works = everything_works,
+            log: Sent | None = None) -> tuple[list[alerts.Message], dict[str, Any]]:
+    """Each event as the wrapper (or the watchdog) takes it: decide, send, then note what was
+    delivered (the second turn under the lock), the state going through its file each time."""
     state: dict[str, Any] | None = None
     sent: list[alerts.Message] = []
     for event in events:
         decision = alerts.decide(config, state, event)
-        json.dumps(decision.state)  # the state must survive its file
+        deliveries = _deliver(config, decision.messages, works, event["at"])
+        if deliveries:
+            alerts.note_deliveries(decision.state, deliveries, event["at"], decision.messages)
+        state = json.loads(json.dumps(decision.state))  # the state must survive its file
         sent += decision.messages
-        state = decision.state
+        if log is not None:
+            log += [(event["at"], m.event, m.channels or ()) for m in decision.messages]
     assert state is not None
     return sent, state
 
@@ -165,3 +188,133 @@ def test_alert_state_round_trip_and_garbage(tmp_path: Path) -> None:
     Path(path).write_text("[1, 2]")
     state, problem = alerts.read_state(path)
     assert state == alerts.initial_state() and problem is not None and "not an alert state" in problem
+
+
+# ----------------------------------------------------------------------------- told per channel
+
+
+def dead_until(channel: str, until: float) -> Works:
+    """``channel`` fails before ``until``; every other channel works."""
+    return lambda name, at: name != channel or at >= until
+
+
+def test_a_channel_that_failed_is_told_by_a_later_run_once_and_only_it() -> None:
+    log: Sent = []
+    # fails every minute for an hour, the webhook answering 500 for its first 7 minutes, then a success
+    events = [_run("failure", 60 * i) for i in range(60)] + [_run("success", 3600)]
+    sent, state = _replay(events, works=dead_until("team", 7 * 60), log=log)
+    assert log == [(0, "failure", ("oncall", "team")),  # team failed: owed it
+                   (300, "failure", ("team",)),  # tried again 5 minutes later (still dead)
+                   (840, "failure", ("team",)),  # the wait doubled: 9 minutes (a tenth early is on time)
+                   (3600, "recovered", ("oncall", "team"))]
+    repeat = sent[2]
+    assert repeat.subject == ("[shop/prod] backup failed on db1 (exit 1) (repeated: incident since "
+                              "1970-01-01T00:00:00.000Z, 14 failed runs since)")
+    assert ("Repeated: this incident opened 1970-01-01T00:00:00.000Z and its message did not reach this channel "
+            "then (try 3 of at most 10); 14 failed runs since.") in repeat.text
+    assert repeat.body["attempt"] == 3 and sent[0].body["attempt"] == 1
+    assert state["incident"] is None and state["last_told"] == 0  # the quiet period runs from the first delivery
+
+
+def test_the_state_says_who_was_told_who_is_owed_and_the_quiet_period_starts_at_a_delivery() -> None:
+    _, state = _replay([_run("failure", 0)], works=lambda name, at: False)  # every channel dead
+    incident = state["incident"]
+    assert (incident["told"], incident["told_to"], incident["owed"], incident["tries"]) == (False, [], ["oncall", "team"], 1)
+    assert state["last_told"] is None and state["last_alert"]["failed"] == ["oncall", "team"]
+    _, state = _replay([_run("failure", 0), _run("failure", 300)], works=lambda name, at: name == "team" and at >= 300)
+    incident = state["incident"]
+    assert (incident["told"], incident["told_to"], incident["owed"], incident["tries"]) == (True, ["team"], ["oncall"], 2)
+    assert state["last_told"] == 300  # told at last (team took the second try), not when it was first sent
+    assert state["last_alert"] == {"at": 300, "event": "failure", "channels": ["oncall", "team"], "failed": ["oncall"]}
+
+
+def test_an_incident_no_channel_took_ends_without_a_recovery() -> None:
+    sent, state = _replay([_run("failure", 0), _run("success", 60)], works=lambda name, at: False)
+    assert [(m.event, m.channels) for m in sent] == [("failure", ("oncall", "team"))]
+    assert state["incident"] is None and state["last_told"] is None
+    # and the next incident is told at once: nothing was told, so no quiet period holds it
+    sent, _ = _replay([_run("failure", 0), _run("success", 60), _run("failure", 120)], works=lambda name, at: at >= 100)
+    assert [(m.event, m.channels, m.body["untold_incidents"]) for m in sent] == [
+        ("failure", ("oncall", "team"), 0), ("failure", ("oncall", "team"), 0)]
+
+
+def test_a_relay_down_for_the_failure_gets_no_recovery_of_it() -> None:
+    log: Sent = []
+    _replay([_run("failure", 0), _run("success", 60)], works=dead_until("oncall", 30), log=log)
+    assert log == [(0, "failure", ("oncall", "team")), (60, "recovered", ("team",))]
+
+
+def test_retries_are_bounded_and_then_given_up() -> None:
+    log: Sent = []
+    events = [_run("failure", 60 * i) for i in range(24 * 60)]  # a day of failing minutes, the webhook dead all along
+    _, state = _replay(events, works=dead_until("team", float("inf")), log=log)
+    # 5 minutes, doubling, never more than the quiet period (1h), each a tenth early at most
+    assert [int(at) // 60 for at, _, _ in log] == [0, 5, 14, 32, 68, 122, 176, 230, 284, 338]
+    assert [channels for _, _, channels in log] == [("oncall", "team")] + [("team",)] * 9
+    incident = state["incident"]
+    assert (incident["tries"], incident["told_to"], incident["owed"]) == (alerts.RETRY_TRIES, ["oncall"], ["team"])
+    assert alerts.next_try(incident, 3600) is None and not alerts.retry_due(incident, 3600, 10 ** 9)
+
+
+def test_a_short_quiet_period_retries_at_the_next_event() -> None:
+    config = {**CONFIG, "rules": {**CONFIG["rules"], "quiet": 1}}
+    log: Sent = []
+    _replay([_run("failure", 0), _run("failure", 2), _run("failure", 4), _run("success", 6)], config,
+            works=dead_until("team", 1), log=log)
+    assert log == [(0, "failure", ("oncall", "team")), (2, "failure", ("team",)), (6, "recovered", ("oncall", "team"))]
+
+
+def test_the_watchdog_retries_a_late_message_and_runs_do_not() -> None:
+    late = {"outcome": "late", "at": 5000, "due": 4000, "host": "db1"}
+    log: Sent = []
+    works = dead_until("team", 5200)
+    sent, _ = _replay([_run("success", 100), late, dict(late, at=5300), dict(late, at=5600), _run("success", 5700)],
+                      works=works, log=log)
+    assert log == [(5000, "late", ("oncall", "team")), (5300, "late", ("team",)), (5700, "recovered", ("oncall", "team"))]
+    assert sent[1].subject == ("[shop/prod] backup is late on db1 (due 1970-01-01T01:06:40.000Z, no start since) "
+                               "(repeated: incident since 1970-01-01T01:23:20.000Z)")
+    # a failing run does not repeat a late message (it has no due time to tell), nor a late round a run's failure
+    log.clear()
+    _replay([_run("success", 100), late, _run("failure", 5400), _run("failure", 6000)], works=works, log=log)
+    assert log == [(5000, "late", ("oncall", "team"))]
+    log.clear()
+    _replay([_run("failure", 100), dict(late, at=1000), dict(late, at=5400)], works=dead_until("team", 500), log=log)
+    assert log == [(100, "failure", ("oncall", "team"))]
+
+
+def test_a_message_never_noted_is_sent_again_and_a_note_for_a_closed_incident_is_dropped() -> None:
+    # the wrapper killed between sending and noting: the channels are owed it still (a repeat rather than a loss)
+    first = alerts.decide(CONFIG, None, _run("failure", 0))
+    again = alerts.decide(CONFIG, first.state, _run("failure", 300))
+    assert [(m.event, m.channels, m.body["attempt"]) for m in again.messages] == [("failure", ("oncall", "team"), 2)]
+    # a run closed the incident while its message was being sent: what was sent is not pinned on another incident
+    closed = alerts.decide(CONFIG, first.state, _run("success", 10))
+    assert closed.messages == []  # nobody had been told yet
+    reopened = alerts.decide(CONFIG, closed.state, _run("failure", 20)).state
+    alerts.note_deliveries(reopened, [alerts.Delivery("oncall", "failure", True)], 30, first.messages)
+    assert reopened["incident"]["told_to"] == [] and reopened["last_told"] is None
+    assert reopened["last_alert"]["channels"] == ["oncall"]  # what was sent is still said
+
+
+def test_a_state_from_before_channels_were_kept_reads_as_told_to_every_channel() -> None:
+    old = {"version": 1, "consecutive_failures": 2, "incident": {"opened": 0, "event": "failure", "told": True,
+                                                                 "counted": False, "run_id": "r1"},
+           "last_told": 0, "untold": 0, "last_success": None, "last_run": 0, "last_exit_code": 1, "last_duration": 1.0}
+    decision = alerts.decide(CONFIG, old, _run("failure", 600))
+    assert decision.messages == []  # told, as that version sent it: never repeated
+    decision = alerts.decide(CONFIG, decision.state, _run("success", 660))
+    assert [(m.event, m.channels) for m in decision.messages] == [("recovered", ("oncall", "team"))]
+
+
+def test_a_job_routed_to_no_channel_tells_nothing() -> None:
+    sent, state = _replay([_run("failure", 0), _run("failure", 600), _run("success", 700)], {**CONFIG, "channels": []})
+    assert sent == [] and state["last_told"] is None
+
+
+def test_send_goes_to_the_message_s_channels_only() -> None:
+    config = {**CONFIG, "channels": [{"name": "oncall", "type": "nowhere"}, {"name": "team", "type": "nowhere"}]}
+    message = alerts.decide(config, None, _run("failure", 0)).messages[0]
+    assert [d.channel for d in alerts.send(config, [message], "db1")] == ["oncall", "team"]
+    only = alerts.Message(message.event, message.subject, message.text, message.body, ("team",), message.opened)
+    [delivery] = alerts.send(config, [only], "db1")
+    assert (delivery.channel, delivery.ok, delivery.error) == ("team", False, "unknown channel type 'nowhere'")
