@@ -17,7 +17,7 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +46,12 @@ def default_state_path(environ: Mapping[str, str] = os.environ) -> Path:
     return root / "deployer" / "notify.json"
 
 
+OPTION = "--notify-state"
+UNTOUCHED = "; nothing was sent and no host was contacted"  # what every refusal of the state file ends with
+
+
 def _refuse(path: Path, why: str) -> InvalidInput:
-    return InvalidInput([Problem(f"--notify-state {path}: {why}; nothing was sent and no host was contacted")])
+    return InvalidInput([Problem(f"{OPTION} {path}: {why}{UNTOUCHED}")])
 
 
 @dataclass
@@ -69,11 +73,10 @@ class StateFile:
         return None
 
 
-@contextlib.contextmanager
-def open_state(given: str | None) -> Iterator[StateFile]:
-    """The state file, locked; a path that cannot be a state file is a person's error
-    (InvalidInput, exit 2) before any host is contacted. A garbled or foreign file starts
-    afresh, with a warning."""
+def state_path(given: str | None) -> Path:
+    """The state file's path, checked without taking its lock: a path that cannot be a state
+    file is a person's error (InvalidInput, exit 2). The Ansible task checks it before its host
+    is contacted, then opens it (open_state) only to tell what it found."""
     path = Path(given).expanduser() if given else default_state_path()
     path = path if path.is_absolute() else Path.cwd() / path
     if given is None:
@@ -90,6 +93,15 @@ def open_state(given: str | None) -> Iterator[StateFile]:
     if seen is not None and not stat.S_ISREG(seen.st_mode):
         kind = "a folder" if stat.S_ISDIR(seen.st_mode) else "a link" if stat.S_ISLNK(seen.st_mode) else "not a regular file"
         raise _refuse(path, f"is {kind}; give the path of a file (it is created if missing)")
+    return path
+
+
+@contextlib.contextmanager
+def open_state(given: str | None) -> Iterator[StateFile]:
+    """The state file, locked; a path that cannot be a state file is a person's error
+    (InvalidInput, exit 2) before any host is contacted. A garbled or foreign file starts
+    afresh, with a warning."""
+    path = state_path(given)
     lock_fd = _lock(path)
     try:
         state, warnings = _read(path)
@@ -142,27 +154,30 @@ def _read(path: Path) -> tuple[dict[str, Any], list[str]]:
 # ----------------------------------------------------------------------------- one run
 
 
-def prepare(session: Session, output: Output, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+def prepare(session: Session, secrets: set[str], environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """The channel config of the environment's route, secrets resolved (a secret that cannot
-    be read is invalid input, exit 2, before any host is contacted)."""
+    be read is invalid input, exit 2, before any host is contacted) and added to ``secrets``,
+    the values masked in all output."""
     channels, problems = environment_channels(session.env, session.project, environ)
     if problems:
         raise InvalidInput(problems)
     config: dict[str, Any] = {"timeout": alerts.DEFAULT_TIMEOUT, "retries": alerts.DEFAULT_RETRIES, "channels": channels}
     # the channels' own secrets (password, headers, Apprise URLs), as the wrapper masks them, never in any output
-    output.secrets.update(runalerts.secret_values({}, config))  # type: ignore[arg-type]  # the channels part of a config
+    secrets.update(runalerts.secret_values({}, config))  # type: ignore[arg-type]  # the channels part of a config
     return config
 
 
-def run(session: Session, output: Output, handle: StateFile, config: dict[str, Any]) -> NotifyReport:
-    """Findings -> incidents -> messages sent -> state written; what became of each delivery."""
+def run(session: Session, clean: Callable[[str], str], handle: StateFile, config: dict[str, Any]) -> NotifyReport:
+    """Findings -> incidents -> messages sent -> state written; what became of each delivery.
+    ``clean`` masks the secrets in the texts that go out. Incidents of hosts not in the session
+    stay as they were (``--limit``, or the one host of an Ansible task)."""
     env, project = session.env, session.project
     # Jobs the target tells nobody of (their route reaches no channel): verify tells their lateness and failures.
     named = {c.name for c in env.channels}
     unalerted = {j.id: tuple(e for e in (notify.LATE, notify.FAILURE) if e in j.alerts.rules.when)
                  for j in env.jobs if not set(j.alerts.route) & named}
     reports = [notify.host_report(s.name, unreachable=s.status == UNREACHABLE, error=s.error, checks=s.checks, facts=s.facts,
-                                  project=project.name, env=env.name, unalerted=unalerted, clean=output.redact)
+                                  project=project.name, env=env.name, unalerted=unalerted, clean=clean)
                for s in session.states]
     names = [str(c["name"]) for c in config["channels"]]
     rules = {"when": list(env.alerts.rules.when), "quiet": env.alerts.rules.quiet}
@@ -205,14 +220,16 @@ def show(output: Output, report: NotifyReport) -> None:
     if not report["channels"]:
         output.print("notify: the environment's alert route has no channel: nothing to send", style="yellow")
     for item in report["sent"]:
-        what = f"{item['incident']} {item['job']}" if item["job"] else item["incident"]
-        over = " recovered" if item["event"] == notify.RECOVERED else ""
-        head = f"notify: {item['host']} {what}{over} -> {item['channel']}: "
-        if item["ok"]:
-            output.print(head + "sent", style="green")
-        else:
-            output.print(head + f"not sent ({item['error']}); tried again next run", style="red")
+        output.print(delivery_line(item), style="green" if item["ok"] else "red")
     if not report["sent"]:
         opened = len(report["open"])
         output.print(f"notify: nothing new to tell ({opened} incident{'s' if opened != 1 else ''} open, already told)"
                      if opened else "notify: nothing new to tell")
+
+
+def delivery_line(item: NotifySent) -> str:
+    """``notify: db1 cron-stopped -> oncall: sent`` (or not sent, why, and that it is tried again)."""
+    what = f"{item['incident']} {item['job']}" if item["job"] else item["incident"]
+    over = " recovered" if item["event"] == notify.RECOVERED else ""
+    head = f"notify: {item['host']} {what}{over} -> {item['channel']}: "
+    return head + ("sent" if item["ok"] else f"not sent ({item['error']}); tried again next run")
