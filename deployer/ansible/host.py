@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deployer.cli import notify as notifying
 from deployer.config.project import Project
 from deployer.core.check import FAIL, WARN
 from deployer.core.plan import CrontabChange
 from deployer.core.redaction import Redactor
 from deployer.engine import healthchecks
+from deployer.engine import notify as notifying
 from deployer.engine.lifecycle import ROLLBACK, prepare_target
 from deployer.engine.outcome import CHANGED, FAILED, OK, UNREACHABLE
 from deployer.engine.session import Reads, Session, TargetState, apply_target, guard, load_environment, observe_target, render_states, send_bundle, verify_target
@@ -236,7 +236,7 @@ def tell(host: Host, path: Path, channels: dict[str, Any], result: dict[str, Any
     lines = [f"notify: warning: {w}" for w in told["warnings"]]
     if not told["channels"]:
         lines.append("notify: the environment's alert route has no channel: nothing to send")
-    lines += [notifying.delivery_line(item) for item in told["sent"]]
+    lines += [words.notify_delivery_line(item) for item in told["sent"]]
     if not told["sent"]:
         opened = [k for k in told["open"] if k.split(" ", 1)[0] == host.state.name]
         lines.append(f"notify: nothing new to tell ({words.counted(len(opened), 'incident')} of {host.state.name} open, "

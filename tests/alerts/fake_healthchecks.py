@@ -195,8 +195,8 @@ def _invalid(spec: dict[str, Any]) -> str | None:
 
 
 @contextmanager
-def fake_healthchecks() -> Iterator[FakeHealthchecks]:
-    """The fake, serving on 127.0.0.1 until the block ends."""
+def fake_healthchecks(address: str = "127.0.0.1") -> Iterator[FakeHealthchecks]:
+    """The fake, serving on ``address`` (``url`` is on 127.0.0.1 all the same) until the block ends."""
     hc = FakeHealthchecks()
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -239,7 +239,7 @@ def fake_healthchecks() -> Iterator[FakeHealthchecks]:
         def log_message(self, format: str, *args: Any) -> None:  # the base class's signature
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = http.server.ThreadingHTTPServer((address, 0), Handler)
     server.daemon_threads = True
     hc.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
