@@ -189,10 +189,11 @@ def lifecycle(host: Host, transport: Transport, kind: str, check_mode: bool, dif
 
 
 def verify(host: Host, transport: Transport, strict: bool, notify: bool = False,
-           notify_state: str | None = None) -> dict[str, Any]:
+           notify_state: str | None = None, check_mode: bool = False) -> dict[str, Any]:
     """The ``deployer_verify`` result: the audit's checks as data; failed when one fails.
     With ``notify``, as ``verify --notify`` for this host: its incidents told once, under the
-    state file's lock (the play's other hosts wait for it, never lose each other's updates)."""
+    state file's lock (the play's other hosts wait for it, never lose each other's updates);
+    in check mode nothing is sent and the state file is not written."""
     if notify_state is not None and not notify:
         raise InvalidInput([Problem("notify_state is the state of notify: add notify: true, or leave it out")])
     state = host.state
@@ -210,7 +211,7 @@ def verify(host: Host, transport: Transport, strict: bool, notify: bool = False,
                               "deployer": {"status": data["status"], "error": data["error"], "counters": data["counters"]}}
     told: list[str] = []
     if path is not None and channels is not None:
-        told = tell(host, path, channels, result)
+        told = ["notify: check mode: nothing was sent"] if check_mode else tell(host, path, channels, result)
     if state.status in (FAILED, UNREACHABLE):
         failing = {FAIL, WARN} if strict else {FAIL}
         lines = [state.error or "failed"] + [str(words.CheckLine(c)) for c in state.checks if c.status in failing]

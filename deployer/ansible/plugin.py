@@ -113,4 +113,4 @@ class VerifyAction(DeployerAction):
 
     def phase(self, host: hosts.Host, transport: AnsibleTransport, args: dict[str, Any]) -> dict[str, Any]:
         return hosts.verify(host, transport, strict=bool(args.get("strict")), notify=bool(args.get("notify")),
-                            notify_state=args.get("notify_state") or None)
+                            notify_state=args.get("notify_state") or None, check_mode=bool(self._task.check_mode))
