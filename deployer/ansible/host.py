@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +199,10 @@ def verify(host: Host, transport: Transport, strict: bool, notify: bool = False,
     state = host.state
     path, channels = None, None
     if notify:  # the state file's path and the channels' secrets, before the host is contacted
-        path = notifying.state_path(notify_state)
+        try:
+            path = notifying.state_path(notify_state)
+        except InvalidInput as exc:  # the CLI's words, naming the task's option
+            raise InvalidInput([replace(p, message=_as_task_option(p.message)) for p in exc.problems]) from None
         secrets = set(host.redactor.secrets)
         channels = notifying.prepare(host.session, secrets)
         host.redactor = Redactor(frozenset(secrets))
@@ -221,6 +224,10 @@ def verify(host: Host, transport: Transport, strict: bool, notify: bool = False,
     return redacted(host, result)
 
 
+def _as_task_option(message: str) -> str:
+    return message.replace(notifying.OPTION, "notify_state", 1)
+
+
 def tell(host: Host, path: Path, channels: dict[str, Any], result: dict[str, Any]) -> list[str]:
     """``verify --notify`` for the host verified: ``result["notify"]`` is what became of each
     delivery; the lines for the task's message. What was sent never fails the task; a state
@@ -229,8 +236,7 @@ def tell(host: Host, path: Path, channels: dict[str, Any], result: dict[str, Any
         with notifying.open_state(str(path)) as handle:
             told = notifying.run(host.session, host.redactor.text, handle, channels)
     except InvalidInput as exc:
-        why = "; ".join(p.message.replace(notifying.OPTION, "notify_state", 1).removesuffix(notifying.UNTOUCHED)
-                        for p in exc.problems)
+        why = "; ".join(_as_task_option(p.message).removesuffix(notifying.UNTOUCHED) for p in exc.problems)
         result["failed"] = True
         return [f"notify: {why}; nothing was sent (the host was verified: its checks are in this result)"]
     result["notify"] = told

@@ -267,12 +267,20 @@ alerts:
         assert len(hooks(web)) == 4
 
 
-def test_notify_state_without_notify_is_refused(fleet_factory: Any, tmp_path: Path) -> None:
+def test_a_bad_notify_state_is_refused_before_the_host_is_contacted(fleet_factory: Any, tmp_path: Path) -> None:
     th: TestHosts = fleet_factory(["h1"])
     p = make_ansible_project(th, tmp_path)
     p.inventory({"h1": p.host_vars("h1")})
     p.declare(QUIET_JOBS)
-    refused = p.playbook("verify", "-e", f"deployer_notify_state={tmp_path / 'notify.json'}")
-    assert refused.exit_code == 2, refused
-    assert "notify_state is the state of notify: add notify: true, or leave it out" in refused.stdout, refused
-    assert not (tmp_path / "notify.json").exists()
+    alone = p.playbook("verify", "-e", f"deployer_notify_state={tmp_path / 'notify.json'}", json_output=True)
+    assert alone.exit_code == 2, alone
+    result = alone.task_results()["h1"]
+    assert result["msg"].splitlines()[0] == "error: notify_state is the state of notify: add notify: true, or leave it out"
+    assert "checks" not in result and not (tmp_path / "notify.json").exists(), result
+
+    folder = p.playbook("verify", "-e", "deployer_notify=true", "-e", f"deployer_notify_state={tmp_path}", json_output=True)
+    assert folder.exit_code == 2, folder
+    result = folder.task_results()["h1"]
+    assert result["msg"].splitlines()[0] == (f"error: notify_state {tmp_path}: is a folder; give the path of a file (it is "
+                                             "created if missing); nothing was sent and no host was contacted"), result
+    assert "checks" not in result, result
