@@ -142,6 +142,7 @@ def test_the_apply_playbook_creates_each_hosts_checks_once(fleet_and_hc: tuple[A
     assert sorted(methods(hc, calls)) == ["GET", "GET", "POST", "POST", "POST", "POST"], hc.calls
     check = hc.check("demo-dev-hello-h1")
     assert (check["schedule"], check["tags"], check["name"]) == ("0 3 1 1 *", "deployer demo dev", "demo/dev hello on h1")
+    assert "SSH: EXEC" in applied.stdout and "slug: demo-dev-hello-h1" in applied.stdout, applied  # -vvv shows it all
     for secret in (API_KEY, PING_KEY):  # ansible-playbook -vvv shows commands, arguments and results: never a key
         assert secret not in applied.stdout + applied.stderr, secret
 
