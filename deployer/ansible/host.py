@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,8 @@ from deployer.config.project import Project
 from deployer.core.check import FAIL, WARN
 from deployer.core.plan import CrontabChange
 from deployer.core.redaction import Redactor
+from deployer.engine import healthchecks
+from deployer.engine import notify as notifying
 from deployer.engine.lifecycle import ROLLBACK, prepare_target
 from deployer.engine.outcome import CHANGED, FAILED, OK, UNREACHABLE
 from deployer.engine.session import Reads, Session, TargetState, apply_target, guard, load_environment, observe_target, render_states, send_bundle, verify_target
@@ -116,12 +118,28 @@ def observe(host: Host, transport: Transport, **options: Any) -> bool:
     return host.state.status in (OK, CHANGED)
 
 
-def apply(host: Host, transport: Transport, check_mode: bool, diff: bool, adopt: bool = False) -> dict[str, Any]:
-    """The ``deployer_apply`` result: check mode is the same path with the applier skipped."""
+def open_api(host: Host, environ: Mapping[str, str] | None = None) -> healthchecks.Api | None:
+    """The environment's healthchecks API, its key read before the host is contacted (a missing
+    one is invalid input) and masked in every result, as the CLI masks it."""
+    api = healthchecks.open_api(host.session.project, host.session.env, dict(environ) if environ is not None else None)
+    if api is not None:
+        host.redactor = Redactor(host.redactor.secrets | {api.key})
+    return api
+
+
+def apply(host: Host, transport: Transport, check_mode: bool, diff: bool, adopt: bool = False,
+          api: healthchecks.Api | None = None) -> dict[str, Any]:
+    """The ``deployer_apply`` result: check mode is the same path with the applier skipped.
+    With ``api``, the host's healthchecks checks are synced after it is applied (check mode:
+    compared only); an API that fails fails the task, the host staying applied."""
     state = host.state
     if observe(host, transport, adopt=adopt) and not check_mode:
         guard(state, apply_target)
+    # After the host, as the CLI: the jobs are what is deployed, their checks watch them.
+    checks = healthchecks.sync_host(api, host.session, apply=not check_mode) if api is not None else None
     result: dict[str, Any] = {"changed": False, "deployer": host_plan(state, applied=not check_mode)}
+    if checks is not None:
+        result["healthchecks"] = checks.data()
     if state.plan is not None and diff:
         result["diff"] = diff_entries(state)
     if state.status in (FAILED, UNREACHABLE):
@@ -135,6 +153,12 @@ def apply(host: Host, transport: Transport, check_mode: bool, diff: bool, adopt:
                          if check_mode else words.summary_row(state, "apply").detail)
     else:
         result["msg"] = words.NOTHING_TO_CHANGE
+    if checks is not None:
+        result["msg"] += "\n" + checks.summary()
+        result["changed"] = result["changed"] or checks.changes > 0
+        if checks.error is not None:
+            result.update(failed=True, msg=f"{result['msg']}\nerror: healthchecks: {checks.error}\n   {checks.hint}; "
+                                           "the host is applied, and the next run creates or updates what was not")
     return redacted(host, result)
 
 
@@ -164,22 +188,67 @@ def lifecycle(host: Host, transport: Transport, kind: str, check_mode: bool, dif
     return redacted(host, result)
 
 
-def verify(host: Host, transport: Transport, strict: bool) -> dict[str, Any]:
-    """The ``deployer_verify`` result: the audit's checks as data; failed when one fails."""
+def verify(host: Host, transport: Transport, strict: bool, notify: bool = False,
+           notify_state: str | None = None, check_mode: bool = False) -> dict[str, Any]:
+    """The ``deployer_verify`` result: the audit's checks as data; failed when one fails.
+    With ``notify``, as ``verify --notify`` for this host: its incidents told once, under the
+    state file's lock (the play's other hosts wait for it, never lose each other's updates);
+    in check mode nothing is sent and the state file is not written."""
+    if notify_state is not None and not notify:
+        raise InvalidInput([Problem("notify_state is the state of notify: add notify: true, or leave it out")])
     state = host.state
+    path, channels = None, None
+    if notify:  # the state file's path and the channels' secrets, before the host is contacted
+        try:
+            path = notifying.state_path(notify_state)
+        except InvalidInput as exc:  # the CLI's words, naming the task's option
+            raise InvalidInput([replace(p, message=_as_task_option(p.message)) for p in exc.problems]) from None
+        secrets = set(host.redactor.secrets)
+        channels = notifying.prepare(host.session, secrets)
+        host.redactor = Redactor(frozenset(secrets))
     observe(host, transport)
     if state.plan is not None:  # as in the CLI, a plan's errors are checks that fail
         guard(state, lambda s: verify_target(s, strict))
     data = host_checks(state)
     result: dict[str, Any] = {"changed": False, "checks": data["checks"],
                               "deployer": {"status": data["status"], "error": data["error"], "counters": data["counters"]}}
+    told: list[str] = []
+    if path is not None and channels is not None:
+        told = ["notify: check mode: nothing was sent"] if check_mode else tell(host, path, channels, result)
     if state.status in (FAILED, UNREACHABLE):
         failing = {FAIL, WARN} if strict else {FAIL}
         lines = [state.error or "failed"] + [str(words.CheckLine(c)) for c in state.checks if c.status in failing]
-        return redacted(host, {**result, "failed": True, "msg": "\n".join(lines)})
+        return redacted(host, {**result, "failed": True, "msg": "\n".join(lines + told)})
     warnings = sum(c.status == WARN for c in state.checks)
-    result["msg"] = f"{words.IN_SYNC}: {len(state.checks)} checks, {words.counted(warnings, 'warning')}"
+    result["msg"] = "\n".join([f"{words.IN_SYNC}: {len(state.checks)} checks, {words.counted(warnings, 'warning')}", *told])
     return redacted(host, result)
+
+
+def _as_task_option(message: str) -> str:
+    return message.replace(notifying.OPTION, "notify_state", 1)
+
+
+def tell(host: Host, path: Path, channels: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """``verify --notify`` for the host verified: ``result["notify"]`` is what became of each
+    delivery; the lines for the task's message. What was sent never fails the task; a state
+    file that cannot be opened now (held too long by another run) does, as it is the CLI's exit 2."""
+    try:
+        with notifying.open_state(str(path)) as handle:
+            told = notifying.run(host.session, host.redactor.text, handle, channels)
+    except InvalidInput as exc:
+        why = "; ".join(_as_task_option(p.message).removesuffix(notifying.UNTOUCHED) for p in exc.problems)
+        result["failed"] = True
+        return [f"notify: {why}; nothing was sent (the host was verified: its checks are in this result)"]
+    result["notify"] = told
+    lines = [f"notify: warning: {w}" for w in told["warnings"]]
+    if not told["channels"]:
+        lines.append("notify: the environment's alert route has no channel: nothing to send")
+    lines += [words.notify_delivery_line(item) for item in told["sent"]]
+    if not told["sent"]:
+        opened = [k for k in told["open"] if k.split(" ", 1)[0] == host.state.name]
+        lines.append(f"notify: nothing new to tell ({words.counted(len(opened), 'incident')} of {host.state.name} open, "
+                     "already told)" if opened else "notify: nothing new to tell")
+    return lines
 
 
 def diff_entries(state: TargetState) -> list[dict[str, str]]:

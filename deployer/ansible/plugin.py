@@ -48,10 +48,10 @@ class DeployerAction(ActionBase):  # type: ignore[misc]  # ansible-core ships no
                    str(task_vars.get("inventory_dir") or ""), str(task_vars.get("inventory_file") or "")]
         try:
             host = hosts.load_host(file, env, str(task_vars["inventory_hostname"]), sources)
+            # A phase reads what it needs before it contacts the host (a key, a state file): invalid input too.
+            result.update(self.phase(host, AnsibleTransport(self), args))
         except InvalidInput as exc:
             result.update(failed=True, changed=False, msg=hosts.invalid_message(exc))
-            return result
-        result.update(self.phase(host, AnsibleTransport(self), args))
         return result
 
     def _var(self, task_vars: dict[str, Any], name: str) -> str | None:
@@ -75,8 +75,9 @@ class ApplyAction(DeployerAction):
     ARGS: ClassVar[dict[str, Any]] = {"adopt": {"type": "bool", "default": False}}  # as `apply --adopt`
 
     def phase(self, host: hosts.Host, transport: AnsibleTransport, args: dict[str, Any]) -> dict[str, Any]:
+        api = hosts.open_api(host)  # the environment's healthchecks, if it names one: the host's checks follow it
         return hosts.apply(host, transport, check_mode=bool(self._task.check_mode), diff=bool(self._task.diff),
-                           adopt=bool(args.get("adopt")))
+                           adopt=bool(args.get("adopt")), api=api)
 
 
 class RollbackAction(DeployerAction):
@@ -102,7 +103,14 @@ class DestroyAction(DeployerAction):
 class VerifyAction(DeployerAction):
     """``deployer_verify``: the audit; the task fails when a check fails (``strict``: or warns)."""
 
-    ARGS: ClassVar[dict[str, Any]] = {"strict": {"type": "bool", "default": False}}
+    ARGS: ClassVar[dict[str, Any]] = {
+        "strict": {"type": "bool", "default": False},
+        # as `verify --notify [--notify-state FILE]`: tell the environment's channels this host's
+        # incidents (cron stopped, our block gone or edited...), once, and their recovery
+        "notify": {"type": "bool", "default": False},
+        "notify_state": {"type": "str"},
+    }
 
     def phase(self, host: hosts.Host, transport: AnsibleTransport, args: dict[str, Any]) -> dict[str, Any]:
-        return hosts.verify(host, transport, strict=bool(args.get("strict")))
+        return hosts.verify(host, transport, strict=bool(args.get("strict")), notify=bool(args.get("notify")),
+                            notify_state=args.get("notify_state") or None, check_mode=bool(self._task.check_mode))

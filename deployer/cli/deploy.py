@@ -198,9 +198,6 @@ def _with_checks(data: dict[str, object], checks: healthchecks.SyncReport | None
     return data
 
 
-_ACTION_WORDS = {"create": "would create", "update": "would update", "pause": "would pause"}
-
-
 _AFTER_APPLY = "the hosts are as the summary says, and the next apply creates or updates what was not"
 
 
@@ -208,15 +205,10 @@ def _show_checks(ctx: Context, checks: healthchecks.SyncReport | None, after: st
     """One line per check and what became of it, then the API's error and what to do."""
     if checks is None:
         return
-    counts: dict[str, int] = {}
-    for result in checks.results:
-        word = _ACTION_WORDS.get(result.action, result.action)
-        counts[word] = counts.get(word, 0) + 1
-    ctx.output.print(f"healthchecks checks at {checks.api}: " + (", ".join(f"{n} {w}" for w, n in counts.items()) or "none"),
-                     style="bold")
+    ctx.output.print(checks.summary(), style="bold")
     for result in checks.results:
         spec = result.spec
-        word = _ACTION_WORDS.get(result.action, result.action)
+        word = healthchecks.ACTION_WORDS.get(result.action, result.action)
         detail = f"{spec.schedule}, tz {spec.tz}, grace {spec.grace}s"
         if result.changed:
             detail += f"; changed: {', '.join(result.changed)}"
@@ -254,14 +246,14 @@ def verify(ctx: Context, env: str, limit: str | None, parallel: int, strict: boo
     with contextlib.ExitStack() as held:
         # The state file and the channels' secrets are checked before any host is contacted (exit 2).
         state = held.enter_context(notify.open_state(notify_state)) if notify_flag else None
-        channels = notify.prepare(session, ctx.output) if notify_flag else None
+        channels = notify.prepare(session, ctx.output.secrets) if notify_flag else None
         try:
             session.observe()
             session.verify(strict=strict)
         finally:
             session.close()
         # What was sent never changes verify's exit code: a dead channel is said, and tried again next run.
-        told = notify.run(session, ctx.output, state, channels) if state is not None and channels is not None else None
+        told = notify.run(session, ctx.output.redact, state, channels) if state is not None and channels is not None else None
     if junit_file:
         Path(junit_file).write_text(junit_xml(session, lambda text: ctx.output.safe(text, newlines=True)), encoding="utf-8")
     if ctx.output.json_mode:

@@ -26,7 +26,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -42,6 +42,7 @@ from deployer.errors import InvalidInput
 TIMEOUT = 10.0  # seconds per call, connection included
 _MAX_ANSWER = 10 * 1024 * 1024  # a list of thousands of checks is a few MB
 
+ACTION_WORDS = {"create": "would create", "update": "would update", "pause": "would pause"}  # plan's actions, for people
 Action = Literal["created", "updated", "unchanged", "paused", "create", "update", "pause", "skipped", "deleted"]
 
 
@@ -63,6 +64,19 @@ class SyncReport:
     results: list[CheckResult] = field(default_factory=list)
     error: str | None = None
     hint: str | None = None
+
+    def summary(self) -> str:
+        """``healthchecks checks at <api>: 1 created, 1 unchanged`` (plan: ``1 would create``)."""
+        counts: dict[str, int] = {}
+        for result in self.results:
+            word = ACTION_WORDS.get(result.action, result.action)
+            counts[word] = counts.get(word, 0) + 1
+        return f"healthchecks checks at {self.api}: " + (", ".join(f"{n} {w}" for w, n in counts.items()) or "none")
+
+    @property
+    def changes(self) -> int:
+        """Checks created, updated or paused (plan: to be)."""
+        return sum(r.action in ("created", "updated", "paused", "create", "update", "pause") for r in self.results)
 
     @property
     def pending(self) -> int:
@@ -221,10 +235,11 @@ def desired_checks(session: Session, now: datetime | None = None) -> tuple[list[
 
 
 def sync(api: Api, specs: Iterable[CheckSpec], apply: bool, stale_tags: str | None = None,
-         declared: frozenset[str] = frozenset()) -> SyncReport:
+         declared: frozenset[str] = frozenset(), owned: Callable[[str, dict[str, Any]], bool] | None = None) -> SyncReport:
     """Compare each check with the API's list; with ``apply``, create or update those that differ.
     With ``stale_tags``, a check of those tags whose slug is not ``declared`` (its job or host
-    is gone) is paused: it would go down, and tell, for a job that no longer exists."""
+    is gone) is paused: it would go down, and tell, for a job that no longer exists; with
+    ``owned`` too, only a check for which ``owned(slug, check)`` holds."""
     report = SyncReport(api.site)
     todo = list(specs)
     try:
@@ -265,15 +280,17 @@ def sync(api: Api, specs: Iterable[CheckSpec], apply: bool, stale_tags: str | No
             return report
         report.results.append(CheckResult(spec, "created" if status == 201 else "updated", changed))
     if stale_tags is not None:
-        _pause_stale(api, existing, stale_tags, declared, apply, report)
+        _pause_stale(api, existing, stale_tags, declared, apply, report, owned)
     return report
 
 
 def _pause_stale(api: Api, existing: dict[str, list[dict[str, Any]]], tags: str, declared: frozenset[str], apply: bool,
-                 report: SyncReport) -> None:
+                 report: SyncReport, owned: Callable[[str, dict[str, Any]], bool] | None = None) -> None:
     for slug, found in sorted(existing.items()):
         for check in found:
             if slug in declared or check.get("tags") != tags or check.get("status") == "paused":
+                continue
+            if owned is not None and not owned(slug, check):
                 continue
             grace = check.get("grace")  # the API's word: shown, never trusted to be a number
             spec = CheckSpec(job="", host="", slug=slug, name=str(check.get("name", "")), tags=tags, desc="",
@@ -301,6 +318,36 @@ def sync_session(api: Api, session: Session, apply: bool, every_host: bool = Fal
     report = sync(api, specs, apply, tags, declared)
     report.results = skipped + report.results
     return report
+
+
+def sync_host(api: Api, session: Session, apply: bool) -> SyncReport:
+    """``sync`` for the one host of an Ansible ``deployer_apply`` task, which sees no other host:
+    get or create that host's checks, and pause only checks that are provably that host's (its
+    name and slug are what ``check_spec`` gives some job on it) whose job is no longer declared
+    there; other hosts' checks, and those of hosts gone from the inventory, are never touched
+    (``deployer apply`` without ``--limit`` pauses those). A host that failed or was not reached
+    gets no call: its checks are skipped, as the CLI skips them."""
+    specs, skipped = desired_checks(session)
+    if skipped:
+        return SyncReport(api.site, results=skipped)
+    project, env = session.project.name, session.env.name
+    hosts = {state.name for state in session.states}
+
+    def owned(slug: str, check: dict[str, Any]) -> bool:
+        name = check.get("name")
+        return isinstance(name, str) and any(_job_of(project, env, host, name, slug) for host in hosts)
+
+    return sync(api, specs, apply, check_tags(project, env), frozenset(s.slug for s in specs), owned)
+
+
+def _job_of(project: str, env: str, host: str, name: str, slug: str) -> str | None:
+    """The job of a check named as ``check_spec`` names ``<job>`` on ``host`` and slugged as it
+    slugs it (a name cut at the API's 100 characters, or renamed in the dashboard, is nobody's)."""
+    head, tail = f"{project}/{env} ", f" on {host}"
+    if not (name.startswith(head) and name.endswith(tail)) or len(name) <= len(head) + len(tail):
+        return None
+    job = name[len(head):-len(tail)]
+    return job if " " not in job and check_slug(project, env, job, host) == slug else None
 
 
 # ---------------------------------------------------------------------- destroy and rollback

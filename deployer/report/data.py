@@ -11,6 +11,7 @@ from typing import NotRequired, TypedDict
 from deployer.core.alertstate import AlertView, alert_view
 from deployer.core.check import CheckStatus
 from deployer.core.lifecycle import LifecyclePlan
+from deployer.engine.notify import NotifyReport, NotifySent  # noqa: F401 - verify --json's "notify", typed where it is made
 from deployer.engine.outcome import TargetStatus
 from deployer.engine.session import Session, TargetState
 
@@ -54,28 +55,6 @@ class HostChecks(TypedDict):
     checks: list[CheckData]
     counters: dict[str, float | int]
     alerts: dict[str, AlertView]  # job -> its alert state, for the jobs with alerts (core/alertstate.py)
-
-
-class NotifySent(TypedDict):
-    """One message of ``verify --notify`` to one channel (no address, URL or secret)."""
-
-    host: str
-    incident: str  # unreachable | cron-stopped | drift | late | failure
-    job: str | None
-    event: str  # the incident's kind, or recovered
-    channel: str
-    ok: bool
-    error: str | None
-
-
-class NotifyReport(TypedDict):
-    """``verify --notify``: what it sent; a channel that failed is tried again next run."""
-
-    state_file: str
-    channels: list[str]  # the environment's route
-    sent: list[NotifySent]
-    open: list[str]  # incidents still open after this run: "host kind[ job]"
-    warnings: list[str]
 
 
 class ChecksReport(TypedDict):

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 from deployer.core.check import Check, CheckStatus
+from deployer.core.notify import RECOVERED
 from deployer.core.plan import Change
+from deployer.engine.notify import NotifySent
 from deployer.engine.outcome import CHANGED, FAILED, OK, UNREACHABLE, TargetStatus
 from deployer.engine.session import TargetState
 from deployer.errors import InvalidInput
@@ -92,3 +94,11 @@ def invalid_footer(count: int) -> str:
 def invalid_message(exc: InvalidInput) -> str:
     """Invalid input as the CLI prints it on stderr: one ``error:`` line per problem, then the count."""
     return "\n".join([*(f"{ERROR_PREFIX}{problem}" for problem in exc.problems), invalid_footer(len(exc.problems))])
+
+
+def notify_delivery_line(item: NotifySent) -> str:
+    """``notify: db1 cron-stopped -> oncall: sent`` (or not sent, why, and that it is tried again)."""
+    what = f"{item['incident']} {item['job']}" if item["job"] else item["incident"]
+    over = " recovered" if item["event"] == RECOVERED else ""
+    head = f"notify: {item['host']} {what}{over} -> {item['channel']}: "
+    return head + ("sent" if item["ok"] else f"not sent ({item['error']}); tried again next run")

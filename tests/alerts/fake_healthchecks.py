@@ -219,9 +219,11 @@ def _invalid(spec: dict[str, Any]) -> str | None:
 
 @contextmanager
 def fake_healthchecks(address: str = "127.0.0.1", tls: tuple[Path, Path] | None = None) -> Iterator[FakeHealthchecks]:
-    """The fake, serving on ``address`` until the block ends; over HTTPS with ``tls`` (a
-    certificate and its key: deployer takes http for the loopback only)."""
-    hc = FakeHealthchecks(address=address, scheme="https" if tls else "http")
+    """The fake, serving on ``address`` until the block ends (``url`` names 127.0.0.1 when it is
+    every address, 0.0.0.0); over HTTPS with ``tls`` (a certificate and its key: deployer takes
+    http for the loopback only)."""
+    hc = FakeHealthchecks(address="127.0.0.1" if address == "0.0.0.0" else address,  # noqa: S104 - compared, not bound
+                          scheme="https" if tls else "http")
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def _answer(self, status: int, body: bytes, kind: str) -> None:

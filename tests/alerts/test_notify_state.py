@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deployer.cli import notify
+from deployer.engine import notify
 from deployer.errors import InvalidInput
 from tests.conftest import CliResult, Project
 
