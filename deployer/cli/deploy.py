@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from deployer.cli import notify
+from deployer.cli.checks import exit_code_with_checks, open_api, show_checks, with_checks
 from deployer.cli.common import (
     Context,
     accept_new_option,
@@ -35,7 +36,7 @@ from deployer.core.render import render as render_target
 from deployer.engine import healthchecks
 from deployer.engine.outcome import CHANGED
 from deployer.engine.session import Session
-from deployer.errors import EXIT_CHANGES, EXIT_FAILED, EXIT_OK, InvalidInput, Problem
+from deployer.errors import EXIT_OK, InvalidInput, Problem
 from deployer.report.data import checks_report, plan_report
 from deployer.report.words import counted
 
@@ -108,19 +109,19 @@ def plan(ctx: Context, env: str, limit: str | None, parallel: int, detailed_exit
          adopt: bool) -> int:
     """Show what apply would change on each host (nothing is written)."""
     session = open_session(ctx, env, limit, parallel)
-    api = _open_api(ctx, session)
+    api = open_api(ctx, session)
     try:
         session.observe(adopt=adopt)
     finally:
         session.close()
     # The checks' list is read, never written: plan creates nothing.
     checks = healthchecks.sync_session(api, session, apply=False, every_host=limit is None) if api else None
-    code = _exit_code(session.exit_code(changes_pending=detailed_exitcode), checks, detailed_exitcode)
+    code = exit_code_with_checks(session.exit_code(changes_pending=detailed_exitcode), checks, detailed_exitcode)
     if ctx.output.json_mode:
-        ctx.output.emit_json(_with_checks(dict(plan_report(session)), checks, code))
+        ctx.output.emit_json(with_checks(dict(plan_report(session)), checks, code))
     else:
         ctx.output.plan(session)
-        _show_checks(ctx, checks)
+        show_checks(ctx, checks)
     if out_file:
         Path(out_file).write_text(json.dumps(session.saved_plan(), indent=2) + "\n")
     return code
@@ -147,7 +148,7 @@ def apply(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, p
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InvalidInput([Problem(f"not a saved plan ({exc})", file=plan_file)]) from None
     session = open_session(ctx, env, limit, parallel)
-    api = _open_api(ctx, session)
+    api = open_api(ctx, session)
     try:
         session.observe(adopt=adopt)
         pending = [s for s in session.states if s.status == CHANGED]
@@ -162,63 +163,13 @@ def apply(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, p
     # After the hosts: the jobs are what is deployed, their checks watch them; an API that is
     # down must not hold back a deploy, and the next apply creates what this one could not.
     checks = healthchecks.sync_session(api, session, apply=True, every_host=limit is None) if api else None
-    code = _exit_code(session.exit_code(), checks)
+    code = exit_code_with_checks(session.exit_code(), checks)
     if ctx.output.json_mode:
-        ctx.output.emit_json(_with_checks(dict(plan_report(session, applied=True)), checks, code))
+        ctx.output.emit_json(with_checks(dict(plan_report(session, applied=True)), checks, code))
     else:
         ctx.output.summary(session, "apply")
-        _show_checks(ctx, checks)
+        show_checks(ctx, checks)
     return code
-
-
-def _open_api(ctx: Context, session: Session) -> healthchecks.Api | None:
-    """The environment's healthchecks API, its key read now (a missing one: exit 2, no host touched) and masked in all output."""
-    api = healthchecks.open_api(session.project, session.env)
-    if api is not None:
-        ctx.output.secrets.add(api.key)
-    return api
-
-
-def _exit_code(code: int, checks: healthchecks.SyncReport | None, changes_pending: bool = False) -> int:
-    """The hosts' exit code, made 1 when the checks could not be synced (the hosts' 4 stays 4),
-    and 3 for plan --detailed-exitcode when checks are to be created or updated."""
-    if checks is None:
-        return code
-    if checks.error is not None and code in (EXIT_OK, EXIT_CHANGES):
-        return EXIT_FAILED
-    if changes_pending and checks.pending and code == EXIT_OK:
-        return EXIT_CHANGES
-    return code
-
-
-def _with_checks(data: dict[str, object], checks: healthchecks.SyncReport | None, code: int) -> dict[str, object]:
-    if checks is not None:
-        data["healthchecks"] = checks.data()
-        data["exit_code"] = code
-    return data
-
-
-_AFTER_APPLY = "the hosts are as the summary says, and the next apply creates or updates what was not"
-
-
-def _show_checks(ctx: Context, checks: healthchecks.SyncReport | None, after: str = _AFTER_APPLY) -> None:
-    """One line per check and what became of it, then the API's error and what to do."""
-    if checks is None:
-        return
-    ctx.output.print(checks.summary(), style="bold")
-    for result in checks.results:
-        spec = result.spec
-        word = healthchecks.ACTION_WORDS.get(result.action, result.action)
-        detail = f"{spec.schedule}, tz {spec.tz}, grace {spec.grace}s"
-        if result.changed:
-            detail += f"; changed: {', '.join(result.changed)}"
-        if result.detail:
-            detail = result.detail
-        style = {"unchanged": "dim", "skipped": "yellow"}.get(result.action, "green")
-        ctx.output.print(ctx.output.safe(f"   {word:<13} {spec.slug} ({detail})"), style=style)
-    if checks.error is not None:
-        ctx.output.err.print(ctx.output.safe(f"error: healthchecks: {checks.error}"), style="red")
-        ctx.output.err.print(ctx.output.safe(f"   {checks.hint}; {after}"), style="red")
 
 
 @click.command()

@@ -8,8 +8,8 @@ import click
 from rich.table import Table
 from rich.text import Text
 
+from deployer.cli.checks import exit_code_with_checks, open_api, show_checks, with_checks
 from deployer.cli.common import Context, accept_new_option, confirm, env_argument, guarded, json_option, limit_option, open_session, parallel_option, yes_option
-from deployer.cli.deploy import _exit_code, _open_api, _show_checks, _with_checks
 from deployer.core.lifecycle import LifecyclePlan, history
 from deployer.engine import healthchecks
 from deployer.engine.lifecycle import DESTROY, ROLLBACK, execute, prepare
@@ -35,7 +35,7 @@ def _show(ctx: Context, session: Session, plans: dict[str, LifecyclePlan]) -> No
 def _run(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, kind: str, delete_checks: bool = False,
          **options: Any) -> int:
     session = open_session(ctx, env, limit, parallel)
-    api = _open_api(ctx, session)  # the key read before any host is contacted (a missing one: exit 2), as apply does
+    api = open_api(ctx, session)  # the key read before any host is contacted (a missing one: exit 2), as apply does
     try:
         plans = prepare(session, kind, **options)
         if not ctx.output.json_mode:
@@ -52,12 +52,12 @@ def _run(ctx: Context, env: str, limit: str | None, parallel: int, yes: bool, ki
         checks = healthchecks.retire_destroyed(api, session, delete_checks, every_host=limit is None)
     elif api is not None:
         checks = healthchecks.resync_rolled_back(api, session, {host: lp.revision for host, lp in plans.items()})
-    code = _exit_code(session.exit_code(), checks)
+    code = exit_code_with_checks(session.exit_code(), checks)
     if ctx.output.json_mode:
-        ctx.output.emit_json(_with_checks(dict(lifecycle_report(session, plans, done=True)), checks, code))
+        ctx.output.emit_json(with_checks(dict(lifecycle_report(session, plans, done=True)), checks, code))
     else:
         ctx.output.summary(session, kind)
-        _show_checks(ctx, checks, after=_AFTER[kind])
+        show_checks(ctx, checks, after=_AFTER[kind])
     return code
 
 
