@@ -202,7 +202,10 @@ class Watch:
         self.release, self.flavour, self.now, self.host, self.tz = release, flavour, now, host, tz
 
     def jobs(self) -> list[str]:
-        """The jobs of the release with an alert config (names checked: they become paths)."""
+        """The jobs of the release with an alert config (names checked: they become paths).
+        Every job of the release, not only those of this line's block: a release installs one
+        block (root's crontab when root deploys; else the deploying user's, and plan refuses
+        a job of another user), so one line judges each job once."""
         names = _list_dir(os.path.join(self.release, "alerts"))
         ids = sorted(n[:-5] for n in names if n.endswith(".json"))
         return [i for i in ids if i and len(i) <= 64 and all(c.isascii() and (c.isalnum() or c in "-_") for c in i)

@@ -189,6 +189,9 @@ def test_the_watchdog_line_verifies_clean_applies_once_and_goes_with_destroy(pro
         deploy(project, relay, web)
         crontab = read_crontab(BLOCK_USER)
         release = (HOME / "current").resolve()
+        # The mtime of `current` is the watchdog's baseline (fires before it are not judged):
+        # an apply of the same release must leave the link alone, or it would forget a miss.
+        baseline = (HOME / "current").lstat().st_mtime_ns
         assert (release / "watchdog").stat().st_mode & 0o777 == 0o755
         verify = project.deployer("verify", "dev", env=SECRETS)
         assert verify.exit_code == 0, verify
@@ -196,6 +199,7 @@ def test_the_watchdog_line_verifies_clean_applies_once_and_goes_with_destroy(pro
         again = project.deployer("apply", "dev", "--yes", env=SECRETS)
         assert again.exit_code == 0, again
         assert read_crontab(BLOCK_USER) == crontab and (HOME / "current").resolve() == release
+        assert (HOME / "current").lstat().st_mtime_ns == baseline
         assert project.deployer("plan", "dev", "--detailed-exitcode", env=SECRETS).exit_code == 0
 
         # The line is part of the block: taken out by hand, verify says so and apply puts it back.
@@ -205,6 +209,7 @@ def test_the_watchdog_line_verifies_clean_applies_once_and_goes_with_destroy(pro
         assert drifted.exit_code == 1 and "edited by hand" in drifted.stdout, drifted
         assert project.deployer("apply", "dev", "--yes", env=SECRETS).exit_code == 0
         assert read_crontab(BLOCK_USER) == crontab
+        assert (HOME / "current").lstat().st_mtime_ns == baseline  # the same release: not made current again
 
         # Without late among its rules, the release has no watchdog and the block no line for it.
         project.declare(declaration(relay, web, "0 3 * * *", when="[failure, recovered]"))

@@ -19,10 +19,16 @@ from typing import Any
 
 import pytest
 
+from deployer.config.inventory import Target
+from deployer.config.load import load_project
 from deployer.core.crontab import block_jobs
 from deployer.core.desired import JobSpec
-from deployer.core.release import crontab_block, watches_lateness
+from deployer.core.facts import Facts
+from deployer.core.plan import plan
+from deployer.core.release import Identity, Release, crontab_block, materialize, watches_lateness
+from deployer.core.render import render
 from deployer.remote import alerts, cronengine, lateness, runalerts, watchdog
+from deployer.remote.messages import UserInfo
 
 
 def _t(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
@@ -159,6 +165,55 @@ def test_the_watchdog_line_comes_with_late_alerts_to_a_channel_only() -> None:
     assert block_jobs(under_run) == {"late"}  # a home under /run: its watchdog line is still no job's
     quoted = crontab_block("demo", "dev", "r1", [replace(late, id="a-b")], "python3", "/my home/releases/r1")
     assert "python3 -I '/my home/releases/r1/watchdog'\n" in quoted and block_jobs(quoted) == {"a-b"}
+
+
+def _release(tmp_path: Path, who: Identity, run_as: list[str | None]) -> Release:
+    """A release of jobs j0, j1... (each run as the given user) whose alerts tell ``late``."""
+    (tmp_path / "tasks").mkdir(exist_ok=True)
+    (tmp_path / "tasks" / "a.py").write_text("print('a')\n")
+    (tmp_path / "inv").mkdir(exist_ok=True)
+    (tmp_path / "inv" / "hosts.yml").write_text("all: {hosts: {h1: {ansible_connection: local}}}\n")
+    jobs = "".join(f"  j{i}:\n    script: tasks/a.py\n    schedule: '@hourly'\n" + (f"    run_as: {user}\n" if user else "")
+                   for i, user in enumerate(run_as))
+    (tmp_path / "deployer.yml").write_text(
+        "project: p\nalerts:\n  channels: {team: {webhook: {url: 'http://127.0.0.1:9/hook'}}}\n  rules: {when: [late]}\n"
+        f"jobs:\n{jobs}environments:\n  dev:\n    inventory: inv\n")
+    project = load_project(tmp_path / "deployer.yml")
+    target = Target("h1", "local")
+    return materialize(render(project, project.environment("dev"), target, [target]), who)
+
+
+def _watchdog_lines(release: Release) -> list[str]:
+    return [line for block in release.crontab_blocks.values() for line in block.splitlines()
+            if "/watchdog" in line and not line.startswith("#")]
+
+
+@pytest.mark.parametrize(("who", "run_as"), [
+    (Identity("root", 0, "/root"), ["www-data", "nobody", None, "root"]),  # root: every job in root's crontab
+    (Identity("alice", 1000, "/home/alice"), [None, "alice"]),  # a user: every job its own, in its own crontab
+])
+def test_a_release_has_one_watchdog_line_so_each_late_job_is_judged_once(tmp_path: Path, who: Identity,
+                                                                          run_as: list[str | None]) -> None:
+    # The watchdog judges every late-alerting job of its release (watchdog.Watch.jobs), not
+    # the jobs of its own block: right while a release installs one block, which it does.
+    release = _release(tmp_path, who, run_as)
+    assert list(release.crontab_blocks) == [who.user]
+    assert len(_watchdog_lines(release)) == 1
+
+
+def test_a_user_cannot_deploy_jobs_of_another_user_so_no_second_block_judges_them(tmp_path: Path) -> None:
+    # Jobs of two users deployed by a non-root user would make two blocks, each with a
+    # watchdog line judging both jobs: plan refuses the release before that.
+    alice = Identity("alice", 1000, "/home/alice")
+    release = _release(tmp_path, alice, [None, "bob"])
+    assert len(_watchdog_lines(release)) == 2  # what would be installed
+    users: dict[str, UserInfo | None] = {"bob": {"uid": 1001, "gid": 1001, "home": "/home/bob"}}
+    facts = Facts(hostname="h1", identity=alice, python="/usr/bin/python3", python_version="3.11",
+                  deploy_home=release.deploy_home, users=users, crontabs={}, paths={}, releases={}, current=None,
+                  cron_running=True)
+    refused = plan(release, facts)
+    assert refused.errors == ["job 'j1' runs as 'bob', but deployer connects as 'alice', who is not root: "
+                              "set ansible_become: true (sudo) or run_as: alice"]
 
 
 # ----------------------------------------------------------------------------- the state lock the wrapper shares
