@@ -103,6 +103,7 @@ def _config(job: Job, env: EnvironmentConfig, project: Project, host: str, r: _R
     ping = _ping(job, env, project, host, r)
     return {
         "project": project.name, "env": env.name, "job": job.id,
+        "host": host,  # the inventory's name: messages say it, as status and verify do (not the target's hostname)
         "rules": {"when": list(alerts.rules.when), "after": alerts.rules.after, "quiet": alerts.rules.quiet},
         "grace": alerts.grace,
         "timeout": 10.0, "retries": 2,  # alerts.py's defaults, written down: the wrapper does what the file says

@@ -320,7 +320,8 @@ def _message(config: Mapping[str, Any], kind: str, event: Mapping[str, Any], st:
     """The message of ``kind`` about ``incident``, for the channels ``to``; ``attempt`` > 1: the
     same incident told again to channels its earlier tries did not reach."""
     project, env, job = config.get("project", "?"), config.get("env", "?"), config.get("job", "?")
-    host = str(event.get("host") or "?")
+    hostname = str(event.get("host") or "?")  # the target's own name
+    host = str(config.get("host") or hostname)  # the inventory's, as status, verify and verify --notify name it
     code = event.get("exit_code")
     now = _at(event)
     due = event.get("due", incident.get("due"))
@@ -340,14 +341,14 @@ def _message(config: Mapping[str, Any], kind: str, event: Mapping[str, Any], st:
     subject = _one_line(f"[{project}/{env}] {job} {what}")
     tail = [_printable(line) for line in (event.get("output_tail") or [])][-TAIL_LINES:]
     body: dict[str, Any] = {
-        "version": 1, "event": kind, "project": project, "env": env, "job": job, "host": host,
+        "version": 1, "event": kind, "project": project, "env": env, "job": job, "host": host, "hostname": hostname,
         "run_id": event.get("run_id"), "outcome": event.get("outcome"), "exit_code": code,
         "started_at": _iso(event.get("start")), "ended_at": _iso(now) if kind != "late" else None,
         "duration_seconds": event.get("duration"), "consecutive_failures": st.get("consecutive_failures"),
         "incident_started_at": _iso(incident.get("opened")), "untold_incidents": untold,
         "output_tail": tail, "text": subject, "attempt": attempt,
     }
-    lines = [subject, "", f"Job:     {job} (project {project}, environment {env})", f"Host:    {host}",
+    lines = [subject, "", f"Job:     {job} (project {project}, environment {env})", f"Host:    {host}" + (f" (hostname {hostname})" if hostname != host else ""),
              f"Event:   {kind}"]
     if kind != "late":
         lines += [f"Outcome: {event.get('outcome')}, exit code {code}",
@@ -555,10 +556,14 @@ def _post(url: str, data: bytes, headers: Mapping[str, str]) -> Callable[[float]
 def _mail(channel: Mapping[str, Any], message: Message, host: str) -> Callable[[float], None]:
     import smtplib
     import ssl
+    from email import policy
     from email.message import EmailMessage
     from email.utils import formatdate, make_msgid
 
-    mail = EmailMessage()
+    # Header lines up to RFC 5322's hard limit (998), not its advised 78: at 78, Python's email
+    # folds some subjects right after "Subject:", the whole text on a continuation line, which
+    # a reader (Python's own parser too) then shows with a leading space. A subject is one line.
+    mail = EmailMessage(policy=policy.default.clone(max_line_length=998))
     mail["From"] = channel.get("sender") or f"deployer@{host}"
     mail["To"] = ", ".join(channel["to"])
     mail["Subject"] = message.subject

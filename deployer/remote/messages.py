@@ -486,6 +486,7 @@ class AlertConfigFile(TypedDict):
     project: str
     env: str
     job: str
+    host: NotRequired[str]  # the host's inventory name, which messages give (absent before: its hostname)
     rules: AlertRulesSpec
     grace: int | None  # seconds after a due time before the job is late; None: not declared
     timeout: float  # seconds a channel may take, its retries included

@@ -69,6 +69,18 @@ def test_mail_through_a_starttls_relay_once_per_incident_and_once_recovered(tmp_
     assert recovered["Subject"] == "[shop/prod] backup recovered on db1 (down 6m)"
 
 
+def test_a_long_subject_arrives_as_one_line_without_a_leading_space(tmp_path: Path) -> None:
+    # Short enough for a line of its own, too long with "Subject: " before it: at 78 columns
+    # Python's email folded it right after "Subject:" and the reader got a leading space.
+    subject = "[demo/dev] hello is late on h2 (due 2026-12-03T15:00:00Z, no start since)"
+    message = alerts.Message("late", subject, "late", {"event": "late"})
+    with smtp_relay(tmp_path) as relay:
+        sent = alerts.send(_config([_mail_channel(relay)]), [message], host="h2")
+    assert [(d.ok, d.error) for d in sent] == [(True, None)]
+    (mail,) = relay.messages
+    assert mail["Subject"] == subject, repr(mail["Subject"])
+
+
 def test_the_quiet_period_is_honoured_by_what_the_relay_receives(tmp_path: Path) -> None:
     with smtp_relay(tmp_path) as relay:
         config = _config([_mail_channel(relay)], rules={"when": list(alerts.EVENTS), "after": 1, "quiet": 1800})
@@ -109,7 +121,7 @@ def test_webhook_posts_the_documented_json_with_its_secret_header() -> None:
     body = json.loads(first.body)
     assert body == {
         "version": 1, "event": "timeout", "project": "shop", "env": "prod", "job": "backup", "host": "db1",
-        "run_id": "r100", "outcome": "timeout", "exit_code": 124, "started_at": "1970-01-01T00:01:37.000Z",
+        "hostname": "db1", "run_id": "r100", "outcome": "timeout", "exit_code": 124, "started_at": "1970-01-01T00:01:37.000Z",
         "ended_at": "1970-01-01T00:01:40.000Z", "duration_seconds": 3.0, "consecutive_failures": 1,
         "incident_started_at": "1970-01-01T00:01:40.000Z", "untold_incidents": 0, "output_tail": TAIL,
         "text": "[shop/prod] backup timed out on db1 (killed after 3.0s)", "attempt": 1}
