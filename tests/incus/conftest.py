@@ -11,6 +11,7 @@ Each test writes its own small project whose inventory uses
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -23,8 +24,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.alerts import remote
+from tests.alerts.servers import Relay, Web, smtp_relay, web_server
 from tests.conftest import HELLO, CliResult, RemoteProjectFiles
-from tests.harness.incus import Incus, LoopbackSshd
+from tests.harness.incus import Incus, LoopbackSshd, incus
 
 
 @pytest.fixture(scope="session")
@@ -117,3 +120,28 @@ def fake_incus(directory: Path, body: str) -> Path:
     path.chmod(0o755)
     return path
 
+
+
+@contextlib.contextmanager
+def alert_servers(p: IncusProject, container: str, folder: Path) -> Iterator[tuple[Callable[..., str], Relay, Web]]:
+    """A relay and an HTTP server on this machine, reached from the network-less container as an
+    operator's would reach them: Incus ``proxy`` devices (``bind=instance``) listening on its
+    loopback (brought up first, as a full init would) on the same ports, so URLs and the relay's
+    certificate hold in both places; the target prepared (the relay's CA, a user ``app``).
+    Yields ``on_target(argv, text=None)`` (its stdout; a failure fails the test) and the servers."""
+
+    def on_target(argv: list[str], text: str | None = None) -> str:
+        done = p.incus.exec(container, argv, input=text)
+        assert done.returncode == 0, f"{argv} in {container}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    on_target(["ip", "link", "set", "lo", "up"])
+    on_target(["useradd", "-m", "-s", "/bin/sh", "-p", "*", "app"])
+    with contextlib.ExitStack() as servers:
+        relay = servers.enter_context(smtp_relay(folder))
+        web = servers.enter_context(web_server())
+        for name, port in (("relay", relay.port), ("web", web.port)):
+            incus("config", "device", "add", container, name, "proxy", f"listen=tcp:127.0.0.1:{port}",
+                  f"connect=tcp:127.0.0.1:{port}", "bind=instance")
+        remote.prepare_target(on_target, relay.ca_file.read_text())
+        yield on_target, relay, web

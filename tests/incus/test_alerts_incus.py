@@ -12,16 +12,13 @@ The test brings the container's loopback up first, as a full init would.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.alerts import remote
-from tests.alerts.servers import smtp_relay, web_server
-from tests.harness.incus import incus
-from tests.incus.conftest import IncusProject
+from tests.incus.conftest import IncusProject, alert_servers
 
 pytestmark = [pytest.mark.alerts, pytest.mark.incus]
 
@@ -30,20 +27,7 @@ def test_a_failing_job_in_a_container_tells_once_then_its_recovery(incus_project
                                                                    tmp_path: Path) -> None:
     p = incus_project
 
-    def on_target(argv: list[str], text: str | None = None) -> str:
-        done = p.incus.exec(container, argv, input=text)
-        assert done.returncode == 0, f"{argv} in {container}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-        return done.stdout
-
-    on_target(["ip", "link", "set", "lo", "up"])
-    on_target(["useradd", "-m", "-s", "/bin/sh", "-p", "*", "app"])
-    with contextlib.ExitStack() as servers:
-        relay = servers.enter_context(smtp_relay(tmp_path))
-        web = servers.enter_context(web_server())
-        for name, port in (("relay", relay.port), ("web", web.port)):
-            incus("config", "device", "add", container, name, "proxy", f"listen=tcp:127.0.0.1:{port}",
-                  f"connect=tcp:127.0.0.1:{port}", "bind=instance")
-        remote.prepare_target(on_target, relay.ca_file.read_text())
+    with alert_servers(p, container, tmp_path) as (on_target, relay, web):
         p.write("tasks/flaky.py", remote.TASK)
         p.write("deployer.yml", remote.declaration("app", "127.0.0.1", relay.port, web.url + "/hook"))
         p.inventory({container: {}})

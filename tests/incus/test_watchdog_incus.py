@@ -9,7 +9,6 @@ the container and its command run as cron runs it (tests/alerts/watchdog_remote.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
@@ -17,10 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.alerts import remote, watchdog_remote
-from tests.alerts.servers import smtp_relay, web_server
 from tests.alerts.watchdog_remote import JOB, as_cron, watchdog_command
-from tests.harness.incus import incus
-from tests.incus.conftest import IncusProject
+from tests.incus.conftest import IncusProject, alert_servers
 
 pytestmark = [pytest.mark.alerts, pytest.mark.incus]
 
@@ -32,26 +29,13 @@ def test_a_job_that_did_not_start_in_a_container_is_told_late_once_then_its_reco
                                                                                       tmp_path: Path) -> None:
     p = incus_project
 
-    def on_target(argv: list[str], text: str | None = None) -> str:
-        done = p.incus.exec(container, argv, input=text)
-        assert done.returncode == 0, f"{argv} in {container}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-        return done.stdout
-
     def watchdog_round() -> tuple[int, str]:
         """The watchdog's line of root's crontab in the container, run as cron runs it."""
         command = watchdog_command(on_target(["crontab", "-l"]))
         done = p.incus.exec(container, as_cron(command, "root", "/root"))
         return done.returncode, done.stderr
 
-    on_target(["ip", "link", "set", "lo", "up"])
-    on_target(["useradd", "-m", "-s", "/bin/sh", "-p", "*", "app"])
-    with contextlib.ExitStack() as servers:
-        relay = servers.enter_context(smtp_relay(tmp_path))
-        web = servers.enter_context(web_server())
-        for name, port in (("relay", relay.port), ("web", web.port)):
-            incus("config", "device", "add", container, name, "proxy", f"listen=tcp:127.0.0.1:{port}",
-                  f"connect=tcp:127.0.0.1:{port}", "bind=instance")
-        remote.prepare_target(on_target, relay.ca_file.read_text())
+    with alert_servers(p, container, tmp_path) as (on_target, relay, web):
         schedule = f"{watchdog_remote.a_minute_half_an_hour_away()} * * * *"
         p.write("deployer.yml", watchdog_remote.declaration("app", "127.0.0.1", relay.port, web.url + "/hook", schedule, "1m"))
         p.inventory({container: {}})
